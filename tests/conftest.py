@@ -1,0 +1,70 @@
+"""Shared fixtures: outside tools are required in CI and optional elsewhere.
+
+A test that needs e2fsprogs, valgrind or libCacheSim asks for it through
+`require_tool` / `require_module`. On a developer machine a missing tool
+skips the test; with CI=true it fails, so CI never passes by skipping oracles.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+# Debian keeps e2fsprogs in /sbin, which is not on every user's PATH.
+EXTRA_PATH = os.pathsep.join(["/usr/sbin", "/sbin"])
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is required for this test"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing oracle is a failure, not a skip)")
+    pytest.skip(message)
+
+
+def find_tool(name: str) -> str | None:
+    """Path of an executable, also looking in /usr/sbin and /sbin."""
+    return shutil.which(name) or shutil.which(name, path=EXTRA_PATH)
+
+
+@pytest.fixture
+def require_tool() -> Callable[[str], str]:
+    """`require_tool("mke2fs")` → the tool's path, or skip (fail in CI)."""
+
+    def require(name: str) -> str:
+        path = find_tool(name)
+        if path is None:
+            _missing(f"the program {name!r}")
+        assert path is not None
+        return path
+
+    return require
+
+
+@pytest.fixture
+def require_module() -> Callable[[str], ModuleType]:
+    """`require_module("libcachesim")` → the module, or skip (fail in CI)."""
+
+    def require(name: str) -> ModuleType:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            _missing(f"the Python module {name!r}")
+            raise
+
+    return require
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the checkout (corpora and docs); required in CI."""
+    if not SHARED.is_dir():
+        _missing(f"the shared folder {SHARED}")
+    return SHARED

@@ -1,0 +1,35 @@
+"""Frozen ext2 images: the on-disk layout, a read-only reader and a populate-and-freeze builder.
+
+    from xipmodel.ext2 import Ext2Image, Ext2Error, build_image
+    with Ext2Image.open(build_image({"/bin/sh": b"..."})) as img:
+        img.listdir("/bin"), img.read("/bin/sh"), img.block_map("/bin/sh")
+"""
+
+from __future__ import annotations
+
+from xipmodel.errors import (
+    CorruptImageError,
+    Ext2Error,
+    FileTooLargeError,
+    ReadOnlyImageError,
+    SymlinkLoopError,
+    TruncatedImageError,
+    UnsupportedFeatureError,
+)
+from xipmodel.ext2.layout import GroupDesc, Inode, Superblock
+from xipmodel.ext2.reader import Ext2Image, MetadataBlock
+
+__all__ = [
+    "CorruptImageError",
+    "Ext2Error",
+    "Ext2Image",
+    "FileTooLargeError",
+    "GroupDesc",
+    "Inode",
+    "MetadataBlock",
+    "ReadOnlyImageError",
+    "Superblock",
+    "SymlinkLoopError",
+    "TruncatedImageError",
+    "UnsupportedFeatureError",
+]
