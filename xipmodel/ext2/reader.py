@@ -190,9 +190,14 @@ class Ext2Image:
     ) -> None:
         self.close()
 
+    @property
+    def volume_name(self) -> str:
+        """s_volume_name as text ("" when unset)."""
+        return _decode_name(self.superblock.s_volume_name.split(b"\0", 1)[0])
+
     def __repr__(self) -> str:
         sb = self.superblock
-        label = _decode_name(sb.s_volume_name.rstrip(b"\0")) or "(no label)"
+        label = self.volume_name or "(no label)"
         return (
             f"<Ext2Image {label} rev {sb.s_rev_level}, {self.block_size}-byte blocks, "
             f"{sb.s_blocks_count} blocks, {sb.s_inodes_count} inodes, {self.groups_count} groups>"
