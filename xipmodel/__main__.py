@@ -101,7 +101,7 @@ def cmd_bmap(img: Ext2Image, path: str) -> str:
 
 def cmd_demo() -> str:
     """Populate a small image, freeze it, and show where a binary's pages live."""
-    from xipmodel.ext2 import build_image  # type: ignore[attr-defined]
+    from xipmodel.ext2 import Symlink, build_image
 
     files = {
         "/bin/sh": bytes(range(256)) * 600,
@@ -109,9 +109,7 @@ def cmd_demo() -> str:
         "/usr/bin/python3": b"#!" + bytes(300_000),
         "/bin/bash": "sh",
     }
-    tree: dict[str, object] = {p: d for p, d in files.items() if isinstance(d, bytes)}
-    from xipmodel.ext2.builder import Symlink  # type: ignore[import-not-found,unused-ignore]
-
+    tree: dict[str, bytes | Symlink] = {p: d for p, d in files.items() if isinstance(d, bytes)}
     tree["/bin/bash"] = Symlink("sh")
     frozen = build_image(tree, volume_name="xip-demo")
     out = ["Populate, freeze, share: a read-only ext2 image, built in pure Python.", ""]
@@ -122,8 +120,9 @@ def cmd_demo() -> str:
         out.append("")
         out.append(cmd_bmap(img, "/bin/sh"))
         out.append("")
-        out.append("In XIP mode a page fault on page N of /bin/sh maps image block N's frame of the")
-        out.append("shared segment straight into the guest's page table: no copy, no page cache.")
+        out.append("In XIP mode, a fault on page N of /bin/sh maps the shared-segment frame of the")
+        out.append("image block that holds it (BLOCKS above) straight into the guest's page table:")
+        out.append("no copy, no page cache. In page-cache mode, every guest reads its own copy.")
     return "\n".join(out)
 
 

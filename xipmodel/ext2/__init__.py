@@ -16,20 +16,36 @@ from xipmodel.errors import (
     TruncatedImageError,
     UnsupportedFeatureError,
 )
+from xipmodel.ext2.builder import (
+    BuildSource,
+    Directory,
+    Entry,
+    File,
+    HardLink,
+    Symlink,
+    build_image,
+)
 from xipmodel.ext2.layout import GroupDesc, Inode, Superblock
 from xipmodel.ext2.reader import Ext2Image, MetadataBlock
 
 __all__ = [
+    "BuildSource",
     "CorruptImageError",
+    "Directory",
+    "Entry",
     "Ext2Error",
     "Ext2Image",
+    "File",
     "FileTooLargeError",
     "GroupDesc",
+    "HardLink",
     "Inode",
     "MetadataBlock",
     "ReadOnlyImageError",
     "Superblock",
+    "Symlink",
     "SymlinkLoopError",
     "TruncatedImageError",
     "UnsupportedFeatureError",
+    "build_image",
 ]
