@@ -23,6 +23,7 @@ works on a path missing from an image just as on a missing host file::
         ├── Ext2IsADirectoryError (+ IsADirectoryError)
         ├── SymlinkLoopError (+ OSError, errno ELOOP)
         ├── NotASymlinkError (+ OSError, errno EINVAL)
+        ├── NotARegularFileError (+ OSError, errno EINVAL)   a FIFO, socket or device node
         ├── FileTooLargeError (+ OSError, errno EFBIG)
         └── ReadOnlyImageError (+ PermissionError)  a write to the frozen image
 """
@@ -38,6 +39,7 @@ __all__ = [
     "Ext2IsADirectoryError",
     "Ext2NotADirectoryError",
     "FileTooLargeError",
+    "NotARegularFileError",
     "NotASymlinkError",
     "ParameterError",
     "ReadOnlyImageError",
@@ -106,6 +108,13 @@ class SymlinkLoopError(Ext2Error, OSError):
 
 class NotASymlinkError(Ext2Error, OSError):
     """readlink() of something that is not a symlink."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(*_oserror(errno.EINVAL, message, path))
+
+
+class NotARegularFileError(Ext2Error, OSError):
+    """A file operation on a FIFO, socket or device node (valid in the image, but no data)."""
 
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(*_oserror(errno.EINVAL, message, path))

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from xipmodel.errors import ParameterError
 
 __all__ = [
+    "DEFAULT_COSTS",
     "DEFAULT_PRESET",
     "PAGE_SHIFT",
     "PAGE_SIZE",
@@ -45,6 +46,7 @@ __all__ = [
     "SV39",
     "TINY",
     "X86_64",
+    "Costs",
     "MMUPreset",
     "Pte",
     "preset",
@@ -365,3 +367,24 @@ def preset(name: str) -> MMUPreset:
         return PRESETS[name]
     except KeyError:
         raise ParameterError(f"preset: name={name!r}: expected one of {sorted(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What model time each event costs, in nanoseconds.
+
+    Orders of magnitude for a teaching model, not measurements: a cached load,
+    a page-walk reference that misses the caches, a minor fault's kernel entry
+    and exit, a virtio-blk read, a host page-in of a shared-segment block.
+    """
+
+    access_ns: int = 1
+    walk_ref_ns: int = 20
+    minor_fault_ns: int = 1_000
+    major_fault_ns: int = 100_000  # the virtual disk's latency per read
+    disk_ns_per_page: int = 4_000  # 4 KiB at about 1 GB/s
+    host_page_in_ns: int = 50_000
+    copy_page_ns: int = 1_000
+
+
+DEFAULT_COSTS = Costs()

@@ -44,6 +44,7 @@ from xipmodel.errors import (
     Ext2IsADirectoryError,
     Ext2NotADirectoryError,
     FileTooLargeError,
+    NotARegularFileError,
     NotASymlinkError,
     ReadOnlyImageError,
     SymlinkLoopError,
@@ -62,6 +63,8 @@ BlockMap = npt.NDArray[np.int64]
 MAX_MAP_ENTRIES: Final = 1 << 22  # 32 MiB of int64
 DEFAULT_MAX_READ: Final = 256 << 20
 _INDIRECT_NAMES: Final = {1: "IND", 2: "DIND", 3: "TIND"}
+_FILE_TYPES: Final = {L.S_IFIFO: "FIFO", L.S_IFSOCK: "socket", L.S_IFCHR: "character device",
+                      L.S_IFBLK: "block device", L.S_IFLNK: "symlink"}
 
 
 @dataclass(frozen=True)
@@ -686,8 +689,11 @@ class Ext2Image:
         if kind == L.S_IFDIR:
             raise Ext2IsADirectoryError(f"{shown} is a directory", shown)
         if kind != L.S_IFREG:
-            raise CorruptImageError(f"{shown}: inode {ino} has i_mode 0o{inode.i_mode:o}, "
-                                    f"not a regular file")
+            what = _FILE_TYPES.get(kind)
+            if what is None:
+                raise CorruptImageError(
+                    f"{shown}: inode {ino} has i_mode 0o{inode.i_mode:o}, not a known file type")
+            raise NotARegularFileError(f"{shown} is a {what}, not a regular file", shown)
         return ino, inode, shown
 
     def read(

@@ -1,0 +1,73 @@
+"""Model of fs/dax.c (and its 2.6 ancestor mm/filemap_xip.c): faults served in place.
+
+dax_iomap_fault — xip_file_fault in Linux 2.6.13–3.19 — for page `pgoff`::
+
+    beyond EOF? ─────────────────────────────────────────► VM_FAULT_SIGBUS
+    ext2 block map (ext2_get_block via iomap_begin): which image block holds pgoff?
+      a hole              → dax_load_hole: map the zero page read-only
+      write, private      → dax_fault_cow_page: copy the block into a private page
+      otherwise           → direct_access: the block's frame in the shared segment,
+                            vmf_insert_mixed puts it straight into the page table
+                            → VM_FAULT_NOPAGE (no page-cache page, nothing on the LRU)
+
+No readahead, no disk I/O in the guest, no page cache: the only cost is the
+host paging the block in the first time any guest touches it.
+"""
+
+from __future__ import annotations
+
+from xipmodel.events import Cow
+from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
+from xipmodel.mm.memory import VmFault, VmFaultInfo, finish_fault
+from xipmodel.params import PAGE_SIZE
+
+__all__ = ["dax_iomap_fault", "xip_file_fault"]
+
+
+def dax_iomap_fault(vmf: VmFaultInfo) -> VmFault:
+    """Model of dax_iomap_fault → dax_fault_iter for one 4 KiB page."""
+    guest, ino, pgoff = vmf.guest, vmf.vma.ino, vmf.pgoff
+    assert ino is not None and guest.segment is not None, "dax_iomap_fault: not on XIP"
+    vmf.handler = "dax_iomap_fault"
+    if pgoff >= -(-guest.disk.file_size(ino) // PAGE_SIZE):
+        vmf.detail = f"page {pgoff} is beyond the end of the file"
+        return VmFault.SIGBUS
+    block = guest.disk.bmap(ino, pgoff)
+    if vmf.write and not vmf.vma.shared:
+        # dax_fault_cow_page: the private copy is made from the block (or zeros) at once.
+        copy = guest.alloc_page(FrameKind.COW, guest.host.unique_content())
+        if copy is None:
+            return VmFault.OOM
+        vmf.page = copy
+        vmf.handler = "do_cow_fault → dax_iomap_fault (dax_fault_cow_page)"
+        vmf.detail = f"private copy of image block {block}" if block else "private zero page"
+        guest.stats.cow_faults += 1
+        guest.time += guest.costs.copy_page_ns
+        if guest.bus:
+            guest.bus.emit(Cow(guest.time, guest.gid, vmf.mm.pid, vmf.vpn,
+                               "shared segment" if block else "zero page", copy))
+        return finish_fault(vmf, writable=True) | VmFault.DONE_COW
+    if block == 0:
+        vmf.handler = "dax_iomap_fault → dax_load_hole"
+        vmf.detail = f"page {pgoff} is a hole: the zero page"
+        ok = guest.install_pte(vmf.mm, vmf.vpn, 0, False, vmf.vma.exec)
+        return VmFault.NOPAGE if ok else VmFault.OOM
+    gpfn = guest.map_segment_block(block)
+    if gpfn is None:
+        return VmFault.OOM
+    vmf.page = gpfn
+    vmf.detail = (f"page {pgoff} is image block {block}: shared-segment frame "
+                  f"{guest.segment.frame_of[block]:#x}")
+    # vmf_insert_mixed: never writable, so a later write is copy-on-write (do_wp_page).
+    if not guest.install_pte(vmf.mm, vmf.vpn, gpfn, False, vmf.vma.exec):
+        return VmFault.OOM
+    return VmFault.NOPAGE
+
+
+def block_content(block: int) -> int:
+    """The content identity of image `block` (a hole reads as zeros)."""
+    return CONTENT_BLOCK + block if block else CONTENT_ZERO
+
+
+# The 2.6-era name of the same handler (mm/filemap_xip.c).
+xip_file_fault = dax_iomap_fault

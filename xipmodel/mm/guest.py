@@ -1,0 +1,502 @@
+"""Model of one guest: its RAM on the host, its page allocator and reclaim, its processes.
+
+Nested paging: a process's page table maps guest-virtual to guest-physical
+pages; the guest's EPT (a host page table) maps guest-physical to host frames,
+filled lazily the first time the guest touches a page (an EPT violation)::
+
+    guest-virtual ──process page table──► guest-physical ──EPT──► host frame
+                                           0 .. ram_pages          page cache copy, anon, ...
+                                           dcss_base + block  ──►  the shared segment's frame
+
+Guest RAM a guest once touched stays resident on the host even after the guest
+frees it (no balloon, no free page reporting): that is FrameKind.GUEST_FREE.
+Guest frame 0 is the guest's zero page; it is backed by the host's zero page.
+
+Reclaim (mm/vmscan.c) runs when the free list is empty. Only page-cache pages
+are reclaimable: without swap, anonymous pages stay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from xipmodel.errors import ParameterError, ReadOnlyImageError
+from xipmodel.events import EventBus, Oom
+from xipmodel.ext2.reader import Ext2Image
+from xipmodel.mm.frames import CONTENT_ZERO, FrameKind, HostMemory
+from xipmodel.mm.pagecache import LRU_ACTIVE, PageCache
+from xipmodel.mm.pagetable import PageTable, nested_walk_refs
+from xipmodel.mm.readahead import VM_READAHEAD_PAGES, FileRaState
+from xipmodel.mm.segment import SharedSegment
+from xipmodel.mm.tlb import TLB
+from xipmodel.mm.vma import MmStruct, Prot, Vma
+from xipmodel.params import DEFAULT_COSTS, PAGE_SHIFT, X86_64, Costs, MMUPreset, Pte
+
+__all__ = ["FAULT_AROUND_PAGES", "Guest", "GuestStats"]
+
+FAULT_AROUND_PAGES: Final = 16  # fault_around_bytes = 64 KiB
+ZERO_GPFN: Final = 0
+SWAP_CLUSTER_MAX: Final = 32  # pages reclaim tries to free at once
+
+
+@dataclass
+class GuestStats:
+    """Counters a guest keeps (what /proc/vmstat and perf would show)."""
+
+    major_faults: int = 0
+    minor_faults: int = 0
+    sigbus: int = 0
+    sigsegv: int = 0
+    oom: int = 0
+    cow_faults: int = 0
+    disk_read_bytes: int = 0
+    disk_reads: int = 0
+    tlb_hits: int = 0
+    tlb_misses: int = 0
+    walk_refs: int = 0
+    accesses: int = 0
+    readahead_pages: int = 0
+    fault_around_pages: int = 0
+    ept_violations: int = 0
+    cow_ksm: int = 0  # writes that broke a KSM merge (host copy-on-write)
+    pgscan: int = 0
+    pgsteal: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Mapping:
+    """Where a guest frame is mapped: (pid, vpn) → is the mapping executable."""
+
+    users: dict[tuple[int, int], bool] = field(default_factory=dict)
+
+
+class Guest:
+    """A virtual machine: `ram_pages` of RAM, a page cache over `disk`, optionally the XIP mount."""
+
+    def __init__(
+        self,
+        gid: int,
+        host: HostMemory,
+        ram_pages: int,
+        disk: Ext2Image,
+        *,
+        segment: SharedSegment | None = None,
+        preset: MMUPreset = X86_64,
+        host_preset: MMUPreset = X86_64,
+        bus: EventBus | None = None,
+        policy: str = "linux",
+        fault_around_pages: int = FAULT_AROUND_PAGES,
+        ra_pages: int = VM_READAHEAD_PAGES,
+        exec_aligned_readaround: bool = False,
+        tlb_entries: int = 64,
+        tlb_ways: int = 4,
+        costs: Costs = DEFAULT_COSTS,
+    ) -> None:
+        """Boot a guest; with `segment`, files of `disk` are mounted -o xip from it.
+
+        `exec_aligned_readaround`: the mid-2025 kernels' read-around for executable
+        mappings (an aligned window, no lookahead) instead of the classic centred one.
+        """
+        if ram_pages < 64:
+            raise ParameterError(f"Guest: ram_pages {ram_pages} is too small (at least 64)")
+        if segment is not None and segment.image is not disk:
+            raise ParameterError("Guest: the shared segment must hold the guest's disk image")
+        self.gid = gid
+        self.host = host
+        self.ram_pages = ram_pages
+        self.disk = disk
+        self.segment = segment
+        self.preset = preset
+        self.host_preset = host_preset
+        self.bus = bus if bus is not None else EventBus()
+        self.fault_around_pages = fault_around_pages
+        self.ra_pages = ra_pages
+        self.exec_aligned_readaround = exec_aligned_readaround
+        self.time = 0  # model nanoseconds, advanced by accesses, walks, faults and I/O
+        self.costs = costs
+        self.stats = GuestStats()
+        self.walk_cost = nested_walk_refs(preset.nlevels, host_preset.nlevels)
+
+        # Guest-physical memory: RAM, then (aligned, above it) the shared segment's window.
+        self.backing = np.full(ram_pages, -1, dtype=np.int64)  # gpfn → host frame
+        self.kind = np.zeros(ram_pages, dtype=np.uint8)  # what the guest uses each gpfn for
+        self.dcss_base = 1 << max(ram_pages - 1, 1).bit_length()
+        self.ept = PageTable(host_preset, self._alloc_ept_table, self._free_host_frame)
+        self._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
+        host.get(host.zero_pfn)
+        self.kind[ZERO_GPFN] = FrameKind.ZERO
+        self.free: list[int] = list(range(ram_pages - 1, ZERO_GPFN, -1))  # pop() → lowest
+        self.dcss_mapped: set[int] = set()  # segment blocks this guest's EPT maps
+
+        self.cache = PageCache(ram_pages, policy)
+        self.ra: dict[int, FileRaState] = {}
+        self.rmap: dict[int, _Mapping] = {}
+        self.procs: dict[int, MmStruct] = {}
+        self.tlb = TLB(tlb_entries, tlb_ways)
+        self._next_pid = 1
+
+    # --- guest-physical memory on the host ---------------------------------------------
+
+    def _alloc_ept_table(self) -> int | None:
+        return self.host.alloc(FrameKind.PAGETABLE, self.gid, self.host.unique_content())
+
+    def _free_host_frame(self, pfn: int) -> None:
+        self.host.put(pfn)
+
+    def _map_ept(self, gpfn: int, hpfn: int, writable: bool) -> bool:
+        flags = Pte.W if writable else Pte.NONE
+        return self.ept.map(gpfn, hpfn, flags | Pte.X | Pte.U, replace=True)
+
+    def _back(self, gpfn: int, kind: FrameKind, content: int) -> bool:
+        """Give `gpfn` a host frame on first use (an EPT violation), else retag its frame."""
+        hpfn = int(self.backing[gpfn])
+        if hpfn < 0:
+            new = self.host.alloc(kind, self.gid, content)
+            if new is None:
+                return False
+            self.stats.ept_violations += 1
+            self.backing[gpfn] = new
+            if not self._map_ept(gpfn, new, writable=True):
+                self.host.put(new)
+                self.backing[gpfn] = -1
+                return False
+        else:
+            hpfn = self._unshare_host_frame(gpfn)
+            if hpfn < 0:
+                return False
+            self.host.retag(hpfn, kind, content)
+        self.kind[gpfn] = kind
+        return True
+
+    def _unshare_host_frame(self, gpfn: int) -> int:
+        """Before the guest writes `gpfn`: break a KSM merge (cow_ksm). Returns the frame."""
+        hpfn = int(self.backing[gpfn])
+        if self.host.kind[hpfn] != FrameKind.KSM:
+            return hpfn
+        new = self.host.alloc(FrameKind(self.kind[gpfn]), self.gid,
+                              int(self.host.content[hpfn]))
+        if new is None:
+            return -1
+        self.host.put(hpfn)
+        self.backing[gpfn] = new
+        self._map_ept(gpfn, new, writable=True)
+        self.stats.cow_ksm += 1
+        return new
+
+    def write_page(self, gpfn: int, content: int) -> bool:
+        """The guest writes `gpfn` with `content` (a KSM-merged frame is copied first)."""
+        hpfn = self._unshare_host_frame(gpfn)
+        if hpfn < 0:
+            return False
+        self.host.content[hpfn] = content
+        return True
+
+    def remap_backing(self, gpfn: int, hpfn: int) -> None:
+        """Point guest frame `gpfn` at host frame `hpfn`, read-only (KSM's replace_page)."""
+        self.backing[gpfn] = hpfn
+        self._map_ept(gpfn, hpfn, writable=False)
+
+    def host_frame(self, gpfn: int) -> int:
+        """The host frame behind guest frame `gpfn` (RAM or the shared segment), -1 if none."""
+        if gpfn >= self.dcss_base and self.segment is not None:
+            return int(self.segment.frame_of[gpfn - self.dcss_base])
+        return int(self.backing[gpfn]) if 0 <= gpfn < self.ram_pages else -1
+
+    def alloc_page(self, kind: FrameKind, content: int = CONTENT_ZERO) -> int | None:
+        """Model of alloc_pages: a guest frame, reclaiming page cache if none is free."""
+        if not self.free:
+            self.shrink(SWAP_CLUSTER_MAX)
+        while self.free:
+            gpfn = self.free.pop()
+            if self._back(gpfn, kind, content):
+                return gpfn
+            self.free.append(gpfn)
+            break
+        self.stats.oom += 1
+        if self.bus:
+            self.bus.emit(Oom(self.time, self.gid, "guest" if not self.free else "host"))
+        return None
+
+    def free_page(self, gpfn: int) -> None:
+        """Give `gpfn` back to the guest's free list (its host frame stays resident)."""
+        assert 0 < gpfn < self.ram_pages, f"free_page: gpfn {gpfn} is not guest RAM"
+        assert gpfn not in self.rmap, f"free_page: gpfn {gpfn} is still mapped"
+        self.kind[gpfn] = FrameKind.GUEST_FREE
+        hpfn = int(self.backing[gpfn])
+        if self.host.kind[hpfn] != FrameKind.KSM:  # a merged frame keeps serving others
+            self.host.retag(hpfn, FrameKind.GUEST_FREE)
+        self.free.append(gpfn)
+
+    # --- the XIP window: segment blocks in guest-physical space ------------------------------
+
+    def map_segment_block(self, block: int) -> int | None:
+        """The gpfn of image `block` in the DCSS window, its EPT entry installed read-only.
+
+        The first guest touching the block makes the host page it in.
+        """
+        assert self.segment is not None, "map_segment_block: no XIP mount"
+        if block not in self.dcss_mapped:
+            page_ins = self.segment.page_ins
+            hpfn = self.segment.direct_access(block, self.time, self.gid)
+            if hpfn is None:
+                return None
+            if self.segment.page_ins != page_ins:  # this guest waited for the host page-in
+                self.time += self.costs.host_page_in_ns
+            if not self._map_ept(self.dcss_base + block, hpfn, writable=False):
+                return None
+            self.host.get(hpfn)  # one reference per guest mapping the frame
+            self.dcss_mapped.add(block)
+            self.stats.ept_violations += 1
+        return self.dcss_base + block
+
+    # --- processes ---------------------------------------------------------------------
+
+    def new_process(self, name: str = "") -> MmStruct:
+        """fork+exec's empty address space: a root page table in guest RAM, a fresh ASID."""
+        pid = self._next_pid
+        self._next_pid += 1
+        pt = PageTable(self.preset, self._alloc_table_page, self._free_table_page)
+        mm = MmStruct(pid=pid, asid=pid, pt=pt, name=name)
+        self.procs[pid] = mm
+        return mm
+
+    def _alloc_table_page(self) -> int | None:
+        return self.alloc_page(FrameKind.PAGETABLE, self.host.unique_content())
+
+    def _free_table_page(self, gpfn: int) -> None:
+        self.free_page(gpfn)
+
+    def mmap(self, mm: MmStruct, start: int, length: int, prot: Prot | str, *,
+             path: str | None = None, offset: int = 0, shared: bool = False,
+             name: str = "", advice: str = "normal") -> Vma:
+        """do_mmap: a VMA for `path` of the image (or anonymous memory); nothing is mapped yet.
+
+        A shared writable mapping of a file on the frozen XIP mount is refused.
+        """
+        prot = Prot.parse(prot) if isinstance(prot, str) else prot
+        mask = (1 << PAGE_SHIFT) - 1
+        end = (start + length + mask) & ~mask
+        ino = None
+        dax = False
+        if path is not None:
+            ino = self.disk.lookup(path)
+            dax = self.segment is not None
+            if dax and shared and prot & Prot.W:
+                raise ReadOnlyImageError(
+                    f"mmap: {path} is on the frozen XIP image: a shared writable mapping "
+                    f"would write it", path)
+        if offset & mask:
+            raise ParameterError(f"mmap: offset {offset:#x} is not page aligned")
+        vma = Vma(start & ~mask, end, prot, shared=shared, ino=ino,
+                  pgoff=offset >> PAGE_SHIFT, name=name or (path or ""), advice=advice, dax=dax)
+        return mm.insert_vma(vma)
+
+    def exit_process(self, mm: MmStruct) -> None:
+        """exit_mmap: unmap everything, drop anonymous pages, free the page tables."""
+        for vpn in mm.pt.mapped_vpns().tolist():
+            self.unmap_pte(mm, vpn)
+        self.tlb.flush(mm.asid)
+        mm.pt.free()
+        del self.procs[mm.pid]
+
+    # --- PTEs and the reverse map ---------------------------------------------------------
+
+    def install_pte(self, mm: MmStruct, vpn: int, gpfn: int, writable: bool, exec_: bool,
+                    dirty: bool = False) -> bool:
+        """set_pte_at: map `vpn` → `gpfn` (accessed, and dirty if written); track the rmap."""
+        flags = Pte.U | Pte.A
+        if writable:
+            flags |= Pte.W
+        if exec_:
+            flags |= Pte.X
+        if dirty:
+            flags |= Pte.D
+        old = mm.pt.lookup_pte(vpn)
+        if self.preset.pte_present_p(old):
+            self._rmap_del(self.preset.pte_pfn(old), mm.pid, vpn)
+        if not mm.pt.map(vpn, gpfn, flags, replace=True):
+            return False  # no memory for a page-table page
+        self.tlb.invalidate(mm.asid, vpn)
+        if 0 < gpfn < self.ram_pages and self.kind[gpfn] != FrameKind.ZERO:
+            self.rmap.setdefault(gpfn, _Mapping()).users[(mm.pid, vpn)] = exec_
+        return True
+
+    def unmap_pte(self, mm: MmStruct, vpn: int) -> None:
+        """Clear one PTE (zap_pte_range / try_to_unmap_one), freeing a private anonymous page."""
+        old = mm.pt.unmap(vpn)
+        self.tlb.invalidate(mm.asid, vpn)
+        if not self.preset.pte_present_p(old):
+            return
+        gpfn = self.preset.pte_pfn(old)
+        self._rmap_del(gpfn, mm.pid, vpn)
+        kind = self.kind[gpfn] if 0 <= gpfn < self.ram_pages else None
+        if kind in (FrameKind.ANON, FrameKind.COW) and gpfn not in self.rmap:
+            self.free_page(gpfn)
+
+    def _rmap_del(self, gpfn: int, pid: int, vpn: int) -> None:
+        mapping = self.rmap.get(gpfn)
+        if mapping is not None:
+            mapping.users.pop((pid, vpn), None)
+            if not mapping.users:
+                del self.rmap[gpfn]
+
+    def mapcount(self, gpfn: int) -> int:
+        """page_mapcount: PTEs mapping `gpfn`."""
+        mapping = self.rmap.get(gpfn)
+        return len(mapping.users) if mapping else 0
+
+    # --- the page cache ---------------------------------------------------------------------
+
+    def ra_state(self, ino: int) -> FileRaState:
+        """The file's readahead state (one struct file per inode per guest, a simplification)."""
+        ra = self.ra.get(ino)
+        if ra is None:
+            ra = self.ra[ino] = FileRaState(ra_pages=self.ra_pages)
+        return ra
+
+    def active_floor(self) -> int:
+        """What a refault distance is compared with: active file + anonymous pages."""
+        anon = int(np.count_nonzero((self.kind == FrameKind.ANON) | (self.kind == FrameKind.COW)))
+        return self.cache.nr_active + anon
+
+    def shrink(self, nr_to_reclaim: int) -> int:
+        """Model of mm/vmscan.c:shrink_lruvec for file pages: free up to `nr_to_reclaim` frames."""
+        cache = self.cache
+        if cache.policy == "linux":
+            self._shrink_active_list()
+        reclaimed = 0
+        budget = 2 * (cache.nr_inactive + cache.nr_active) + 1
+        while reclaimed < nr_to_reclaim and budget > 0 and (cache.inactive or cache.active):
+            budget -= 1
+            if not cache.inactive:
+                self._shrink_active_list(force=True)
+                continue
+            gpfn = next(iter(cache.inactive))  # the tail: the oldest page
+            self.stats.pgscan += 1
+            verdict = self._check_references(gpfn)
+            if verdict == "activate":
+                cache.activate(gpfn)
+                continue
+            if verdict == "keep":
+                cache.rotate(gpfn)
+                continue
+            self._reclaim_page(gpfn)
+            reclaimed += 1
+        return reclaimed
+
+    def _check_references(self, gpfn: int) -> str:
+        """Model of folio_check_references: "activate", "keep" or "reclaim"."""
+        cache = self.cache
+        if cache.policy in ("fifo", "lru"):
+            return "reclaim"
+        referenced_folio = bool(cache.referenced[gpfn])
+        cache.referenced[gpfn] = False
+        if cache.policy == "clock":
+            return "keep" if referenced_folio else "reclaim"  # second chance
+        referenced_ptes, exec_mapped = self._folio_referenced(gpfn)
+        if referenced_ptes:
+            cache.referenced[gpfn] = True
+            if referenced_folio or referenced_ptes > 1:
+                return "activate"
+            # Activate file-backed executable folios after first usage.
+            if exec_mapped:
+                return "activate"
+            return "keep"
+        return "reclaim"
+
+    def _folio_referenced(self, gpfn: int) -> tuple[int, bool]:
+        """folio_referenced: count and clear the accessed bits of the PTEs mapping `gpfn`."""
+        mapping = self.rmap.get(gpfn)
+        if mapping is None:
+            return 0, False
+        young = 0
+        exec_mapped = False
+        for (pid, vpn), is_exec in mapping.users.items():
+            mm = self.procs[pid]
+            old = mm.pt.clear_flags(vpn, Pte.A)
+            if self.preset.pte_flags(old) & Pte.A:
+                young += 1
+                self.tlb.invalidate(mm.asid, vpn)  # ptep_clear_flush_young
+            exec_mapped = exec_mapped or is_exec
+        return young, exec_mapped
+
+    def _shrink_active_list(self, force: bool = False) -> None:
+        """Demote from the active tail while the inactive list is low (inactive_is_low)."""
+        cache = self.cache
+        total_gb = (cache.nr_active + cache.nr_inactive) >> (30 - PAGE_SHIFT)
+        ratio = int((10 * total_gb) ** 0.5) if total_gb else 1
+        moves = cache.nr_active if force else 0
+        while cache.active and (moves > 0 or cache.nr_inactive * ratio < cache.nr_active):
+            moves -= 1
+            gpfn = next(iter(cache.active))
+            young, exec_mapped = self._folio_referenced(gpfn)
+            if young and exec_mapped and not force:
+                cache.rotate(gpfn)  # referenced executable pages get another trip
+                continue
+            cache.deactivate(gpfn)
+            if force:
+                break
+
+    def _reclaim_page(self, gpfn: int) -> None:
+        """shrink_folio_list for one clean page: unmap it everywhere, drop it, free the frame."""
+        mapping = self.rmap.get(gpfn)
+        if mapping is not None:
+            for pid, vpn in list(mapping.users):
+                self.unmap_pte(self.procs[pid], vpn)
+        key = self.cache.remove(gpfn)
+        self.stats.pgsteal += 1
+        if self.bus:
+            from xipmodel.events import PageCacheEvict
+
+            self.bus.emit(PageCacheEvict(self.time, self.gid, key[0], key[1], gpfn))
+        self.free_page(gpfn)
+
+    # --- accounting ---------------------------------------------------------------------
+
+    def page_counts(self) -> dict[str, int]:
+        """Guest frames by use: what `free` and /proc/meminfo would show."""
+        kinds = np.bincount(self.kind, minlength=len(FrameKind))
+        return {
+            "page_cache": len(self.cache),
+            "anon": int(kinds[FrameKind.ANON]),
+            "cow": int(kinds[FrameKind.COW]),
+            "page_tables": int(kinds[FrameKind.PAGETABLE]),
+            "free": len(self.free),
+            "active": self.cache.nr_active,
+            "inactive": self.cache.nr_inactive,
+            "xip_mapped_blocks": len(self.dcss_mapped),
+        }
+
+    def is_cached_active(self, gpfn: int) -> bool:
+        return bool(self.cache.lru[gpfn] == LRU_ACTIVE)
+
+    # --- running code ---------------------------------------------------------------------
+
+    def access(self, mm: MmStruct, address: int, kind: str = "r",
+               content: int | None = None) -> int:
+        """One CPU access ("r", "w", "x") by `mm` at `address`; VM_FAULT_* flags (0: none)."""
+        from xipmodel.mm.memory import access
+
+        return int(access(self, mm, address, kind, content))
+
+    def read(self, path: str, offset: int = 0, count: int = 1 << 62) -> int:
+        """The read() system call on `path`: through the page cache (readahead), or in place."""
+        ino = self.disk.lookup(path)
+        if self.segment is not None:
+            # dax_iomap_rw: copied straight from the shared segment, no page cache.
+            size = self.disk.file_size(ino)
+            end = min(size, offset + count)
+            for index in range(offset >> PAGE_SHIFT, -(-end >> PAGE_SHIFT)):
+                block = self.disk.bmap(ino, index)
+                if block:
+                    self.map_segment_block(block)
+            return max(0, end - offset)
+        from xipmodel.mm.filemap import filemap_read
+
+        return filemap_read(self, ino, offset, count)

@@ -1,0 +1,189 @@
+"""Model of a guest's page cache: the i_pages index, the file LRU lists and workingset shadows.
+
+Keyed by (inode, page offset) → guest frame. The default replacement is
+Linux's (mm/swap.c, mm/vmscan.c, mm/workingset.c)::
+
+    new page ──► inactive list (head) ··· tail ──► evicted (a shadow entry remembers when)
+                    │ second reference                 ▲
+                    ▼                                  │ demoted when inactive runs low
+                 active list (head) ···· tail ─────────┘
+
+* read() references go through mark_page_accessed: inactive,unreferenced →
+  inactive,referenced → active.
+* mapped pages are aged by their PTE accessed bits when reclaim looks at them
+  (folio_check_references): a second reference activates them, except
+  executable file pages, which are activated after their first use.
+* a refault whose distance (evictions + activations since the eviction) is at
+  most the active file + anonymous pages is activated at once.
+
+The textbook policies (FIFO, LRU, CLOCK with the reference bit set on load)
+replace the two lists for teaching: one list, evicting from its tail, every
+access seen (the idealised, full-knowledge version).
+
+Not modelled: locking, large folios, memory cgroups, writeback of dirty pages
+(the frozen image is never written), and anonymous memory on the LRU (there is
+no swap, so anonymous pages are never reclaimed).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+import numpy as np
+
+from xipmodel.errors import ParameterError
+
+__all__ = ["CACHE_POLICIES", "LRU_ACTIVE", "LRU_INACTIVE", "LRU_NONE", "PageCache"]
+
+LRU_NONE: Final = 0
+LRU_INACTIVE: Final = 1
+LRU_ACTIVE: Final = 2
+CACHE_POLICIES: Final = ("linux", "fifo", "lru", "clock")
+
+Key = tuple[int, int]  # (inode number, page offset)
+
+
+class PageCache:
+    """One guest's page cache over its `ram_pages` guest frames."""
+
+    def __init__(self, ram_pages: int, policy: str = "linux") -> None:
+        if policy not in CACHE_POLICIES:
+            raise ParameterError(
+                f"PageCache: policy {policy!r} is not one of {', '.join(CACHE_POLICIES)}")
+        self.policy = policy
+        self.pages: dict[Key, int] = {}  # the xarray: (ino, pgoff) → gpfn
+        self.key_of: dict[int, Key] = {}  # gpfn → (ino, pgoff)
+        # Per guest frame (struct folio flags): which list, PG_referenced, PG_readahead, exec.
+        self.lru = np.zeros(ram_pages, dtype=np.uint8)
+        self.referenced = np.zeros(ram_pages, dtype=bool)
+        self.readahead = np.zeros(ram_pages, dtype=bool)
+        self.inactive: OrderedDict[int, None] = OrderedDict()  # first = tail (oldest)
+        self.active: OrderedDict[int, None] = OrderedDict()
+        self.shadows: dict[Key, int] = {}  # workingset_eviction stamps
+        self.nonresident_age = 0  # lruvec->nonresident_age: evictions + activations
+        self.refaults = 0
+        self.refault_activations = 0
+        self.evictions = 0
+        self.activations = 0
+
+    def __len__(self) -> int:
+        return len(self.pages)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self.pages
+
+    def find(self, ino: int, pgoff: int) -> int | None:
+        """filemap_get_folio: the guest frame caching page `pgoff` of `ino`, or None."""
+        return self.pages.get((ino, pgoff))
+
+    def next_miss(self, ino: int, index: int, max_scan: int) -> int | None:
+        """page_cache_next_miss: the first page ≥ index not cached, within max_scan pages."""
+        for i in range(index, index + max_scan):
+            if (ino, i) not in self.pages:
+                return i
+        return None
+
+    # --- insertion and removal -------------------------------------------------------
+
+    def add(self, ino: int, pgoff: int, gpfn: int, active_floor: int) -> tuple[bool, bool]:
+        """filemap_add_folio + lru_cache_add: cache `gpfn` as page `pgoff` of `ino`.
+
+        `active_floor` is what a refault distance is compared with (active file + anon
+        pages). Returns (refault, activated).
+        """
+        key = (ino, pgoff)
+        assert key not in self.pages, f"add: {key} is already cached"
+        self.pages[key] = gpfn
+        self.key_of[gpfn] = key
+        self.referenced[gpfn] = False
+        self.readahead[gpfn] = False
+        eviction = self.shadows.pop(key, None)
+        refault = eviction is not None
+        activate = False
+        if refault:
+            # workingset_refault: was it evicted recently enough to deserve the active list?
+            self.refaults += 1
+            assert eviction is not None
+            distance = self.nonresident_age - eviction
+            activate = self.policy == "linux" and distance <= active_floor
+        if activate:
+            self.refault_activations += 1
+            self._to_active(gpfn)
+        else:
+            self.lru[gpfn] = LRU_INACTIVE
+            self.inactive[gpfn] = None
+            # CLOCK sets the reference bit on load (what libCacheSim's Clock(init_freq=1) does).
+            self.referenced[gpfn] = self.policy == "clock"
+        return refault, activate
+
+    def remove(self, gpfn: int, shadow: bool = True) -> Key:
+        """Evict `gpfn` from the cache (__remove_mapping), leaving a shadow entry if asked."""
+        key = self.key_of.pop(gpfn)
+        del self.pages[key]
+        if self.lru[gpfn] == LRU_ACTIVE:
+            del self.active[gpfn]
+        elif self.lru[gpfn] == LRU_INACTIVE:
+            del self.inactive[gpfn]
+        self.lru[gpfn] = LRU_NONE
+        self.readahead[gpfn] = False
+        self.referenced[gpfn] = False
+        if shadow:
+            self.shadows[key] = self.nonresident_age  # workingset_eviction
+            self.nonresident_age += 1
+            self.evictions += 1
+        return key
+
+    def _to_active(self, gpfn: int) -> None:
+        if self.lru[gpfn] == LRU_INACTIVE:
+            del self.inactive[gpfn]
+        self.lru[gpfn] = LRU_ACTIVE
+        self.active[gpfn] = None
+        self.referenced[gpfn] = False
+        self.nonresident_age += 1  # workingset_age_nonresident on activation
+        self.activations += 1
+
+    def activate(self, gpfn: int) -> None:
+        """folio_activate: move an inactive page to the active list's head."""
+        if self.lru[gpfn] == LRU_INACTIVE:
+            self._to_active(gpfn)
+
+    def deactivate(self, gpfn: int) -> None:
+        """Move an active page to the inactive list's head (shrink_active_list)."""
+        assert self.lru[gpfn] == LRU_ACTIVE, f"deactivate: gpfn {gpfn} is not active"
+        del self.active[gpfn]
+        self.lru[gpfn] = LRU_INACTIVE
+        self.inactive[gpfn] = None
+
+    def rotate(self, gpfn: int) -> None:
+        """Put `gpfn` back at the head of its list (kept by reclaim, or a textbook LRU hit)."""
+        lst = self.active if self.lru[gpfn] == LRU_ACTIVE else self.inactive
+        lst.move_to_end(gpfn)
+
+    # --- references ---------------------------------------------------------------------
+
+    def mark_page_accessed(self, gpfn: int) -> None:
+        """Model of mm/swap.c:folio_mark_accessed, the read() path (textbook: a hit)."""
+        if self.policy == "linux":
+            if self.lru[gpfn] == LRU_INACTIVE and self.referenced[gpfn]:
+                self._to_active(gpfn)  # inactive,referenced → active,unreferenced
+            elif not self.referenced[gpfn]:
+                self.referenced[gpfn] = True
+            return
+        self.touch(gpfn)
+
+    def touch(self, gpfn: int) -> None:
+        """A textbook policy sees every access: LRU moves to the head, CLOCK sets the bit."""
+        if self.policy == "lru":
+            self.inactive.move_to_end(gpfn)
+        elif self.policy == "clock":
+            self.referenced[gpfn] = True
+        # FIFO ignores hits; "linux" learns of mapped accesses from PTE accessed bits.
+
+    @property
+    def nr_active(self) -> int:
+        return len(self.active)
+
+    @property
+    def nr_inactive(self) -> int:
+        return len(self.inactive)

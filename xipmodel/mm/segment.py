@@ -1,0 +1,85 @@
+"""Model of a z/VM DCSS (drivers/s390/block/dcssblk.c) holding a frozen ext2 image.
+
+Populate, freeze, share: the image is saved once (CP SAVESEG) and every guest
+adds it shared and read-only, mounting it with `-o xip`. The segment sits in
+each guest's physical address space *outside* the guest's RAM, so executing
+from it costs the guest none of its memory::
+
+    guest-physical address space of one guest
+    0                          ram_pages            dcss_base            dcss_base + blocks
+    ├──── guest RAM ────────────┤ (hole) ············ ├──── shared segment ───┤
+      page cache, anon, tables                          image block b at gpfn dcss_base + b
+                                                        ↓ nested paging (EPT/NPT)
+    host frames:                                        one host frame per touched block,
+                                                        shared by every guest
+
+The host demand-pages the segment: a block has a host frame only once some
+guest touched it. The first toucher pays the host page-in; later guests only
+install a mapping. No guest mapping of a segment frame is ever writable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xipmodel.errors import ParameterError
+from xipmodel.events import EventBus, HostPageIn
+from xipmodel.ext2.reader import Ext2Image
+from xipmodel.mm.frames import CONTENT_BLOCK, OWNER_SEGMENT, FrameKind, HostMemory
+
+__all__ = ["SharedSegment"]
+
+
+class SharedSegment:
+    """A frozen image placed once in host memory, demand-paged, read-only by construction."""
+
+    def __init__(self, host: HostMemory, image: Ext2Image, page_size: int = 4096,
+                 bus: EventBus | None = None, name: str = "XIP2") -> None:
+        """Place `image` in a segment of `host`; refuse images whose blocks are not pages.
+
+        XIP needs block size = page size: ext2_get_xip_mem maps a whole block as a page.
+        """
+        if image.block_size != page_size:
+            raise ParameterError(
+                f"SharedSegment: image block size {image.block_size} is not the page size "
+                f"{page_size}: execute-in-place maps one image block per page, so it needs "
+                f"{page_size}-byte blocks (build the image with block_size={page_size})")
+        self.host = host
+        self.image = image
+        self.name = name
+        self.bus = bus if bus is not None else EventBus()
+        self.blocks = image.superblock.s_blocks_count
+        self.frame_of = np.full(self.blocks, -1, dtype=np.int64)  # host frame per image block
+        self.page_ins = 0
+        self.generation = 1  # bumped by a new populate + save (an update)
+
+    def direct_access(self, block: int, time: int = 0, guest: int = -1) -> int | None:
+        """Model of dcssblk_direct_access: the host frame holding image `block` (paged in if new).
+
+        Returns None if the host has no free frame left.
+        """
+        assert 0 < block < self.blocks, f"direct_access: block {block} outside the segment"
+        pfn = int(self.frame_of[block])
+        if pfn >= 0:
+            return pfn
+        # The first guest to touch this block: the host pages it in from the saved segment.
+        new = self.host.alloc(FrameKind.SHARED, OWNER_SEGMENT, CONTENT_BLOCK + block)
+        if new is None:
+            return None
+        self.frame_of[block] = new
+        self.page_ins += 1
+        if self.bus:
+            self.bus.emit(HostPageIn(time, guest, block, new))
+        return new
+
+    @property
+    def resident(self) -> int:
+        """Blocks of the segment that occupy a host frame."""
+        return int(np.count_nonzero(self.frame_of >= 0))
+
+    def users(self) -> np.ndarray:
+        """Per image block: how many mappings (guests) hold its host frame (0 if not resident)."""
+        out = np.zeros(self.blocks, dtype=np.int64)
+        resident = self.frame_of >= 0
+        out[resident] = self.host.refcount[self.frame_of[resident]] - 1
+        return out

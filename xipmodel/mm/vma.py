@@ -1,0 +1,128 @@
+"""Model of a process address space (struct mm_struct) and its areas (struct vm_area_struct).
+
+A VMA covers [start, end) of the virtual address space with one set of
+permissions; a file-backed VMA maps file pages starting at `pgoff`::
+
+    vma.start                                     vma.end
+    ├───── page 0 ───┬──── page 1 ───┬── … ───────┤
+      file page vma.pgoff + (address - vma.start) >> PAGE_SHIFT
+
+exec (fs/binfmt_elf.c) makes each PT_LOAD segment a *private* file mapping
+(text R-X, data RW-), and .bss, heap and stack anonymous ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from dataclasses import dataclass, field
+
+from xipmodel.errors import ParameterError
+from xipmodel.mm.pagetable import PageTable
+from xipmodel.params import PAGE_SHIFT
+
+__all__ = ["MmStruct", "Prot", "Vma"]
+
+
+class Prot(enum.IntFlag):
+    """PROT_READ / PROT_WRITE / PROT_EXEC of a mapping."""
+
+    NONE = 0
+    R = 1
+    W = 2
+    X = 4
+
+    @classmethod
+    def parse(cls, text: str) -> Prot:
+        """"r-x" → R|X (the notation of /proc/PID/maps)."""
+        prot = cls.NONE
+        for ch, bit in zip(text.ljust(3, "-")[:3], (cls.R, cls.W, cls.X), strict=True):
+            if ch != "-":
+                prot |= bit
+        return prot
+
+    def __str__(self) -> str:
+        return "".join(c if self & b else "-" for c, b in zip("rwx", (Prot.R, Prot.W, Prot.X),
+                                                                strict=True))
+
+
+ADVICE = ("normal", "random", "sequential")  # MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL
+
+
+@dataclass
+class Vma:
+    """struct vm_area_struct: [start, end) with permissions, maybe backed by file `ino`."""
+
+    start: int
+    end: int
+    prot: Prot
+    shared: bool = False  # MAP_SHARED (else MAP_PRIVATE: writes are copy-on-write)
+    ino: int | None = None  # the file's inode number in the image, None if anonymous
+    pgoff: int = 0  # file page mapped at `start`
+    name: str = ""
+    advice: str = "normal"
+    dax: bool = False  # the file lives on the XIP/DAX mount: vm_ops are dax's, not filemap's
+
+    def __post_init__(self) -> None:
+        mask = (1 << PAGE_SHIFT) - 1
+        if self.start & mask or self.end & mask or self.end <= self.start:
+            raise ParameterError(
+                f"Vma: [{self.start:#x}, {self.end:#x}) is not a page-aligned, non-empty range")
+        if self.advice not in ADVICE:
+            raise ParameterError(f"Vma: advice {self.advice!r} is not one of {ADVICE}")
+
+    @property
+    def anonymous(self) -> bool:
+        return self.ino is None
+
+    @property
+    def exec(self) -> bool:
+        return bool(self.prot & Prot.X)
+
+    @property
+    def pages(self) -> int:
+        return (self.end - self.start) >> PAGE_SHIFT
+
+    def file_pgoff(self, address: int) -> int:
+        """linear_page_index: the file page mapped at `address`."""
+        return self.pgoff + ((address - self.start) >> PAGE_SHIFT)
+
+    def permits(self, write: bool, exec_: bool) -> bool:
+        """Does the VMA allow this access at all (else SIGSEGV)?"""
+        if write:
+            return bool(self.prot & Prot.W)
+        if exec_:
+            return bool(self.prot & Prot.X)
+        return bool(self.prot & Prot.R)
+
+    def __str__(self) -> str:
+        kind = "s" if self.shared else "p"
+        return (f"{self.start:012x}-{self.end:012x} {self.prot}{kind} "
+                f"{self.pgoff << PAGE_SHIFT:08x} "
+                f"{self.name or ('[anon]' if self.anonymous else '')}")
+
+
+@dataclass
+class MmStruct:
+    """One process: its VMAs (sorted by start) and its page table; `asid` tags its TLB entries."""
+
+    pid: int
+    asid: int
+    pt: PageTable
+    vmas: list[Vma] = field(default_factory=list)
+    name: str = ""
+
+    def find_vma(self, address: int) -> Vma | None:
+        """The VMA containing `address`, or None (a SIGSEGV)."""
+        i = bisect.bisect_right([v.start for v in self.vmas], address) - 1
+        if i >= 0 and address < self.vmas[i].end:
+            return self.vmas[i]
+        return None
+
+    def insert_vma(self, vma: Vma) -> Vma:
+        """Add `vma`; overlapping an existing area is a caller's error."""
+        for other in self.vmas:
+            if vma.start < other.end and other.start < vma.end:
+                raise ParameterError(f"mmap: {vma} overlaps {other}")
+        bisect.insort(self.vmas, vma, key=lambda v: v.start)
+        return vma
