@@ -24,7 +24,7 @@ from typing import Final
 import numpy as np
 
 from xipmodel.errors import ParameterError, ReadOnlyImageError
-from xipmodel.events import EventBus, Oom
+from xipmodel.events import EventBus, Oom, PteInstall
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.mm.frames import CONTENT_ZERO, FrameKind, HostMemory
 from xipmodel.mm.pagecache import LRU_ACTIVE, PageCache
@@ -325,7 +325,22 @@ class Guest:
         self.tlb.invalidate(mm.asid, vpn)
         if 0 < gpfn < self.ram_pages and self.kind[gpfn] != FrameKind.ZERO:
             self.rmap.setdefault(gpfn, _Mapping()).users[(mm.pid, vpn)] = exec_
+        if self.bus:
+            self.bus.emit(PteInstall(self.time, self.gid, mm.pid, vpn, gpfn,
+                                     self.host_frame(gpfn), writable, self.describe_gpfn(gpfn)))
         return True
+
+    def describe_gpfn(self, gpfn: int) -> str:
+        """What guest frame `gpfn` holds, in words (for events and explanations)."""
+        if gpfn >= self.dcss_base and self.segment is not None:
+            return f"shared segment (image block {gpfn - self.dcss_base})"
+        if gpfn == ZERO_GPFN:
+            return "zero page"
+        key = self.cache.key_of.get(gpfn)
+        if key is not None:
+            return f"page cache (inode {key[0]} page {key[1]})"
+        return {FrameKind.ANON: "anonymous", FrameKind.COW: "private copy (CoW)",
+                FrameKind.PAGETABLE: "page table"}.get(FrameKind(self.kind[gpfn]), "guest RAM")
 
     def unmap_pte(self, mm: MmStruct, vpn: int) -> None:
         """Clear one PTE (zap_pte_range / try_to_unmap_one), freeing a private anonymous page."""

@@ -27,7 +27,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from xipmodel.events import Cow, Fault
+from xipmodel.events import Cow, Fault, TlbLookup, WalkStep
 from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
 from xipmodel.params import PAGE_SHIFT, Pte
 
@@ -102,6 +102,8 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
     guest.time += guest.costs.access_ns
     vpn = address >> PAGE_SHIFT
     hit = guest.tlb.lookup(mm.asid, vpn)
+    if guest.bus:
+        _emit_lookup(guest, mm, address, hit is not None)
     result = VmFault.NONE
     if hit is not None and _allowed(hit[1], write, exec_):
         stats.tlb_hits += 1
@@ -128,6 +130,19 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
     if write and gpfn < guest.ram_pages and guest.kind[gpfn] in (FrameKind.ANON, FrameKind.COW):
         guest.write_page(gpfn, guest.host.unique_content() if content is None else content)
     return result
+
+
+def _emit_lookup(guest: Guest, mm: MmStruct, address: int, hit: bool) -> None:
+    """Events for one translation: the TLB lookup and, on a miss, every walk reference."""
+    guest.bus.emit(TlbLookup(guest.time, guest.gid, mm.asid, address >> PAGE_SHIFT, hit))
+    if hit:
+        return
+    from xipmodel.mm.pagetable import nested_walk
+
+    for step in nested_walk(mm.pt, guest.ept, address).steps:
+        s = step.step
+        guest.bus.emit(WalkStep(guest.time, guest.gid, s.level, s.table, s.index, s.pte,
+                                nested=step.dim == "host"))
 
 
 def _allowed(flags: int, write: bool, exec_: bool) -> bool:
