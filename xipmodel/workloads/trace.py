@@ -9,7 +9,9 @@ consecutive repeats of the same (page, kind) collapsed::
               0x555555556000  0x14000 r-x   /usr/bin/dash                 0x2000
               0x7ffff7dc2000  0x26000 r--   /usr/lib/x86_64-linux-gnu/libc.so.6 ...
               0x7ffffffde000  0x21000 rw-   (anonymous: [stack])
-    accesses  vpn (virtual page number), kind (0 read, 1 write, 2 execute)
+    accesses  vpn (virtual page number), kind (0 read, 1 write, 2 execute), and for
+              writes the content written (0: something new; else a content id that
+              equals another write's when the bytes are equal, e.g. relocations)
 
 Synthetic workloads (seeded models of a run) and traces recorded from real
 programs with valgrind share this one format; `replay` runs either in a guest.
@@ -74,13 +76,18 @@ class PageTrace:
     vpns: npt.NDArray[np.uint64]
     kinds: npt.NDArray[np.uint8]
     meta: dict[str, object] = field(default_factory=dict)
+    contents: npt.NDArray[np.int64] | None = None  # per access; 0 = fresh content
 
     def __post_init__(self) -> None:
         self.vpns = np.asarray(self.vpns, dtype=np.uint64)
         self.kinds = np.asarray(self.kinds, dtype=np.uint8)
-        if self.vpns.shape != self.kinds.shape:
+        if self.contents is None:
+            self.contents = np.zeros(self.vpns.size, dtype=np.int64)
+        self.contents = np.asarray(self.contents, dtype=np.int64)
+        if not self.vpns.shape == self.kinds.shape == self.contents.shape:
             raise ParameterError(
-                f"PageTrace {self.name!r}: {self.vpns.size} pages but {self.kinds.size} kinds")
+                f"PageTrace {self.name!r}: {self.vpns.size} pages, {self.kinds.size} kinds "
+                f"and {self.contents.size} contents")
         if self.kinds.size and int(self.kinds.max()) > EXEC:
             raise ParameterError(f"PageTrace {self.name!r}: access kind {self.kinds.max()} "
                                  f"is not 0 (read), 1 (write) or 2 (execute)")
@@ -92,10 +99,12 @@ class PageTrace:
         """The image files the run mapped."""
         return sorted({m.path for m in self.maps if m.path})
 
-    def accesses(self) -> Iterator[tuple[int, str]]:
-        """(address, "r"/"w"/"x") for every access, in order."""
-        for vpn, kind in zip(self.vpns.tolist(), self.kinds.tolist(), strict=True):
-            yield vpn << PAGE_SHIFT, ACCESS_KINDS[kind]
+    def accesses(self) -> Iterator[tuple[int, str, int]]:
+        """(address, "r"/"w"/"x", content) for every access, in order."""
+        assert self.contents is not None
+        for vpn, kind, content in zip(self.vpns.tolist(), self.kinds.tolist(),
+                                      self.contents.tolist(), strict=True):
+            yield vpn << PAGE_SHIFT, ACCESS_KINDS[kind], content
 
     # --- files ------------------------------------------------------------------------------
 
@@ -103,7 +112,7 @@ class PageTrace:
         """Write the trace as a compressed .npz file."""
         header = json.dumps({"name": self.name, "maps": [asdict(m) for m in self.maps],
                              "meta": self.meta})
-        np.savez_compressed(path, vpns=self.vpns, kinds=self.kinds,
+        np.savez_compressed(path, vpns=self.vpns, kinds=self.kinds, contents=self.contents,
                             header=np.frombuffer(header.encode(), dtype=np.uint8))
 
     @classmethod
@@ -112,8 +121,9 @@ class PageTrace:
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(bytes(data["header"]).decode())
+                contents = data["contents"] if "contents" in data else None
                 return cls(header["name"], [MapSpec(**m) for m in header["maps"]],
-                           data["vpns"], data["kinds"], header.get("meta", {}))
+                           data["vpns"], data["kinds"], header.get("meta", {}), contents)
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise ParameterError(f"PageTrace.load: {path} is not a page trace ({exc})") from exc
 
@@ -128,11 +138,11 @@ class ReplayResult:
     oom: int = 0
 
 
-def replay(guest: Guest, trace: PageTrace, mm: MmStruct | None = None,
-           content_of_write: int | None = None) -> tuple[MmStruct, ReplayResult]:
+def replay(guest: Guest, trace: PageTrace,
+           mm: MmStruct | None = None) -> tuple[MmStruct, ReplayResult]:
     """Run `trace` in `guest`: map its files from the guest's image, then make its accesses.
 
-    Writes store fresh content (unique per write) unless `content_of_write` is given.
+    A write stores the trace's content id for it, or fresh content where that is 0.
     """
     from xipmodel.mm.memory import VmFault
 
@@ -142,8 +152,8 @@ def replay(guest: Guest, trace: PageTrace, mm: MmStruct | None = None,
             guest.mmap(mm, m.start, m.length, m.prot, path=m.path, offset=m.offset,
                        shared=m.shared, name=m.name)
     result = ReplayResult()
-    for address, kind in trace.accesses():
-        flags = VmFault(guest.access(mm, address, kind, content_of_write))
+    for address, kind, content in trace.accesses():
+        flags = VmFault(guest.access(mm, address, kind, content or None))
         result.accesses += 1
         result.sigsegv += bool(flags & VmFault.SIGSEGV)
         result.sigbus += bool(flags & VmFault.SIGBUS)
