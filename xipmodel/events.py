@@ -86,7 +86,11 @@ class PteInstall(Event):
     gpfn: int
     hpfn: int
     writable: bool
-    what: str  # "page cache", "shared segment", "zero page", "anonymous", "cow"
+    what: str  # in words: "shared segment (image block 7)", "page cache (inode 12 page 3)", ...
+    kind: str = ""  # "segment", "zero", "pagecache", "anon", "cow", "pagetable"
+    block: int = -1  # the image block, for a shared-segment frame
+    ino: int = -1  # the file page, for a page-cache page
+    pgoff: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ libCacheSim (tests/test_policies.py); ``linux`` has hand-traced cases.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -269,6 +270,105 @@ def _lru_sweep(prev: IntArray, nxt: IntArray, capacity: int) -> BoolArray:
     return np.frombuffer(bytes(hit), dtype=np.bool_).copy()
 
 
+# LRU without visiting every reference (what ``simulate(..., "lru")`` runs).
+#
+# Take the sweep above and look at which of its steps can be decided in bulk.
+# Call reference a "short" if its page was used within the last C references
+# (a - prev[a] <= C), "first" if never before, and "long" otherwise.
+#
+# * A short reference always hits: at most C-1 other pages lie in between.
+# * A position j whose page is used again within C references (next[j] <= j + C)
+#   is never evicted: the pointer reaches j only at a miss at some time
+#   t >= j + C, and the reference at next[j] hits, so it is dead by then. The
+#   other positions are the candidates; rank(j) counts the candidates before j.
+#   The previous use p of a long reference is always a candidate.
+# * A first reference always misses.
+#
+# Only long references are left. The pointer passes candidates in order, each
+# either evicted (one per miss, once C pages are resident) or skipped because
+# its next use, a long reference, hit. So long reference a (p = prev[a]) hits
+# iff the candidates before p not skipped by time a outnumber the evictions
+# before a:
+#
+#     rank(p) - #{long hits a' < a : prev[a'] < p}  >=  (misses before a) - C.
+#
+# Writing misses = firsts + long references - long hits, the hits before a
+# cancel from both sides, leaving
+#
+#     hit(a)  iff  R(a) >= need(a),
+#     need(a) = #{first or long references before a} - C - rank(p)  (numpy),
+#     R(a)    = #{long hits a' < a : prev[a'] > p}   (references nested inside).
+#
+# need(a) <= 0 is a sure hit; since a nested long hit a' lies in (p + C, a),
+# need(a) > #{possible long hits there} is a sure miss (narrowed twice, each
+# time counting only the survivors). On a Zipf string only a few per cent of
+# the references survive to the Python loop, which keeps the prev[] of the
+# hits so far in a sorted list to count R(a).
+
+
+def _lru_fast(ids: IntArray, capacity: int) -> BoolArray:
+    """Contract: the LRU hit mask of ``ids`` with ``capacity`` frames. Overwrites ``ids``."""
+    n = ids.size
+    if n < 2:
+        return np.zeros(n, dtype=np.bool_)
+    c = min(capacity, n)
+    shift = (n - 1).bit_length()
+    if int(ids.max()).bit_length() + shift > 62:
+        ids = np.unique(ids, return_inverse=True)[1].astype(np.int64)
+    # (page, index) in one int64, sorted: each page's uses, in order, side by side.
+    key = np.left_shift(ids, shift, out=ids)
+    key |= np.arange(n, dtype=np.int64)
+    key.sort()
+    low = (1 << shift) - 1
+    pos = key & low
+    newpage = (key[1:] ^ key[:-1]) > low
+    del key
+    # Per sorted entry: 2 * (gap since the previous use, ``none`` if first)
+    # + (1 if the position is a candidate: next gap > C or no next use).
+    none = n + c + 1
+    val = np.empty(n, dtype=np.int64)
+    val[0] = none
+    np.subtract(pos[1:], pos[:-1], out=val[1:])
+    val[1:][newpage] = none
+    del newpage
+    is_cand = np.empty(n, dtype=np.bool_)
+    is_cand[-1] = True
+    np.greater(val[1:], c, out=is_cand[:-1])
+    val <<= 1
+    val |= is_cand
+    del is_cand
+    packed = np.empty(n, dtype=np.int64)
+    packed[pos] = val  # back to reference order
+    del val, pos
+    rank = np.cumsum(packed & 1)  # candidates up to and including j
+    packed >>= 1
+    gap = packed
+    short = gap <= c
+    not_short = np.cumsum(~short)  # first or long references up to and including i
+    is_long = gap > c
+    is_long &= gap < none
+    long_count = np.cumsum(is_long)
+    at = np.flatnonzero(is_long)
+    prev = at - gap[at]
+    need = not_short[at] - rank[prev] - c
+    room = long_count[at] - 1 - long_count[prev + c]  # long references in (p + C, a)
+    keep = need <= room
+    at, prev, need = at[keep], prev[keep], need[keep]
+    for _ in range(2):  # possible long hits in (p + C, a): only the survivors
+        room = np.arange(at.size) - np.searchsorted(at, prev + c, side="right")
+        keep = need <= room
+        at, prev, need = at[keep], prev[keep], need[keep]
+    nested: list[int] = []  # prev[] of the long hits so far, sorted
+    hits: list[int] = []
+    insort, bisect_right = bisect.insort, bisect.bisect_right
+    for a, p, k in zip(at.tolist(), prev.tolist(), need.tolist(), strict=True):
+        if k <= 0 or len(nested) - bisect_right(nested, p) >= k:
+            insort(nested, p)
+            hits.append(a)
+    short[np.array(hits, dtype=np.int64)] = True
+    return short
+
+
 def _lru_loop(ids: list[int], capacity: int, steps: Steps | None) -> bytearray:
     """Model of LRU as a recency list (OrderedDict: LRU first, MRU last); teaching path."""
     hit = bytearray(len(ids))
@@ -499,8 +599,7 @@ def simulate(
         )
     steps: Steps | None = [] if trace else None
     if policy == "lru" and steps is None:
-        prev, nxt = _prev_next(ids)
-        mask = _lru_sweep(prev, nxt, capacity)
+        mask = _lru_fast(ids, capacity)  # ids is our own copy: _lru_fast may overwrite it
     else:
         if policy == "opt":
             raw = _opt(ids.tolist(), _prev_next(ids)[1].tolist(), capacity, steps)

@@ -326,9 +326,22 @@ class Guest:
         if 0 < gpfn < self.ram_pages and self.kind[gpfn] != FrameKind.ZERO:
             self.rmap.setdefault(gpfn, _Mapping()).users[(mm.pid, vpn)] = exec_
         if self.bus:
-            self.bus.emit(PteInstall(self.time, self.gid, mm.pid, vpn, gpfn,
-                                     self.host_frame(gpfn), writable, self.describe_gpfn(gpfn)))
+            self._emit_pte_install(mm, vpn, gpfn, writable)
         return True
+
+    def _emit_pte_install(self, mm: MmStruct, vpn: int, gpfn: int, writable: bool) -> None:
+        kind, block, ino, pgoff = "anon", -1, -1, -1
+        if gpfn >= self.dcss_base and self.segment is not None:
+            kind, block = "segment", gpfn - self.dcss_base
+        elif gpfn == ZERO_GPFN:
+            kind = "zero"
+        elif gpfn in self.cache.key_of:
+            kind = "pagecache"
+            ino, pgoff = self.cache.key_of[gpfn]
+        elif self.kind[gpfn] == FrameKind.COW:
+            kind = "cow"
+        self.bus.emit(PteInstall(self.time, self.gid, mm.pid, vpn, gpfn, self.host_frame(gpfn),
+                                 writable, self.describe_gpfn(gpfn), kind, block, ino, pgoff))
 
     def describe_gpfn(self, gpfn: int) -> str:
         """What guest frame `gpfn` holds, in words (for events and explanations)."""

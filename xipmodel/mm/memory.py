@@ -250,8 +250,9 @@ def do_cow_fault(vmf: VmFaultInfo) -> VmFault:
         return result | VmFault.OOM
     vmf.page = copy
     vmf.handler = "do_cow_fault → " + vmf.handler
+    guest.stats.cow_faults += 1
     _emit_cow(vmf, "page cache", copy)
-    del source
+    del source  # the page-cache page stays cached; only its copy is mapped
     return result | finish_fault(vmf, writable=True) | VmFault.DONE_COW
 
 

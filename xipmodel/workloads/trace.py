@@ -110,6 +110,7 @@ class PageTrace:
 
     def save(self, path: str | Path) -> None:
         """Write the trace as a compressed .npz file."""
+        assert self.contents is not None  # __post_init__ fills it
         header = json.dumps({"name": self.name, "maps": [asdict(m) for m in self.maps],
                              "meta": self.meta})
         np.savez_compressed(path, vpns=self.vpns, kinds=self.kinds, contents=self.contents,
@@ -121,7 +122,7 @@ class PageTrace:
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(bytes(data["header"]).decode())
-                contents = data["contents"] if "contents" in data else None
+                contents = data.get("contents", None)
                 return cls(header["name"], [MapSpec(**m) for m in header["maps"]],
                            data["vpns"], data["kinds"], header.get("meta", {}), contents)
         except (OSError, KeyError, ValueError, TypeError) as exc:
