@@ -44,8 +44,8 @@ class World:
     def __init__(self, image: Ext2Image) -> None:
         self.image = image
         self.host = HostMemory()
-        self.segment = SharedSegment(self.host, image)
         self.bus = EventBus()
+        self.segment = SharedSegment(self.host, image, bus=self.bus)
         self.events: list[Event] = []
         self.bus.subscribe(self.events.append)
 
