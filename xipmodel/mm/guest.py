@@ -38,6 +38,7 @@ from xipmodel.params import DEFAULT_COSTS, PAGE_SHIFT, X86_64, Costs, MMUPreset,
 __all__ = ["FAULT_AROUND_PAGES", "Guest", "GuestStats"]
 
 FAULT_AROUND_PAGES: Final = 16  # fault_around_bytes = 64 KiB
+_INITIAL_FRAMES: Final = 1024  # per-frame arrays start this long and double
 ZERO_GPFN: Final = 0
 SWAP_CLUSTER_MAX: Final = 32  # pages reclaim tries to free at once
 
@@ -124,17 +125,20 @@ class Guest:
         self.walk_cost = nested_walk_refs(preset.nlevels, host_preset.nlevels)
 
         # Guest-physical memory: RAM, then (aligned, above it) the shared segment's window.
-        self.backing = np.full(ram_pages, -1, dtype=np.int64)  # gpfn → host frame
-        self.kind = np.zeros(ram_pages, dtype=np.uint8)  # what the guest uses each gpfn for
+        # Frames are handed out lowest first, so the arrays only cover [0, _top) and grow.
+        size = min(ram_pages, _INITIAL_FRAMES)
+        self.backing = np.full(size, -1, dtype=np.int64)  # gpfn → host frame
+        self.kind = np.zeros(size, dtype=np.uint8)  # what the guest uses each gpfn for
         self.dcss_base = 1 << max(ram_pages - 1, 1).bit_length()
         self.ept = PageTable(host_preset, self._alloc_ept_table, self._free_host_frame)
         self._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
         host.get(host.zero_pfn)
         self.kind[ZERO_GPFN] = FrameKind.ZERO
-        self.free: list[int] = list(range(ram_pages - 1, ZERO_GPFN, -1))  # pop() → lowest
+        self._top = ZERO_GPFN + 1  # frames [_top, ram_pages) were never used
+        self._freed: list[int] = []  # frames given back, reused first (LIFO)
         self.dcss_mapped: set[int] = set()  # segment blocks this guest's EPT maps
 
-        self.cache = PageCache(ram_pages, policy)
+        self.cache = PageCache(size, policy)
         self.ra: dict[int, FileRaState] = {}
         self.rmap: dict[int, _Mapping] = {}
         self.procs: dict[int, MmStruct] = {}
@@ -208,19 +212,40 @@ class Guest:
             return int(self.segment.frame_of[gpfn - self.dcss_base])
         return int(self.backing[gpfn]) if 0 <= gpfn < self.ram_pages else -1
 
+    @property
+    def free_pages(self) -> int:
+        """Guest frames on the free list (never used or given back)."""
+        return len(self._freed) + self.ram_pages - self._top
+
+    def _take_free(self) -> int | None:
+        if self._freed:
+            return self._freed.pop()
+        if self._top == self.ram_pages:
+            return None
+        gpfn = self._top
+        self._top += 1
+        if gpfn >= len(self.backing):
+            self._grow(min(self.ram_pages, 2 * len(self.backing)))
+        return gpfn
+
+    def _grow(self, size: int) -> None:
+        old = len(self.backing)
+        self.backing = np.concatenate([self.backing, np.full(size - old, -1, np.int64)])
+        self.kind = np.concatenate([self.kind, np.zeros(size - old, np.uint8)])
+        self.cache.grow(size)
+
     def alloc_page(self, kind: FrameKind, content: int = CONTENT_ZERO) -> int | None:
         """Model of alloc_pages: a guest frame, reclaiming page cache if none is free."""
-        if not self.free:
+        if not self.free_pages:
             self.shrink(SWAP_CLUSTER_MAX)
-        while self.free:
-            gpfn = self.free.pop()
+        gpfn = self._take_free()
+        if gpfn is not None:
             if self._back(gpfn, kind, content):
                 return gpfn
-            self.free.append(gpfn)
-            break
+            self._freed.append(gpfn)  # the host is out of memory
         self.stats.oom += 1
         if self.bus:
-            self.bus.emit(Oom(self.time, self.gid, "guest" if not self.free else "host"))
+            self.bus.emit(Oom(self.time, self.gid, "host" if gpfn is not None else "guest"))
         return None
 
     def free_page(self, gpfn: int) -> None:
@@ -231,7 +256,7 @@ class Guest:
         hpfn = int(self.backing[gpfn])
         if self.host.kind[hpfn] != FrameKind.KSM:  # a merged frame keeps serving others
             self.host.retag(hpfn, FrameKind.GUEST_FREE)
-        self.free.append(gpfn)
+        self._freed.append(gpfn)
 
     # --- the XIP window: segment blocks in guest-physical space ------------------------------
 
@@ -495,7 +520,7 @@ class Guest:
             "anon": int(kinds[FrameKind.ANON]),
             "cow": int(kinds[FrameKind.COW]),
             "page_tables": int(kinds[FrameKind.PAGETABLE]),
-            "free": len(self.free),
+            "free": self.free_pages,
             "active": self.cache.nr_active,
             "inactive": self.cache.nr_inactive,
             "xip_mapped_blocks": len(self.dcss_mapped),

@@ -45,9 +45,9 @@ Key = tuple[int, int]  # (inode number, page offset)
 
 
 class PageCache:
-    """One guest's page cache over its `ram_pages` guest frames."""
+    """One guest's page cache over its guest frames (`frames` of them to start with)."""
 
-    def __init__(self, ram_pages: int, policy: str = "linux") -> None:
+    def __init__(self, frames: int, policy: str = "linux") -> None:
         if policy not in CACHE_POLICIES:
             raise ParameterError(
                 f"PageCache: policy {policy!r} is not one of {', '.join(CACHE_POLICIES)}")
@@ -55,9 +55,9 @@ class PageCache:
         self.pages: dict[Key, int] = {}  # the xarray: (ino, pgoff) → gpfn
         self.key_of: dict[int, Key] = {}  # gpfn → (ino, pgoff)
         # Per guest frame (struct folio flags): which list, PG_referenced, PG_readahead, exec.
-        self.lru = np.zeros(ram_pages, dtype=np.uint8)
-        self.referenced = np.zeros(ram_pages, dtype=bool)
-        self.readahead = np.zeros(ram_pages, dtype=bool)
+        self.lru = np.zeros(frames, dtype=np.uint8)
+        self.referenced = np.zeros(frames, dtype=bool)
+        self.readahead = np.zeros(frames, dtype=bool)
         self.inactive: OrderedDict[int, None] = OrderedDict()  # first = tail (oldest)
         self.active: OrderedDict[int, None] = OrderedDict()
         self.shadows: dict[Key, int] = {}  # workingset_eviction stamps
@@ -69,6 +69,14 @@ class PageCache:
 
     def __len__(self) -> int:
         return len(self.pages)
+
+    def grow(self, frames: int) -> None:
+        """Cover guest frames [0, frames) (the guest's RAM grows into use)."""
+        extra = frames - len(self.lru)
+        if extra > 0:
+            self.lru = np.concatenate([self.lru, np.zeros(extra, np.uint8)])
+            self.referenced = np.concatenate([self.referenced, np.zeros(extra, bool)])
+            self.readahead = np.concatenate([self.readahead, np.zeros(extra, bool)])
 
     def __contains__(self, key: Key) -> bool:
         return key in self.pages
