@@ -1,0 +1,1 @@
+"""Benchmarks: xipmodel side by side with outside peers (`python -m bench [NAME] [--quick]`)."""

@@ -1,0 +1,35 @@
+"""`python -m bench [NAME ...] [options]`: run the named benchmarks (all when none is named).
+
+    python -m bench              every benchmark
+    python -m bench ext2 --quick the ext2 reader against dissect.extfs, small sizes
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from bench import bench_ext2
+
+BENCHMARKS: dict[str, Callable[[list[str]], int]] = {"ext2": bench_ext2.main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    names = [a for a in args if not a.startswith("-")]
+    options = [a for a in args if a.startswith("-")]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown or "-h" in options or "--help" in options:
+        if unknown:
+            print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
+        print(__doc__.strip(), file=sys.stderr)
+        print(f"benchmarks: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2 if unknown else 0
+    status = 0
+    for name in names or list(BENCHMARKS):
+        status |= BENCHMARKS[name](options)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
