@@ -70,6 +70,10 @@ class Pte(enum.IntFlag):
     D = 16  # dirty: set by the walker on a write
 
 
+# The flags as plain ints, for hot paths (enum arithmetic is slow in Python 3.11).
+PTE_W, PTE_X, PTE_U, PTE_A, PTE_D = (int(f) for f in (Pte.W, Pte.X, Pte.U, Pte.A, Pte.D))
+
+
 @dataclass(frozen=True)
 class MMUPreset:
     """The geometry and PTE format of one machine.
@@ -131,17 +135,17 @@ class MMUPreset:
                 raise bad(field, hex(bits), "overlaps the frame field or lies outside the PTE")
 
     # ── sizes ──────────────────────────────────────────────────────────────
-    @property
+    @cached_property
     def page_size(self) -> int:
         """Bytes per page: 1 << page_shift."""
         return 1 << self.page_shift
 
-    @property
+    @cached_property
     def page_mask(self) -> int:
         """Mask of the byte offset within a page."""
         return self.page_size - 1
 
-    @property
+    @cached_property
     def nlevels(self) -> int:
         """Number of page-table levels = memory references of one walk."""
         return len(self.levels)
@@ -156,17 +160,17 @@ class MMUPreset:
         """Right shift of a VA that brings each level's index to bit 0."""
         return tuple(self.page_shift + sum(self.levels[d + 1:]) for d in range(self.nlevels))
 
-    @property
+    @cached_property
     def va_mask(self) -> int:
         """Mask of the translated VA bits (below any sign extension)."""
         return (1 << self.va_bits) - 1
 
-    @property
+    @cached_property
     def vpn_bits(self) -> int:
         """Bits of a virtual page number: va_bits - page_shift."""
         return self.va_bits - self.page_shift
 
-    @property
+    @cached_property
     def pfn_mask(self) -> int:
         """Mask of a frame number (before shifting into a PTE)."""
         return (1 << self.pfn_bits) - 1
@@ -236,8 +240,26 @@ class MMUPreset:
         if not 0 <= pfn <= self.pfn_mask:
             raise ParameterError(f"{self.name}.{who}: pfn={pfn!r}: must be < 2**{self.pfn_bits}")
 
-    def flag_bits(self, flags: Pte) -> int:
+    @cached_property
+    def _flag_bits_table(self) -> tuple[int, ...]:
+        """flag_bits for every combination of the five Pte flags, indexed by their value."""
+        return tuple(self._compute_flag_bits(Pte(v)) for v in range(1 << len(Pte)))
+
+    @cached_property
+    def _pte_flags_cache(self) -> dict[int, Pte]:
+        return {}
+
+    @cached_property
+    def _flag_field(self) -> int:
+        """Every bit pte_flags looks at."""
+        return (self.pte_write | self.pte_exec | self.pte_nx | self.pte_user
+                | self.pte_accessed | self.pte_dirty)
+
+    def flag_bits(self, flags: Pte | int) -> int:
         """The raw bits that encode `flags` in a leaf entry, NX included (present not included)."""
+        return self._flag_bits_table[int(flags)]
+
+    def _compute_flag_bits(self, flags: Pte) -> int:
         bits = self.pte_leaf
         if flags & Pte.W:
             bits |= self.pte_write
@@ -253,10 +275,11 @@ class MMUPreset:
             bits |= self.pte_dirty
         return bits
 
-    def mkpte(self, pfn: int, flags: Pte = Pte.NONE) -> int:
+    def mkpte(self, pfn: int, flags: Pte | int = Pte.NONE) -> int:
         """A present leaf entry for frame `pfn` with `flags` (bits the format lacks are dropped)."""
-        self.check_pfn(pfn)
-        return pfn << self.pfn_shift | self.pte_present | self.flag_bits(flags)
+        if not 0 <= pfn <= self.pfn_mask:
+            self.check_pfn(pfn)
+        return pfn << self.pfn_shift | self.pte_present | self._flag_bits_table[int(flags)]
 
     def mkpte_array(self, pfns: npt.ArrayLike, flags: Pte = Pte.NONE) -> npt.NDArray[np.uint64]:
         """`mkpte` over an array of frame numbers (uint64 result)."""
@@ -283,6 +306,13 @@ class MMUPreset:
 
     def pte_flags(self, pte: int) -> Pte:
         """What a leaf entry grants, as `Pte` flags (permissions the format lacks are granted)."""
+        key = pte & self._flag_field
+        cached = self._pte_flags_cache.get(key)
+        if cached is None:
+            cached = self._pte_flags_cache[key] = self._compute_pte_flags(key)
+        return cached
+
+    def _compute_pte_flags(self, pte: int) -> Pte:
         flags = Pte(0)
         if not self.pte_write or pte & self.pte_write:
             flags |= Pte.W

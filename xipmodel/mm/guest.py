@@ -33,7 +33,18 @@ from xipmodel.mm.readahead import VM_READAHEAD_PAGES, FileRaState
 from xipmodel.mm.segment import SharedSegment
 from xipmodel.mm.tlb import TLB
 from xipmodel.mm.vma import MmStruct, Prot, Vma
-from xipmodel.params import DEFAULT_COSTS, PAGE_SHIFT, X86_64, Costs, MMUPreset, Pte
+from xipmodel.params import (
+    DEFAULT_COSTS,
+    PAGE_SHIFT,
+    PTE_A,
+    PTE_D,
+    PTE_U,
+    PTE_W,
+    PTE_X,
+    X86_64,
+    Costs,
+    MMUPreset,
+)
 
 __all__ = ["FAULT_AROUND_PAGES", "Guest", "GuestStats"]
 
@@ -154,8 +165,8 @@ class Guest:
         self.host.put(pfn)
 
     def _map_ept(self, gpfn: int, hpfn: int, writable: bool) -> bool:
-        flags = Pte.W if writable else Pte.NONE
-        return self.ept.map(gpfn, hpfn, flags | Pte.X | Pte.U, replace=True)
+        flags = (PTE_W if writable else 0) | PTE_X | PTE_U
+        return self.ept.map(gpfn, hpfn, flags, replace=True)
 
     def _back(self, gpfn: int, kind: FrameKind, content: int) -> bool:
         """Give `gpfn` a host frame on first use (an EPT violation), else retag its frame."""
@@ -335,13 +346,13 @@ class Guest:
     def install_pte(self, mm: MmStruct, vpn: int, gpfn: int, writable: bool, exec_: bool,
                     dirty: bool = False) -> bool:
         """set_pte_at: map `vpn` → `gpfn` (accessed, and dirty if written); track the rmap."""
-        flags = Pte.U | Pte.A
+        flags = PTE_U | PTE_A
         if writable:
-            flags |= Pte.W
+            flags |= PTE_W
         if exec_:
-            flags |= Pte.X
+            flags |= PTE_X
         if dirty:
-            flags |= Pte.D
+            flags |= PTE_D
         old = mm.pt.lookup_pte(vpn)
         if self.preset.pte_present_p(old):
             self._rmap_del(self.preset.pte_pfn(old), mm.pid, vpn)
@@ -472,8 +483,8 @@ class Guest:
         exec_mapped = False
         for (pid, vpn), is_exec in mapping.users.items():
             mm = self.procs[pid]
-            old = mm.pt.clear_flags(vpn, Pte.A)
-            if self.preset.pte_flags(old) & Pte.A:
+            old = mm.pt.clear_flags(vpn, PTE_A)
+            if int(self.preset.pte_flags(old)) & PTE_A:
                 young += 1
                 self.tlb.invalidate(mm.asid, vpn)  # ptep_clear_flush_young
             exec_mapped = exec_mapped or is_exec

@@ -33,6 +33,7 @@ __all__ = ["RMAP_ITEM_BYTES", "Ksm", "KsmCounters"]
 
 RMAP_ITEM_BYTES: Final = 64  # sizeof(struct ksm_rmap_item)
 _NEVER: Final = 1 << 62
+_KSM: Final = int(FrameKind.KSM)
 
 
 @dataclass
@@ -70,16 +71,24 @@ class Ksm:
         self.sleep_ns = sleep_millisecs * 1_000_000
         self.max_page_sharing = max_page_sharing
         self.bus = bus if bus is not None else EventBus()
-        self.counters = KsmCounters()
+        self._counters = KsmCounters()
+        self._merges = 0
         self.stable: dict[int, list[int]] = {}  # content → stable KSM frames (a chain)
         self.unstable: dict[int, tuple[int, int]] = {}  # content → (guest index, gpfn)
         self.checksum: dict[tuple[int, int], int] = {}  # rmap_item.oldchecksum
-        self._pass: list[tuple[int, int]] = []
+        self._pass_guests = np.zeros(0, dtype=np.int64)  # this pass: which guest …
+        self._pass_pages = np.zeros(0, dtype=np.int64)  # … and which of its frames
         self._cursor = 0
         self._next_wake = 0
         self.time = 0
 
     # --- running ---------------------------------------------------------------------------
+
+    @property
+    def counters(self) -> KsmCounters:
+        """The /sys/kernel/mm/ksm counters now."""
+        self._recount()
+        return self._counters
 
     def run_until(self, time_ns: int) -> int:
         """Wake ksmd every sleep_millisecs up to model time `time_ns`; returns pages scanned."""
@@ -92,56 +101,67 @@ class Ksm:
 
     def scan(self, nr_pages: int) -> int:
         """Model of ksm_do_scan: look at the next `nr_pages` guest pages."""
-        merged_before = self.counters.pages_sharing
+        merges_before = self._merges
         done = 0
         while done < nr_pages:
-            if self._cursor >= len(self._pass):
-                if self._pass:
+            if self._cursor >= len(self._pass_pages):
+                if len(self._pass_pages):
                     self._end_pass()
                 self._start_pass()
-                if not self._pass:
+                if not len(self._pass_pages):
                     break
-            gi, gpfn = self._pass[self._cursor]
-            self._cursor += 1
-            done += 1
-            self._cmp_and_merge_page(gi, gpfn)
-        self.counters.pages_scanned += done
-        self._recount()
+            take = min(nr_pages - done, len(self._pass_pages) - self._cursor)
+            chunk = slice(self._cursor, self._cursor + take)
+            self._cursor += take
+            done += take
+            self._scan_chunk(self._pass_guests[chunk], self._pass_pages[chunk])
+        self._counters.pages_scanned += done
         if self.bus:
-            self.bus.emit(KsmScan(self.time, -1, done,
-                                  self.counters.pages_sharing - merged_before,
-                                  self.counters.full_scans))
+            self.bus.emit(KsmScan(self.time, -1, done, self._merges - merges_before,
+                                  self._counters.full_scans))
         return done
 
     def _start_pass(self) -> None:
-        self._pass = [(gi, int(gpfn)) for gi, g in enumerate(self.guests)
-                      for gpfn in np.flatnonzero(g.backing >= 0)]
+        guests = [np.full(int(np.count_nonzero(g.backing >= 0)), gi, dtype=np.int64)
+                  for gi, g in enumerate(self.guests)]
+        pages = [np.flatnonzero(g.backing >= 0) for g in self.guests]
+        self._pass_guests = np.concatenate(guests) if guests else np.zeros(0, np.int64)
+        self._pass_pages = np.concatenate(pages) if pages else np.zeros(0, np.int64)
         self._cursor = 0
 
     def _end_pass(self) -> None:
         # The unstable tree is rebuilt every pass: its pages may have changed meanwhile.
         self.unstable.clear()
-        self.counters.full_scans += 1
+        self._counters.full_scans += 1
+
+    def _scan_chunk(self, guest_ids: np.ndarray, gpfns: np.ndarray) -> None:
+        """cmp_and_merge_page for a run of pages, their frames gathered in one step."""
+        hpfns = np.empty(len(gpfns), dtype=np.int64)
+        for gi in np.unique(guest_ids).tolist():
+            sel = guest_ids == gi
+            hpfns[sel] = self.guests[gi].backing[gpfns[sel]]
+        kinds = self.host.kind[hpfns].tolist()
+        contents = self.host.content[hpfns].tolist()
+        for gi, gpfn, hpfn, kind, content in zip(guest_ids.tolist(), gpfns.tolist(),
+                                                 hpfns.tolist(), kinds, contents, strict=True):
+            if hpfn >= 0 and kind != _KSM:
+                self._cmp_and_merge_page(gi, gpfn, content)
 
     # --- merging ------------------------------------------------------------------------------
 
-    def _cmp_and_merge_page(self, gi: int, gpfn: int) -> None:
-        """Model of cmp_and_merge_page for one guest page."""
+    def _cmp_and_merge_page(self, gi: int, gpfn: int, content: int) -> None:
+        """Model of cmp_and_merge_page for one guest page holding `content`."""
         guest = self.guests[gi]
-        hpfn = int(guest.backing[gpfn])
-        if hpfn < 0 or self.host.kind[hpfn] == FrameKind.KSM:
-            return
-        content = int(self.host.content[hpfn])
         key = (gi, gpfn)
-        self.checksum.setdefault(key, _NEVER)
         # We first start with searching the page inside the stable tree.
-        for kpfn in self.stable.get(content, []):
-            if (self.host.kind[kpfn] == FrameKind.KSM and self.host.content[kpfn] == content
-                    and self.host.refcount[kpfn] < self.max_page_sharing):
+        host = self.host
+        for kpfn in self.stable.get(content, ()):
+            if (host.kind[kpfn] == _KSM and host.content[kpfn] == content
+                    and host.refcount[kpfn] < self.max_page_sharing):
                 self._merge(guest, gpfn, kpfn)
                 return
         # If the page changed since the last scan, it is volatile: don't bother.
-        if self.checksum[key] != content:
+        if self.checksum.get(key, _NEVER) != content:
             self.checksum[key] = content
             return
         other = self.unstable.get(content)
@@ -149,9 +169,8 @@ class Ksm:
             og, ogpfn = other
             oguest = self.guests[og]
             ohpfn = int(oguest.backing[ogpfn])
-            if ohpfn >= 0 and self.host.kind[ohpfn] != FrameKind.KSM \
-                    and self.host.content[ohpfn] == content:
-                new = self.host.alloc(FrameKind.KSM, OWNER_HOST, content)
+            if ohpfn >= 0 and host.kind[ohpfn] != _KSM and host.content[ohpfn] == content:
+                new = host.alloc(FrameKind.KSM, OWNER_HOST, content)
                 if new is None:
                     return
                 self.stable.setdefault(content, []).append(new)
@@ -168,11 +187,12 @@ class Ksm:
             self.host.get(kpfn)
         guest.remap_backing(gpfn, kpfn)
         self.host.put(old)
+        self._merges += 1
         if self.bus:
             self.bus.emit(KsmMerge(self.time, guest.gid, old, kpfn))
 
     def _recount(self) -> None:
-        c = self.counters
+        c = self._counters
         host = self.host
         top = host.frames
         ksm = host.kind[:top] == FrameKind.KSM

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from xipmodel.events import Cow, Fault, TlbLookup, WalkStep
 from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
-from xipmodel.params import PAGE_SHIFT, Pte
+from xipmodel.params import PAGE_SHIFT, PTE_A, PTE_D, PTE_W, PTE_X
 
 if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
@@ -120,7 +120,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
             if result.error:
                 return result
             pte = mm.pt.lookup_pte(vpn)
-        bits = Pte.A | (Pte.D if write else Pte.NONE)
+        bits = PTE_A | (PTE_D if write else 0)
         mm.pt.set_flags(vpn, bits)
         gpfn = preset.pte_pfn(pte)
         guest.tlb.insert(mm.asid, vpn, gpfn, int(preset.pte_flags(pte) | bits))
@@ -146,9 +146,9 @@ def _emit_lookup(guest: Guest, mm: MmStruct, address: int, hit: bool) -> None:
 
 
 def _allowed(flags: int, write: bool, exec_: bool) -> bool:
-    if write and not flags & Pte.W:
+    if write and not flags & PTE_W:
         return False
-    return not (exec_ and not flags & Pte.X)
+    return not (exec_ and not flags & PTE_X)
 
 
 def handle_mm_fault(guest: Guest, mm: MmStruct, address: int, write: bool,
@@ -164,7 +164,7 @@ def handle_mm_fault(guest: Guest, mm: MmStruct, address: int, write: bool,
     if not guest.preset.pte_present_p(pte):
         # Is there no PTE yet? Anonymous memory is zero-filled, file pages come from ->fault.
         result = do_anonymous_page(vmf) if vma.anonymous else do_fault(vmf)
-    elif write and not guest.preset.pte_flags(pte) & Pte.W:
+    elif write and not int(guest.preset.pte_flags(pte)) & PTE_W:
         result = do_wp_page(vmf, guest.preset.pte_pfn(pte))
     else:
         vmf.handler, result = "spurious", VmFault.NONE

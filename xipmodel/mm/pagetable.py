@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from xipmodel.errors import ParameterError
-from xipmodel.params import DEFAULT_PRESET, MMUPreset, Pte
+from xipmodel.params import DEFAULT_PRESET, PTE_X, MMUPreset, Pte
 
 __all__ = [
     "Access",
@@ -212,6 +212,7 @@ class PageTable:
         self.alloc_table = alloc_table
         self.free_table = free_table
         self.tables: dict[int, npt.NDArray[np.uint64]] = {}
+        self._leaves: dict[int, int] = {}  # vpn >> leaf bits → leaf table frame (a cache)
         root = self._alloc(0)
         if root is None:
             raise RuntimeError("PageTable: alloc_table gave no frame for the root table")
@@ -349,6 +350,9 @@ class PageTable:
 
         `walk` without the record keeping, for the page-at-a-time and bulk verbs.
         """
+        leaf = self._leaves.get(prefix)
+        if leaf is not None:
+            return leaf
         p = self.preset
         tables = self.tables
         table = self.root
@@ -368,6 +372,7 @@ class PageTable:
                 pte = p.mktable(child)
                 entries[index] = pte
             table = (pte >> p.pfn_shift) & p.pfn_mask
+        self._leaves[prefix] = table  # tables are only freed all at once, by free()
         return table
 
     def _leaf_slot(self, vpn: int, alloc: bool) -> tuple[int, int] | None:
@@ -375,10 +380,12 @@ class PageTable:
         p = self.preset
         if vpn < 0 or vpn >> p.vpn_bits:
             raise ParameterError(f"{p.name}: vpn={vpn!r}: must be < 2**{p.vpn_bits}")
-        table = self._leaf_table(vpn >> p.levels[-1], alloc)
-        return None if table is None else (table, vpn & (p.entries[-1] - 1))
+        bits = p.levels[-1]
+        table = self._leaf_table(vpn >> bits, alloc)
+        return None if table is None else (table, vpn & ((1 << bits) - 1))
 
-    def map(self, vpn: int, pfn: int, flags: Pte = Pte.NONE, *, replace: bool = False) -> bool:
+    def map(self, vpn: int, pfn: int, flags: Pte | int = Pte.NONE, *,
+            replace: bool = False) -> bool:
         """Map page `vpn` to frame `pfn` with `flags`; False if no frame was left for a table.
 
         Mapping over a present entry is a caller bug unless `replace` (the CoW
@@ -409,11 +416,11 @@ class PageTable:
         slot = self._leaf_slot(vpn, alloc=False)
         return 0 if slot is None else int(self.tables[slot[0]][slot[1]])
 
-    def _flag_masks(self, flags: Pte) -> tuple[int, int]:
+    def _flag_masks(self, flags: Pte | int) -> tuple[int, int]:
         """(bits to set, bits to clear) that grant `flags`; swap them to revoke."""
         p = self.preset
         grant = p.flag_bits(flags) & ~p.pte_leaf & ~p.pte_nx
-        deny = p.pte_nx if flags & Pte.X else 0
+        deny = p.pte_nx if int(flags) & PTE_X else 0
         return grant, deny
 
     def _update(self, vpn: int, set_bits: int, clear_bits: int) -> int:
@@ -428,12 +435,12 @@ class PageTable:
             self.tables[table][index] = U64((old | set_bits) & ~clear_bits)
         return old
 
-    def set_flags(self, vpn: int, flags: Pte) -> int:
+    def set_flags(self, vpn: int, flags: Pte | int) -> int:
         """Grant `flags` on vpn's present PTE (e.g. Pte.W after CoW); returns the old PTE."""
         grant, deny = self._flag_masks(flags)
         return self._update(vpn, grant, deny)
 
-    def clear_flags(self, vpn: int, flags: Pte) -> int:
+    def clear_flags(self, vpn: int, flags: Pte | int) -> int:
         """Revoke `flags` (Pte.A to age, Pte.W to write-protect); returns the old PTE.
 
         A format without the bit cannot revoke it (TINY pages stay writable).
@@ -558,6 +565,7 @@ class PageTable:
             if self.free_table is not None:
                 self.free_table(frame)
 
+        self._leaves.clear()
         if self.root in self.tables:
             release(self.root, 0)
         if self.tables:

@@ -34,10 +34,13 @@ class SharedSegment:
     """A frozen image placed once in host memory, demand-paged, read-only by construction."""
 
     def __init__(self, host: HostMemory, image: Ext2Image, page_size: int = 4096,
-                 bus: EventBus | None = None, name: str = "XIP2") -> None:
+                 bus: EventBus | None = None, name: str = "XIP2",
+                 frame_kind: FrameKind = FrameKind.SHARED) -> None:
         """Place `image` in a segment of `host`; refuse images whose blocks are not pages.
 
         XIP needs block size = page size: ext2_get_xip_mem maps a whole block as a page.
+        `frame_kind` HOSTCACHE models DAX over the host's page cache of the image file
+        (virtio-pmem / virtio-fs) instead of a saved segment: shared the same way.
         """
         if image.block_size != page_size:
             raise ParameterError(
@@ -47,6 +50,7 @@ class SharedSegment:
         self.host = host
         self.image = image
         self.name = name
+        self.frame_kind = frame_kind
         self.bus = bus if bus is not None else EventBus()
         self.blocks = image.superblock.s_blocks_count
         self.frame_of = np.full(self.blocks, -1, dtype=np.int64)  # host frame per image block
@@ -63,7 +67,7 @@ class SharedSegment:
         if pfn >= 0:
             return pfn
         # The first guest to touch this block: the host pages it in from the saved segment.
-        new = self.host.alloc(FrameKind.SHARED, OWNER_SEGMENT, CONTENT_BLOCK + block)
+        new = self.host.alloc(self.frame_kind, OWNER_SEGMENT, CONTENT_BLOCK + block)
         if new is None:
             return None
         self.frame_of[block] = new

@@ -1,0 +1,354 @@
+"""A host with guests running programs, in one of the modes; experiments across modes.
+
+The same scenario runs in each mode::
+
+    pagecache   every guest reads binaries from its virtual disk into its own page cache
+    xip         the frozen image sits once in host memory (a DCSS); guests execute in place
+    ksm         page cache, plus ksmd merging identical guest pages after the fact
+    dax         DAX over a host page cache (virtio-fs / virtio-pmem style): shared like
+                XIP, but the frames are the host's page cache of the image file
+
+    Host(scenario, mode).run() → RunResult    host memory by category (at the end and over
+                                              time), per-guest breakdowns, faults, disk
+                                              reads, TLB misses and walk references, KSM
+    compare(scenario)          → Comparison   the same scenario in several modes
+    sweep(scenario, "guests", [1, 2, 4, …])   a parameter swept, runs spread over any
+                                              concurrent.futures.Executor
+
+Guests run one after another in start order, each from its start time; the
+host's clock is the latest guest time, and ksmd scans up to it (then keeps
+scanning for `ksm_seconds`). Deterministic: the same scenario gives the same
+numbers, in any process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Final
+
+import numpy as np
+
+from xipmodel.errors import ParameterError
+from xipmodel.events import EventBus
+from xipmodel.ext2.reader import Ext2Image
+from xipmodel.mm.frames import FrameKind, HostMemory
+from xipmodel.mm.guest import Guest
+from xipmodel.mm.ksm import RMAP_ITEM_BYTES, Ksm, KsmCounters
+from xipmodel.mm.segment import SharedSegment
+from xipmodel.params import PAGE_SHIFT, PAGE_SIZE, PRESETS
+from xipmodel.workloads.synthetic import PROGRAMS, ProgramModel, synthesize
+from xipmodel.workloads.trace import PageTrace, replay
+
+__all__ = [
+    "CATEGORIES",
+    "MODES",
+    "Comparison",
+    "Host",
+    "RunResult",
+    "Scenario",
+    "compare",
+    "sweep",
+]
+
+MODES: Final = ("pagecache", "xip", "ksm", "dax")
+# Host memory categories, in the order figures stack them.
+CATEGORIES: Final = ("shared", "page_cache", "anon", "cow", "page_tables", "ksm",
+                     "guest_free", "zero")
+_KIND_CATEGORY: Final = {
+    FrameKind.SHARED: "shared", FrameKind.HOSTCACHE: "shared",
+    FrameKind.PAGECACHE: "page_cache", FrameKind.ANON: "anon", FrameKind.COW: "cow",
+    FrameKind.PAGETABLE: "page_tables", FrameKind.KSM: "ksm",
+    FrameKind.GUEST_FREE: "guest_free", FrameKind.ZERO: "zero",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to run: guests, their workload mix and memory, and the knobs of the modes."""
+
+    guests: int = 8
+    workload: str | tuple[tuple[str, float], ...] = "webserver"  # a program, or a mix
+    guest_ram_mib: int = 512
+    heap_share: float | None = None  # share of each run's touched memory that is heap
+    seed: int = 0
+    start_interval_ms: float = 0.0  # guest i starts at i × this
+    ksm_seconds: float = 120.0  # ksmd keeps scanning this long after the last start
+    ksm_pages_to_scan: int = 100
+    ksm_sleep_ms: int = 20
+    policy: str = "linux"
+    preset: str = "x86_64"
+    runs_per_guest: int = 1
+
+    def __post_init__(self) -> None:
+        if self.guests < 1:
+            raise ParameterError(f"Scenario: guests {self.guests} must be at least 1")
+        if self.guest_ram_mib < 1:
+            raise ParameterError(f"Scenario: guest_ram_mib {self.guest_ram_mib} is below 1")
+        if self.preset not in PRESETS:
+            raise ParameterError(f"Scenario: preset {self.preset!r} is not one of "
+                                 f"{', '.join(PRESETS)}")
+        for name, _ in self.mix:
+            if name not in PROGRAMS:
+                raise ParameterError(f"Scenario: workload {name!r} is not one of "
+                                     f"{', '.join(PROGRAMS)}")
+        if self.heap_share is not None and not 0.0 <= self.heap_share < 1.0:
+            raise ParameterError(f"Scenario: heap_share {self.heap_share} is not in [0, 1)")
+
+    @property
+    def mix(self) -> tuple[tuple[str, float], ...]:
+        """The workload as (program, share) pairs."""
+        if isinstance(self.workload, str):
+            return ((self.workload, 1.0),)
+        return tuple(self.workload)
+
+    def program_of(self, guest: int) -> str:
+        """Which program guest `guest` runs: the mix dealt out in proportion, deterministically."""
+        names = [n for n, _ in self.mix]
+        shares = np.array([s for _, s in self.mix], dtype=float)
+        if shares.sum() <= 0:
+            raise ParameterError("Scenario: the workload mix has no positive share")
+        bounds = np.cumsum(shares / shares.sum())
+        position = (guest + 0.5) / self.guests
+        return names[int(np.searchsorted(bounds, position, side="left").clip(0, len(names) - 1))]
+
+    def replace(self, **changes: Any) -> Scenario:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class RunResult:
+    """What a run in one mode cost the host, and what the guests saw."""
+
+    mode: str
+    scenario: Scenario
+    bytes_by_category: dict[str, int]
+    per_guest: list[dict[str, Any]]
+    timeline_ns: np.ndarray
+    timeline_bytes: np.ndarray  # rows: samples; columns: CATEGORIES
+    totals: dict[str, int]
+    ksm: KsmCounters | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def host_bytes(self) -> int:
+        """Host memory in use at the end (frames, plus KSM's rmap_items)."""
+        return sum(self.bytes_by_category.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain Python values (JSON-ready), with the per-mode keys the CLI prints."""
+        c = self.bytes_by_category
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "host_bytes": self.host_bytes,
+            "shared_bytes": c["shared"],
+            "page_cache_bytes": c["page_cache"],
+            "anon_bytes": c["anon"],
+            "cow_bytes": c["cow"],
+            "page_table_bytes": c["page_tables"],
+            "ksm_bytes": c["ksm"],
+            "guest_free_bytes": c["guest_free"],
+            **self.totals,
+        }
+        if self.ksm is not None:
+            out["ksm"] = dataclasses.asdict(self.ksm)
+        return out
+
+    def to_dataframe(self) -> Any:
+        """The per-guest breakdown as a pandas DataFrame (needs pandas)."""
+        pandas = importlib.import_module("pandas")  # optional dependency
+        return pandas.DataFrame(self.per_guest)
+
+
+@dataclass
+class Comparison:
+    """The same scenario in several modes."""
+
+    scenario: Scenario
+    results: dict[str, RunResult]
+
+    def saving(self, mode: str, baseline: str = "pagecache") -> float:
+        """Share of the baseline's host memory that `mode` saves (negative: it costs more)."""
+        base = self.results[baseline].host_bytes
+        return 1.0 - self.results[mode].host_bytes / base if base else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scenario": dataclasses.asdict(self.scenario),
+                "modes": {m: r.as_dict() for m, r in self.results.items()}}
+
+
+@lru_cache(maxsize=8)
+def _default_image() -> Ext2Image:
+    from xipmodel.distro import default_image
+
+    return default_image()
+
+
+class Host:
+    """One host running `scenario` in `mode`, on `image` (default: the embedded distribution)."""
+
+    def __init__(self, scenario: Scenario, mode: str, image: Ext2Image | None = None,
+                 bus: EventBus | None = None) -> None:
+        if mode not in MODES:
+            raise ParameterError(f"Host: mode {mode!r} is not one of {', '.join(MODES)}")
+        self.scenario = scenario
+        self.mode = mode
+        self.image = image if image is not None else _default_image()
+        self.bus = bus if bus is not None else EventBus()
+        self.memory = HostMemory()
+        self.segment: SharedSegment | None = None
+        if mode in ("xip", "dax"):
+            self.segment = SharedSegment(self.memory, self.image, PAGE_SIZE, self.bus,
+                                         name="XIP2" if mode == "xip" else "host page cache",
+                                         frame_kind=FrameKind.SHARED if mode == "xip"
+                                         else FrameKind.HOSTCACHE)
+        preset = PRESETS[scenario.preset]
+        ram_pages = (scenario.guest_ram_mib << 20) >> PAGE_SHIFT
+        self.guests = [Guest(i, self.memory, ram_pages, self.image, segment=self.segment,
+                             preset=preset, host_preset=preset, bus=self.bus,
+                             policy=scenario.policy)
+                       for i in range(scenario.guests)]
+        self.ksm = (Ksm(self.memory, self.guests, pages_to_scan=scenario.ksm_pages_to_scan,
+                        sleep_millisecs=scenario.ksm_sleep_ms, bus=self.bus)
+                    if mode == "ksm" else None)
+        self._samples_ns: list[int] = []
+        self._samples: list[list[int]] = []
+
+    # --- running ------------------------------------------------------------------------------
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
+        """Start every guest's program at its start time; return what the host holds."""
+        s = self.scenario
+        interval = int(s.start_interval_ms * 1_000_000)
+        self._sample(0)
+        for i, guest in enumerate(self.guests):
+            guest.time = max(guest.time, i * interval)
+            if self.ksm is not None:
+                self.ksm.run_until(guest.time)
+            for run in range(s.runs_per_guest):
+                self.run_program(guest, s.program_of(i), seed=_guest_seed(s.seed, i, run))
+            self._sample(guest.time)
+            if progress is not None:
+                progress(i + 1, len(self.guests))
+        end = max(g.time for g in self.guests)
+        if self.ksm is not None:
+            stop = end + int(s.ksm_seconds * 1e9)
+            step = max(self.ksm.sleep_ns, (stop - end) // 50)
+            for t in range(end + step, stop + 1, step):
+                self.ksm.run_until(t)
+                self._sample(t)
+        return self.result()
+
+    def run_program(self, guest: Guest, program: str, seed: int) -> None:
+        """exec `program` in `guest` and replay a seeded run of it."""
+        from xipmodel.elf import exec_image
+
+        model = PROGRAMS[program]
+        mm = guest.new_process(program)
+        heap_pages = _heap_pages(model, self.scenario.heap_share, self.image)
+        exec_image(guest, mm, model.binary, heap_pages=max(heap_pages, 1))
+        layout = tuple((v.start, v.end, int(v.prot), v.name, v.anonymous) for v in mm.vmas)
+        trace = _trace(model, heap_pages, seed, layout)
+        replay(guest, trace, mm)
+
+    def _sample(self, time_ns: int) -> None:
+        self._samples_ns.append(time_ns)
+        by = self._bytes_by_category()
+        self._samples.append([by[c] for c in CATEGORIES])
+
+    def _bytes_by_category(self) -> dict[str, int]:
+        out = dict.fromkeys(CATEGORIES, 0)
+        for kind, count in self.memory.counts_by_kind().items():
+            out[_KIND_CATEGORY[kind]] += count * PAGE_SIZE
+        if self.ksm is not None:
+            out["ksm"] += len(self.ksm.checksum) * RMAP_ITEM_BYTES
+        return out
+
+    def result(self) -> RunResult:
+        """The host's state now, as a RunResult."""
+        per_guest: list[dict[str, Any]] = []
+        for g in self.guests:
+            counts = g.page_counts()
+            per_guest.append({"guest": g.gid, "program": self.scenario.program_of(g.gid),
+                              **{f"{k}_pages": v for k, v in counts.items()},
+                              **g.stats.as_dict(), "time_ns": g.time,
+                              "resident_pages": int(np.count_nonzero(g.backing >= 0))})
+        keys = ("major_faults", "minor_faults", "disk_read_bytes", "tlb_misses", "walk_refs",
+                "cow_faults", "cow_ksm", "accesses", "sigsegv", "sigbus", "oom")
+        totals = {k: sum(int(p[k]) for p in per_guest) for k in keys}
+        if self.segment is not None:
+            totals["host_page_ins"] = self.segment.page_ins
+        return RunResult(self.mode, self.scenario, self._bytes_by_category(), per_guest,
+                         np.array(self._samples_ns, dtype=np.int64),
+                         np.array(self._samples, dtype=np.int64), totals,
+                         dataclasses.replace(self.ksm.counters) if self.ksm else None)
+
+
+def _guest_seed(seed: int, guest: int, run: int) -> int:
+    """A per-guest, per-run seed that does not depend on anything but these numbers."""
+    return int(np.random.SeedSequence([seed, guest, run]).generate_state(1)[0])
+
+
+def _heap_pages(model: ProgramModel, heap_share: float | None, image: Ext2Image) -> int:
+    if heap_share is None:
+        return model.heap_pages
+    file_pages = -(-image.stat(model.binary).st_size // PAGE_SIZE)
+    return model.with_heap_share(heap_share, int(file_pages * model.main_text)).heap_pages
+
+
+@lru_cache(maxsize=4096)
+def _trace(model: ProgramModel, heap_pages: int, seed: int,
+           layout: tuple[tuple[int, int, int, str, bool], ...]) -> PageTrace:
+    """The seeded trace of one run, shared by every mode that replays the same layout."""
+    from xipmodel.mm.vma import Prot, Vma
+
+    vmas = [Vma(start, end, Prot(prot), ino=None if anon else 0, name=name)
+            for start, end, prot, name, anon in layout]
+    return synthesize(dataclasses.replace(model, heap_pages=heap_pages), vmas, seed)
+
+
+def _run_one(args: tuple[Scenario, str]) -> RunResult:
+    scenario, mode = args
+    return Host(scenario, mode).run()
+
+
+def compare(scenario: Scenario, modes: Sequence[str] = MODES,
+            executor: Executor | None = None) -> Comparison:
+    """Run `scenario` in each of `modes` (in parallel through `executor` if given)."""
+    for mode in modes:
+        if mode not in MODES:
+            raise ParameterError(f"compare: mode {mode!r} is not one of {', '.join(MODES)}")
+    jobs = [(scenario, m) for m in modes]
+    results = list(executor.map(_run_one, jobs)) if executor else [_run_one(j) for j in jobs]
+    return Comparison(scenario, dict(zip(modes, results, strict=True)))
+
+
+def sweep(scenario: Scenario, parameter: str, values: Iterable[Any],
+          modes: Sequence[str] = MODES, executor: Executor | None = None) -> list[Comparison]:
+    """`compare` for each value of one Scenario field (e.g. "guests", "heap_share")."""
+    if parameter not in {f.name for f in dataclasses.fields(Scenario)}:
+        raise ParameterError(f"sweep: {parameter!r} is not a Scenario field")
+    scenarios = [scenario.replace(**{parameter: v}) for v in values]
+    jobs = [(s, m) for s in scenarios for m in modes]
+    results = list(executor.map(_run_one, jobs)) if executor else [_run_one(j) for j in jobs]
+    out = []
+    for i, s in enumerate(scenarios):
+        chunk = results[i * len(modes):(i + 1) * len(modes)]
+        out.append(Comparison(s, dict(zip(modes, chunk, strict=True))))
+    return out
+
+
+def results_table(comparison: Comparison) -> list[dict[str, Any]]:
+    """One row per mode with the headline numbers (for tables and DataFrames)."""
+    rows = []
+    for mode, r in comparison.results.items():
+        row = r.as_dict()
+        row.pop("ksm", None)
+        row["saving_vs_pagecache"] = (comparison.saving(mode)
+                                      if "pagecache" in comparison.results else None)
+        rows.append(row)
+    return rows
