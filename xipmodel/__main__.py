@@ -1,6 +1,8 @@
 """The command line: `python -m xipmodel COMMAND ...` (also installed as `xipmodel`).
 
-    demo                    the story in the terminal: populate, freeze, find a file's blocks
+    demo                    the story in the terminal: populate, freeze, share, compare
+    compare [options]       the same scenario in each mode, side by side (or --json)
+    quiz [--seed N] [--solve]   an OSTEP-style seeded question, and its worked answer
     info IMAGE              the superblock and block groups, like `dumpe2fs -h`
     ls IMAGE [PATH]         a directory listing with inode numbers, modes and sizes
     bmap IMAGE PATH         which image block holds each page of a file (holes shown)
@@ -12,13 +14,21 @@ Bad input gets one clear line on standard error and exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import stat
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any, TextIO
 
-from xipmodel.errors import XipModelError
+from xipmodel.errors import ParameterError, XipModelError
 from xipmodel.ext2 import Ext2Image
 from xipmodel.ext2 import layout as L
+
+if TYPE_CHECKING:
+    from xipmodel.host import Comparison, RunResult, Scenario
 
 
 def _runs(blocks: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -99,8 +109,9 @@ def cmd_bmap(img: Ext2Image, path: str) -> str:
     ])
 
 
-def cmd_demo(guests: int = 4) -> str:
-    """Populate and freeze a small image, then run `guests` guests in each mode side by side."""
+def cmd_demo(guests: int = 4, with_comparison: bool = True) -> str:
+    """Populate and freeze a small image, run `guests` guests in each mode side by side; then
+    (`with_comparison`) the `compare` table of a small scenario on the embedded distribution."""
     from xipmodel.ext2 import Symlink, build_image
     from xipmodel.mm.frames import FrameKind, HostMemory
     from xipmodel.mm.guest import Guest
@@ -143,7 +154,222 @@ def cmd_demo(guests: int = 4) -> str:
         out.append("  the shared segment, instead of once per guest in its page cache. This demo")
         out.append("  has no heaps: real guests also hold private anonymous memory that XIP")
         out.append("  cannot share, so their saving is smaller.")
+    if with_comparison:
+        from xipmodel.host import MODES
+
+        scenario = demo_scenario()
+        out += ["", "The same story with programs exec'd from the embedded distribution, heaps",
+                "included (`python -m xipmodel compare` runs any scenario):", "",
+                format_comparison(run_comparison(scenario, MODES))]
     return "\n".join(out)
+
+
+# ── compare: one scenario in each mode ────────────────────────────────────────────────────
+
+MIB = 1 << 20
+
+
+def parse_workload(text: str) -> str | tuple[tuple[str, float], ...]:
+    """`webserver` → "webserver"; `webserver=0.8,shell=0.2` → the mix as (name, share) pairs."""
+    if "=" not in text and "," not in text:
+        return text.strip()
+    mix: list[tuple[str, float]] = []
+    for part in text.split(","):
+        name, eq, share = part.partition("=")
+        try:
+            value = float(share) if eq else 1.0
+        except ValueError:
+            raise ParameterError(f"--workload: share {share!r} of {name!r} is not a number"
+                                 ) from None
+        if not name.strip() or value < 0:
+            raise ParameterError(f"--workload: {part!r} is not NAME=SHARE with SHARE >= 0")
+        mix.append((name.strip(), value))
+    return tuple(mix)
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """`pagecache,xip` → ("pagecache", "xip"), each checked against host.MODES."""
+    from xipmodel.host import MODES
+
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    for mode in modes:
+        if mode not in MODES:
+            raise ParameterError(f"--modes: {mode!r} is not one of {', '.join(MODES)}")
+    if not modes or len(set(modes)) != len(modes):
+        raise ParameterError(f"--modes: {text!r} must name each mode at most once")
+    return modes
+
+
+def load_image_bytes(path: str) -> bytes:
+    """An ext2 image file's bytes, or a host directory populated and frozen by build_image."""
+    from xipmodel.ext2 import build_image
+
+    if os.path.isdir(path):
+        return build_image(path, volume_name=os.path.basename(os.path.abspath(path))[:16])
+    with open(path, "rb") as f:
+        data = f.read()
+    Ext2Image.open(data).close()  # validate eagerly: a bad image fails before any run
+    return data
+
+
+def _run_mode(job: tuple[Scenario, str, bytes | None]) -> RunResult:
+    """One mode of a comparison (also the ProcessPoolExecutor worker: everything pickles)."""
+    from xipmodel.host import Host
+
+    scenario, mode, image = job
+    return Host(scenario, mode, Ext2Image.open(image) if image is not None else None).run()
+
+
+class ProgressBar:
+    """`\\r[#####     ] 12/32 guests (xip)` on a terminal, once a run has taken `after` seconds.
+
+    Nothing at all when the stream is not a terminal (a log file, a pipe, a test).
+    """
+
+    def __init__(self, total: int, unit: str, stream: TextIO | None = None,
+                 after: float = 1.5, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty()
+        self.total, self.unit, self.after, self.width = max(total, 1), unit, after, width
+        self.start = time.monotonic()
+        self.shown = False
+
+    def update(self, done: int, label: str = "") -> None:
+        if not self.enabled or time.monotonic() - self.start < self.after:
+            return
+        filled = self.width * min(done, self.total) // self.total
+        bar = "#" * filled + " " * (self.width - filled)
+        suffix = f" ({label})" if label else ""
+        self.stream.write(f"\r[{bar}] {done}/{self.total} {self.unit}{suffix}\x1b[K")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def run_comparison(scenario: Scenario, modes: Sequence[str], image: bytes | None = None,
+                   jobs: int = 1, progress_stream: TextIO | None = None) -> Comparison:
+    """`host.compare`, with an image of the caller's and a progress bar on a terminal.
+
+    jobs > 1 runs the modes in a ProcessPoolExecutor (progress then counts modes).
+    """
+    from xipmodel.host import Comparison
+
+    if jobs < 1:
+        raise ParameterError(f"--jobs: {jobs} must be at least 1")
+    work = [(scenario, mode, image) for mode in modes]
+    if jobs > 1 and len(modes) > 1:
+        bar = ProgressBar(len(modes), "modes", progress_stream)
+        results: list[RunResult] = []
+        with ProcessPoolExecutor(max_workers=min(jobs, len(modes))) as pool:
+            for result in pool.map(_run_mode, work):
+                results.append(result)
+                bar.update(len(results), result.mode)
+        bar.close()
+    else:
+        from xipmodel.host import Host
+
+        bar = ProgressBar(scenario.guests * len(modes), "guests", progress_stream)
+        results = []
+        for i, mode in enumerate(modes):
+            base = i * scenario.guests
+
+            def tick(done: int, total: int, base: int = base, mode: str = mode) -> None:
+                bar.update(base + done, mode)
+
+            host = Host(scenario, mode, Ext2Image.open(image) if image is not None else None)
+            results.append(host.run(progress=tick))
+        bar.close()
+    return Comparison(scenario, dict(zip(modes, results, strict=True)))
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:.1f}"
+
+
+# (label, how to get the figure from a RunResult as_dict(), format)
+_ROWS: list[tuple[str, Callable[[dict[str, Any]], int], Callable[[int], str]]] = [
+    ("  page cache (guests)", lambda d: d["page_cache_bytes"], _mib),
+    ("  shared (image)", lambda d: d["shared_bytes"], _mib),
+    ("  anonymous", lambda d: d["anon_bytes"], _mib),
+    ("  CoW copies", lambda d: d["cow_bytes"], _mib),
+    ("  page tables", lambda d: d["page_table_bytes"], _mib),
+    ("  KSM (frames, rmap)", lambda d: d["ksm_bytes"], _mib),
+    ("  other (free, zero)", lambda d: d["host_bytes"] - sum(
+        d[k] for k in ("page_cache_bytes", "shared_bytes", "anon_bytes", "cow_bytes",
+                       "page_table_bytes", "ksm_bytes")), _mib),
+    ("major faults", lambda d: d["major_faults"], str),
+    ("minor faults", lambda d: d["minor_faults"], str),
+    ("disk reads (MiB)", lambda d: d["disk_read_bytes"], _mib),
+]
+
+
+def describe_scenario(s: Scenario, image_name: str | None = None) -> str:
+    work = s.workload if isinstance(s.workload, str) else ", ".join(
+        f"{n}={share:g}" for n, share in s.workload)
+    return (f"{s.guests} guest{'s' if s.guests != 1 else ''} × {work}, {s.guest_ram_mib} MiB "
+            f"RAM each, seed {s.seed}, ksmd {s.ksm_seconds:g} s, "
+            f"image: {image_name or 'the embedded distribution'}")
+
+
+def format_comparison(comparison: Comparison, image_name: str | None = None) -> str:
+    """The modes side by side, MiB with one decimal, for an 80-column terminal."""
+    modes = list(comparison.results)
+    rows = {m: r.as_dict() for m, r in comparison.results.items()}
+    label_w, col_w = 22, max(10, *(len(m) + 1 for m in modes))
+    if label_w + col_w * len(modes) > 80:
+        col_w = max(9, (80 - label_w) // len(modes))
+
+    def line(label: str, cells: Sequence[str]) -> str:
+        return f"{label:<{label_w}}" + "".join(f"{c:>{col_w}}" for c in cells)
+
+    out = [describe_scenario(comparison.scenario, image_name), "",
+           line("", modes), line("host memory (MiB)", [_mib(rows[m]["host_bytes"])
+                                                       for m in modes])]
+    if "pagecache" in rows:
+        out.append(line("saving vs page cache", [
+            "—" if m == "pagecache" else f"{comparison.saving(m):.1%}" for m in modes]))
+    for label, get, fmt in _ROWS:
+        if label.startswith("major"):
+            out.append("")
+        out.append(line(label, [fmt(get(rows[m])) for m in modes]))
+    return "\n".join(out)
+
+
+def comparison_json(comparison: Comparison) -> dict[str, Any]:
+    """Comparison.as_dict() plus each mode's saving versus the page cache (None without it)."""
+    out = comparison.as_dict()
+    for mode, row in out["modes"].items():
+        row["saving_vs_pagecache"] = (comparison.saving(mode)
+                                      if "pagecache" in comparison.results else None)
+    return out
+
+
+def cmd_compare(args: argparse.Namespace) -> str:
+    from xipmodel.host import MODES, Scenario
+
+    modes = parse_modes(args.modes) if args.modes else MODES
+    changes: dict[str, Any] = {"guests": args.guests, "workload": parse_workload(args.workload),
+                               "seed": args.seed}
+    for name in ("guest_ram_mib", "heap_share", "ksm_seconds"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    scenario = Scenario(**changes)
+    image = load_image_bytes(args.image) if args.image else None
+    comparison = run_comparison(scenario, modes, image, jobs=args.jobs)
+    if args.json:
+        return json.dumps(comparison_json(comparison), indent=2, sort_keys=False)
+    return format_comparison(comparison, args.image)
+
+
+def demo_scenario() -> Scenario:
+    """The small scenario `demo` compares: four shell guests, quick in every mode."""
+    from xipmodel.host import Scenario
+
+    return Scenario(guests=4, workload="shell", guest_ram_mib=64, ksm_seconds=5.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +377,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xipmodel", description="Execute-in-place versus the page cache, as a model.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the story in the terminal")
+    c = sub.add_parser("compare", help="one scenario in each mode, side by side",
+                       description="Run the same scenario in each mode and print host memory, "
+                       "faults and disk reads side by side (MiB, one decimal).")
+    c.add_argument("--guests", type=int, default=8, metavar="N", help="guests (default 8)")
+    c.add_argument("--workload", default="webserver", metavar="NAME|MIX",
+                   help="a program (webserver, shell, python, compiler) or a mix such as "
+                   "webserver=0.8,shell=0.2 (default webserver)")
+    c.add_argument("--modes", default=None, metavar="M,M",
+                   help="modes to run, from pagecache,xip,ksm,dax (default all)")
+    c.add_argument("--guest-ram", dest="guest_ram_mib", type=int, default=None, metavar="MIB",
+                   help="RAM per guest in MiB (default 512)")
+    c.add_argument("--heap-share", type=float, default=None, metavar="F",
+                   help="share of each run's touched memory that is heap, in [0, 1)")
+    c.add_argument("--seed", type=int, default=0, metavar="N")
+    c.add_argument("--ksm-seconds", type=float, default=None, metavar="S",
+                   help="how long ksmd keeps scanning after the last guest started "
+                   "(default 120)")
+    c.add_argument("--image", default=None, metavar="PATH",
+                   help="an ext2 image file, or a directory to populate and freeze "
+                   "(it must hold the programs' binaries)")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    c.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run modes in N processes (default 1)")
+    q = sub.add_parser("quiz", help="an OSTEP-style seeded question (--solve: the answer)")
+    q.add_argument("--seed", type=int, default=0, metavar="N")
+    q.add_argument("--kind", default=None, choices=("translate", "faults", "memory"),
+                   help="which kind of question (default: chosen by the seed)")
+    q.add_argument("--solve", action="store_true", help="also print the worked answer")
     for name, help_text, needs_path in [
         ("info", "superblock and groups, like dumpe2fs -h", False),
         ("ls", "list a directory of an image", False),
@@ -171,6 +425,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             print(cmd_demo())
+            return 0
+        if args.command == "compare":
+            print(cmd_compare(args))
+            return 0
+        if args.command == "quiz":
+            from xipmodel.quiz import make_question
+
+            print(make_question(args.seed, args.kind).text(solve=args.solve))
             return 0
         with Ext2Image.open(args.image) as img:
             if args.command == "info":

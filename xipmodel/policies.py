@@ -25,6 +25,7 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 IntArray = npt.NDArray[np.int64]
+SignedArray = npt.NDArray[np.signedinteger[Any]]
 BoolArray = npt.NDArray[np.bool_]
 Steps = list[tuple[int, bool, tuple[int, ...]]]
 
@@ -306,8 +308,13 @@ def _lru_sweep(prev: IntArray, nxt: IntArray, capacity: int) -> BoolArray:
 # hits so far in a sorted list to count R(a).
 
 
-def _lru_fast(ids: IntArray, capacity: int) -> BoolArray:
-    """Contract: the LRU hit mask of ``ids`` with ``capacity`` frames. Overwrites ``ids``."""
+def _lru_fast(ids: IntArray, capacity: int, *, loop_share: float = 0.25) -> BoolArray:
+    """Contract: the LRU hit mask of ``ids`` with ``capacity`` frames. Overwrites ``ids``.
+
+    If more than ``loop_share`` of the first and long references survive to
+    the Python loop (strings with few sure answers), the candidate sweep runs
+    instead: the eviction pointer of ``_lru_sweep`` over candidates only.
+    """
     n = ids.size
     if n < 2:
         return np.zeros(n, dtype=np.bool_)
@@ -316,19 +323,23 @@ def _lru_fast(ids: IntArray, capacity: int) -> BoolArray:
     if int(ids.max()).bit_length() + shift > 62:
         ids = np.unique(ids, return_inverse=True)[1].astype(np.int64)
     # (page, index) in one int64, sorted: each page's uses, in order, side by side.
+    # Few large temporaries: each fresh one costs page faults on first touch.
+    pos = np.arange(n, dtype=np.int64)
     key = np.left_shift(ids, shift, out=ids)
-    key |= np.arange(n, dtype=np.int64)
+    key |= pos
     key.sort()
-    low = (1 << shift) - 1
-    pos = key & low
-    newpage = (key[1:] ^ key[:-1]) > low
+    np.bitwise_and(key, (1 << shift) - 1, out=pos)
+    key >>= shift  # the page ids, sorted
+    newpage = key[1:] != key[:-1]
     del key
     # Per sorted entry: 2 * (gap since the previous use, ``none`` if first)
-    # + (1 if the position is a candidate: next gap > C or no next use).
+    # + 1 if the position is a candidate (next gap > C, or no next use).
     none = n + c + 1
-    val = np.empty(n, dtype=np.int64)
+    # int32 where it fits: half the memory traffic of int64.
+    dtype: type[np.signedinteger[Any]] = np.int32 if 2 * none < 2**31 else np.int64
+    val: SignedArray = np.empty(n, dtype=dtype)
     val[0] = none
-    np.subtract(pos[1:], pos[:-1], out=val[1:])
+    np.subtract(pos[1:], pos[:-1], out=val[1:], casting="same_kind")
     val[1:][newpage] = none
     del newpage
     is_cand = np.empty(n, dtype=np.bool_)
@@ -337,27 +348,33 @@ def _lru_fast(ids: IntArray, capacity: int) -> BoolArray:
     val <<= 1
     val |= is_cand
     del is_cand
-    packed = np.empty(n, dtype=np.int64)
-    packed[pos] = val  # back to reference order
-    del val, pos
-    rank = np.cumsum(packed & 1)  # candidates up to and including j
-    packed >>= 1
-    gap = packed
-    short = gap <= c
-    not_short = np.cumsum(~short)  # first or long references up to and including i
+    gap: SignedArray = np.empty(n, dtype=dtype)
+    gap[pos] = val  # back to reference order
+    del pos
+    rank = np.bitwise_and(gap, 1, out=val)
+    np.cumsum(rank, out=rank)  # candidates up to and including j
+    gap >>= 1
+    short = gap <= c  # the sure hits so far; the loop adds the long hits
+    not_short: SignedArray = np.cumsum(~short, dtype=dtype)  # first or long references up to i
     is_long = gap > c
     is_long &= gap < none
-    long_count = np.cumsum(is_long)
     at = np.flatnonzero(is_long)
     prev = at - gap[at]
-    need = not_short[at] - rank[prev] - c
-    room = long_count[at] - 1 - long_count[prev + c]  # long references in (p + C, a)
-    keep = need <= room
-    at, prev, need = at[keep], prev[keep], need[keep]
-    for _ in range(2):  # possible long hits in (p + C, a): only the survivors
-        room = np.arange(at.size) - np.searchsorted(at, prev + c, side="right")
+    need: SignedArray = not_short[at]
+    need -= rank[prev]
+    need -= c
+    # Possible long hits in (p + C, a): first all long references there, then
+    # twice only those that survived the previous round.
+    room: SignedArray = np.arange(at.size, dtype=dtype)
+    room -= np.cumsum(is_long, out=not_short)[prev + c]
+    del is_long, not_short
+    for rounds in range(3):
+        if rounds:
+            room = np.arange(at.size) - np.searchsorted(at, prev + c, side="right")
         keep = need <= room
         at, prev, need = at[keep], prev[keep], need[keep]
+    if at.size > loop_share * (n - int(np.count_nonzero(short))):
+        return _candidate_sweep(gap, rank, short, c)
     nested: list[int] = []  # prev[] of the long hits so far, sorted
     hits: list[int] = []
     insort, bisect_right = bisect.insort, bisect.bisect_right
@@ -365,6 +382,37 @@ def _lru_fast(ids: IntArray, capacity: int) -> BoolArray:
         if k <= 0 or len(nested) - bisect_right(nested, p) >= k:
             insort(nested, p)
             hits.append(a)
+    short[np.array(hits, dtype=np.int64)] = True
+    return short
+
+
+def _candidate_sweep(gap: SignedArray, rank: SignedArray, short: BoolArray, c: int) -> BoolArray:
+    """Model of ``_lru_sweep`` visiting only first and long references, and candidates.
+
+    ``gap``: distance to the previous use (> n if none); ``rank``: candidates up
+    to and including each position; ``short``: gap <= c (sure hits, updated).
+    """
+    n = gap.size
+    todo = np.flatnonzero(~short)
+    first = gap[todo] > n
+    prev = todo - np.where(first, 0, gap[todo])
+    slot = rank[prev] - 1  # candidate number of the previous use
+    slot[first] = -1  # below every pointer value: a miss
+    later = np.full(int(rank[-1]) + 1, n, dtype=np.int64)  # a sentinel past the end
+    later[slot[~first]] = todo[~first]  # each candidate's next use (n: none)
+    nxt = later.tolist()
+    hits: list[int] = []
+    e = 0
+    misses = 0
+    for i, s in zip(todo.tolist(), slot.tolist(), strict=True):
+        if s >= e:
+            hits.append(i)
+            continue
+        misses += 1
+        if misses > c:
+            while nxt[e] < i:
+                e += 1
+            e += 1
     short[np.array(hits, dtype=np.int64)] = True
     return short
 

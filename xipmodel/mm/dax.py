@@ -18,26 +18,33 @@ from __future__ import annotations
 
 from xipmodel.events import Cow
 from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
-from xipmodel.mm.memory import VmFault, VmFaultInfo, finish_fault
+from xipmodel.mm.memory import (
+    VM_FAULT_DONE_COW,
+    VM_FAULT_NOPAGE,
+    VM_FAULT_OOM,
+    VM_FAULT_SIGBUS,
+    VmFaultInfo,
+    finish_fault,
+)
 from xipmodel.params import PAGE_SIZE
 
 __all__ = ["dax_iomap_fault", "xip_file_fault"]
 
 
-def dax_iomap_fault(vmf: VmFaultInfo) -> VmFault:
+def dax_iomap_fault(vmf: VmFaultInfo) -> int:
     """Model of dax_iomap_fault → dax_fault_iter for one 4 KiB page."""
     guest, ino, pgoff = vmf.guest, vmf.vma.ino, vmf.pgoff
     assert ino is not None and guest.segment is not None, "dax_iomap_fault: not on XIP"
     vmf.handler = "dax_iomap_fault"
     if pgoff >= -(-guest.disk.file_size(ino) // PAGE_SIZE):
         vmf.detail = f"page {pgoff} is beyond the end of the file"
-        return VmFault.SIGBUS
+        return VM_FAULT_SIGBUS
     block = guest.disk.bmap(ino, pgoff)
     if vmf.write and not vmf.vma.shared:
         # dax_fault_cow_page: the private copy is made from the block (or zeros) at once.
         copy = guest.alloc_page(FrameKind.COW, guest.host.unique_content())
         if copy is None:
-            return VmFault.OOM
+            return VM_FAULT_OOM
         vmf.page = copy
         vmf.handler = "do_cow_fault → dax_iomap_fault (dax_fault_cow_page)"
         vmf.detail = f"private copy of image block {block}" if block else "private zero page"
@@ -46,22 +53,22 @@ def dax_iomap_fault(vmf: VmFaultInfo) -> VmFault:
         if guest.bus:
             guest.bus.emit(Cow(guest.time, guest.gid, vmf.mm.pid, vmf.vpn,
                                "shared segment" if block else "zero page", copy))
-        return finish_fault(vmf, writable=True) | VmFault.DONE_COW
+        return finish_fault(vmf, writable=True) | VM_FAULT_DONE_COW
     if block == 0:
         vmf.handler = "dax_iomap_fault → dax_load_hole"
         vmf.detail = f"page {pgoff} is a hole: the zero page"
         ok = guest.install_pte(vmf.mm, vmf.vpn, 0, False, vmf.vma.exec)
-        return VmFault.NOPAGE if ok else VmFault.OOM
+        return VM_FAULT_NOPAGE if ok else VM_FAULT_OOM
     gpfn = guest.map_segment_block(block)
     if gpfn is None:
-        return VmFault.OOM
+        return VM_FAULT_OOM
     vmf.page = gpfn
     vmf.detail = (f"page {pgoff} is image block {block}: shared-segment frame "
                   f"{guest.segment.frame_of[block]:#x}")
     # vmf_insert_mixed: never writable, so a later write is copy-on-write (do_wp_page).
     if not guest.install_pte(vmf.mm, vmf.vpn, gpfn, False, vmf.vma.exec):
-        return VmFault.OOM
-    return VmFault.NOPAGE
+        return VM_FAULT_OOM
+    return VM_FAULT_NOPAGE
 
 
 def block_content(block: int) -> int:

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from xipmodel.events import DiskRead, PageCacheInsert, Readahead
 from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
-from xipmodel.mm.memory import VmFault, VmFaultInfo
+from xipmodel.mm.memory import (
+    VM_FAULT_LOCKED,
+    VM_FAULT_MAJOR,
+    VM_FAULT_OOM,
+    VM_FAULT_SIGBUS,
+    VmFaultInfo,
+)
 from xipmodel.mm.readahead import MMAP_LOTSAMISS, Window
 from xipmodel.params import PAGE_SHIFT, PAGE_SIZE
 
@@ -42,23 +48,23 @@ def file_pages(guest: Guest, ino: int) -> int:
     return -(-guest.disk.file_size(ino) // PAGE_SIZE)
 
 
-def filemap_fault(vmf: VmFaultInfo) -> VmFault:
+def filemap_fault(vmf: VmFaultInfo) -> int:
     """Model of filemap_fault: find or read the page; sets vmf.page."""
     guest, ino, pgoff = vmf.guest, vmf.vma.ino, vmf.pgoff
     assert ino is not None, "filemap_fault: anonymous VMA"
     vmf.handler = vmf.handler or "filemap_fault"
     if pgoff >= file_pages(guest, ino):
         vmf.detail = f"page {pgoff} is beyond the end of the file"
-        return VmFault.SIGBUS
+        return VM_FAULT_SIGBUS
     # Do we have something in the page cache already?
     gpfn = guest.cache.find(ino, pgoff)
-    result = VmFault.LOCKED
+    result = VM_FAULT_LOCKED
     if gpfn is not None:
         do_async_mmap_readahead(vmf, gpfn)
         vmf.detail = f"page {pgoff} found in the page cache (minor)"
     else:
         # No page in the page cache at all: a major fault, read it (and around it).
-        result |= VmFault.MAJOR
+        result |= VM_FAULT_MAJOR
         do_sync_mmap_readahead(vmf)
         gpfn = guest.cache.find(ino, pgoff)
         if gpfn is None:
@@ -66,7 +72,7 @@ def filemap_fault(vmf: VmFaultInfo) -> VmFault:
             page_cache_ra(guest, ino, Window(pgoff, 1, 0), "single")
             gpfn = guest.cache.find(ino, pgoff)
         if gpfn is None:
-            return VmFault.OOM
+            return VM_FAULT_OOM
         vmf.detail = f"page {pgoff} read from the virtual disk (major)"
     vmf.page = gpfn
     return result
@@ -154,7 +160,7 @@ def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
         guest.time += guest.costs.disk_ns_per_page
         if guest.bus:
             guest.bus.emit(DiskRead(guest.time, guest.gid, block, PAGE_SIZE))
-    refault, activated = guest.cache.add(ino, index, gpfn, guest.active_floor())
+    refault, activated = guest.cache.add(ino, index, gpfn, guest.active_floor)
     if guest.bus:
         guest.bus.emit(PageCacheInsert(guest.time, guest.gid, ino, index, gpfn, refault,
                                        activated))

@@ -16,7 +16,8 @@ The call chain, as in the kernel::
 
     vma->vm_ops->fault is filemap_fault (page cache) or dax_iomap_fault (XIP/DAX).
 
-Handlers return VM_FAULT_* flags, never raise: a SIGBUS or an OOM is a value.
+Handlers return VM_FAULT_* flags as a plain int bitmask (vm_fault_t), never
+raise: a SIGBUS or an OOM is a value. `VmFault` names the bits for display.
 Not modelled: locking and retries (VM_FAULT_RETRY), huge pages, userfaultfd,
 NUMA, and swap.
 """
@@ -36,6 +37,14 @@ if TYPE_CHECKING:
     from xipmodel.mm.vma import MmStruct, Vma
 
 __all__ = [
+    "VM_FAULT_DONE_COW",
+    "VM_FAULT_ERROR",
+    "VM_FAULT_LOCKED",
+    "VM_FAULT_MAJOR",
+    "VM_FAULT_NOPAGE",
+    "VM_FAULT_OOM",
+    "VM_FAULT_SIGBUS",
+    "VM_FAULT_SIGSEGV",
     "VmFault",
     "VmFaultInfo",
     "access",
@@ -64,7 +73,18 @@ class VmFault(enum.IntFlag):
     @property
     def error(self) -> bool:
         """VM_FAULT_ERROR: the access cannot complete."""
-        return bool(self & (VmFault.OOM | VmFault.SIGBUS | VmFault.SIGSEGV))
+        return bool(self & VM_FAULT_ERROR)
+
+
+# The same bits as plain ints: what the handlers compute with (enum arithmetic is slow).
+VM_FAULT_OOM = int(VmFault.OOM)
+VM_FAULT_SIGBUS = int(VmFault.SIGBUS)
+VM_FAULT_MAJOR = int(VmFault.MAJOR)
+VM_FAULT_SIGSEGV = int(VmFault.SIGSEGV)
+VM_FAULT_NOPAGE = int(VmFault.NOPAGE)
+VM_FAULT_LOCKED = int(VmFault.LOCKED)
+VM_FAULT_DONE_COW = int(VmFault.DONE_COW)
+VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV
 
 
 @dataclass
@@ -91,7 +111,7 @@ class VmFaultInfo:
 
 
 def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
-           content: int | None = None) -> VmFault:
+           content: int | None = None) -> int:
     """One CPU access ("r", "w" or "x") by process `mm` at `address`; returns fault flags.
 
     A write stores `content` (None: something no other page holds).
@@ -104,7 +124,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
     hit = guest.tlb.lookup(mm.asid, vpn)
     if guest.bus:
         _emit_lookup(guest, mm, address, hit is not None)
-    result = VmFault.NONE
+    result = 0
     if hit is not None and _allowed(hit[1], write, exec_):
         stats.tlb_hits += 1
         gpfn = hit[0]
@@ -117,19 +137,22 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
         preset = guest.preset
         if not (preset.pte_present_p(pte) and _allowed(int(preset.pte_flags(pte)), write, exec_)):
             result = handle_mm_fault(guest, mm, address, write, exec_)
-            if result.error:
+            if (result & VM_FAULT_ERROR):
                 return result
             pte = mm.pt.lookup_pte(vpn)
         bits = PTE_A | (PTE_D if write else 0)
         mm.pt.set_flags(vpn, bits)
         gpfn = preset.pte_pfn(pte)
         guest.tlb.insert(mm.asid, vpn, gpfn, int(preset.pte_flags(pte) | bits))
-    if 0 < gpfn < guest.ram_pages and gpfn in guest.cache.key_of:
-        guest.cache.touch(gpfn)  # what a textbook policy would see (no-op for Linux's)
+    if guest.cache.policy != "linux" and gpfn in guest.cache.key_of:
+        guest.cache.touch(gpfn)  # what a textbook policy sees (Linux's learns from A bits)
     # The write itself: a private page now holds what was written (unique unless told).
-    if write and gpfn < guest.ram_pages and guest.kind[gpfn] in (FrameKind.ANON, FrameKind.COW):
+    if write and gpfn < guest.ram_pages and int(guest.kind[gpfn]) in _PRIVATE:
         guest.write_page(gpfn, guest.host.unique_content() if content is None else content)
     return result
+
+
+_PRIVATE = (int(FrameKind.ANON), int(FrameKind.COW))
 
 
 def _emit_lookup(guest: Guest, mm: MmStruct, address: int, hit: bool) -> None:
@@ -152,12 +175,12 @@ def _allowed(flags: int, write: bool, exec_: bool) -> bool:
 
 
 def handle_mm_fault(guest: Guest, mm: MmStruct, address: int, write: bool,
-                    exec_: bool) -> VmFault:
+                    exec_: bool) -> int:
     """Model of handle_mm_fault → handle_pte_fault: dispatch on the VMA and the PTE."""
     vma = mm.find_vma(address)
     if vma is None or not vma.permits(write, exec_):
         guest.stats.sigsegv += 1
-        return _report(guest, mm, address, write, "bad_area", VmFault.SIGSEGV,
+        return _report(guest, mm, address, write, "bad_area", VM_FAULT_SIGSEGV,
                        "no VMA allows this access")
     vmf = VmFaultInfo(guest, mm, vma, address, write, exec_)
     pte = mm.pt.lookup_pte(vmf.vpn)
@@ -167,28 +190,28 @@ def handle_mm_fault(guest: Guest, mm: MmStruct, address: int, write: bool,
     elif write and not int(guest.preset.pte_flags(pte)) & PTE_W:
         result = do_wp_page(vmf, guest.preset.pte_pfn(pte))
     else:
-        vmf.handler, result = "spurious", VmFault.NONE
+        vmf.handler, result = "spurious", 0
     stats = guest.stats
     guest.time += guest.costs.minor_fault_ns
-    if result & VmFault.MAJOR:
+    if result & VM_FAULT_MAJOR:
         stats.major_faults += 1
         guest.time += guest.costs.major_fault_ns
-    elif not result.error:
+    elif not (result & VM_FAULT_ERROR):
         stats.minor_faults += 1
-    if result & VmFault.SIGBUS:
+    if result & VM_FAULT_SIGBUS:
         stats.sigbus += 1
     return _report(guest, mm, address, write, vmf.handler, result, vmf.detail)
 
 
 def _report(guest: Guest, mm: MmStruct, address: int, write: bool, handler: str,
-            result: VmFault, detail: str) -> VmFault:
+            result: int, detail: str) -> int:
     if guest.bus:
         guest.bus.emit(Fault(guest.time, guest.gid, mm.pid, address, write, handler,
                              int(result), detail))
     return result
 
 
-def do_fault(vmf: VmFaultInfo) -> VmFault:
+def do_fault(vmf: VmFaultInfo) -> int:
     """Model of do_fault: read, private write (copy-on-write) or shared write."""
     if not vmf.write:
         return do_read_fault(vmf)
@@ -197,7 +220,7 @@ def do_fault(vmf: VmFaultInfo) -> VmFault:
     return do_shared_fault(vmf)
 
 
-def _vma_fault(vmf: VmFaultInfo) -> VmFault:
+def _vma_fault(vmf: VmFaultInfo) -> int:
     """vma->vm_ops->fault: dax_iomap_fault on the XIP mount, filemap_fault otherwise."""
     if vmf.vma.dax:
         from xipmodel.mm.dax import dax_iomap_fault
@@ -208,7 +231,7 @@ def _vma_fault(vmf: VmFaultInfo) -> VmFault:
     return filemap_fault(vmf)
 
 
-def do_read_fault(vmf: VmFaultInfo) -> VmFault:
+def do_read_fault(vmf: VmFaultInfo) -> int:
     """Model of do_read_fault: try fault-around, then ->fault, then map the page read-only."""
     guest = vmf.guest
     if not vmf.vma.dax and guest.fault_around_pages > 1:
@@ -218,23 +241,23 @@ def do_read_fault(vmf: VmFaultInfo) -> VmFault:
 
         if do_fault_around(vmf):
             vmf.handler = "do_read_fault → filemap_map_pages"
-            return VmFault.NOPAGE
+            return VM_FAULT_NOPAGE
     result = _vma_fault(vmf)
-    if result.error or result & VmFault.NOPAGE:
+    if (result & VM_FAULT_ERROR) or result & VM_FAULT_NOPAGE:
         return result
     return result | finish_fault(vmf, writable=vmf.vma.shared and vmf.write)
 
 
-def finish_fault(vmf: VmFaultInfo, writable: bool) -> VmFault:
+def finish_fault(vmf: VmFaultInfo, writable: bool) -> int:
     """Model of finish_fault: install the PTE for vmf.page."""
     guest = vmf.guest
     if not guest.install_pte(vmf.mm, vmf.vpn, vmf.page, writable, vmf.vma.exec,
                              dirty=vmf.write):
-        return VmFault.OOM
-    return VmFault.NONE
+        return VM_FAULT_OOM
+    return 0
 
 
-def do_cow_fault(vmf: VmFaultInfo) -> VmFault:
+def do_cow_fault(vmf: VmFaultInfo) -> int:
     """Model of do_cow_fault: a write to a private file mapping gets a private copy at once."""
     guest = vmf.guest
     if vmf.vma.dax:
@@ -242,31 +265,31 @@ def do_cow_fault(vmf: VmFaultInfo) -> VmFault:
 
         return dax_iomap_fault(vmf)  # dax_fault_cow_page does the copy itself
     result = _vma_fault(vmf)
-    if result.error:
+    if (result & VM_FAULT_ERROR):
         return result
     source = vmf.page
     copy = guest.alloc_page(FrameKind.COW, guest.host.unique_content())
     if copy is None:
-        return result | VmFault.OOM
+        return result | VM_FAULT_OOM
     vmf.page = copy
     vmf.handler = "do_cow_fault → " + vmf.handler
     guest.stats.cow_faults += 1
     _emit_cow(vmf, "page cache", copy)
     del source  # the page-cache page stays cached; only its copy is mapped
-    return result | finish_fault(vmf, writable=True) | VmFault.DONE_COW
+    return result | finish_fault(vmf, writable=True) | VM_FAULT_DONE_COW
 
 
-def do_shared_fault(vmf: VmFaultInfo) -> VmFault:
+def do_shared_fault(vmf: VmFaultInfo) -> int:
     """Model of do_shared_fault: a write to a shared file mapping dirties the page-cache page."""
     result = _vma_fault(vmf)
-    if result.error:
+    if (result & VM_FAULT_ERROR):
         return result
     vmf.handler = "do_shared_fault → " + vmf.handler
     vmf.guest.write_page(vmf.page, vmf.guest.host.unique_content())
     return result | finish_fault(vmf, writable=True)
 
 
-def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> VmFault:
+def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> int:
     """Model of do_wp_page: a write to a present read-only PTE.
 
     An anonymous page mapped only here is reused (made writable); anything else
@@ -278,7 +301,7 @@ def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> VmFault:
     if kind in (FrameKind.ANON, FrameKind.COW) and guest.mapcount(gpfn) == 1:
         vmf.handler = "do_wp_page → wp_page_reuse"
         guest.install_pte(vmf.mm, vmf.vpn, gpfn, True, vmf.vma.exec, dirty=True)
-        return VmFault.NONE
+        return 0
     if not in_ram:
         source, content = "shared segment", CONTENT_BLOCK + gpfn - guest.dcss_base
     elif kind == FrameKind.ZERO:
@@ -289,29 +312,29 @@ def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> VmFault:
         source, content = "anonymous", int(guest.host.content[guest.backing[gpfn]])
     copy = guest.alloc_page(FrameKind.COW, content)
     if copy is None:
-        return VmFault.OOM
+        return VM_FAULT_OOM
     vmf.handler = "do_wp_page → wp_page_copy"
     vmf.page = copy
     guest.stats.cow_faults += 1
     _emit_cow(vmf, source, copy)
     if not guest.install_pte(vmf.mm, vmf.vpn, copy, True, vmf.vma.exec, dirty=True):
-        return VmFault.OOM
+        return VM_FAULT_OOM
     if kind in (FrameKind.ANON, FrameKind.COW) and in_ram and gpfn not in guest.rmap:
         guest.free_page(gpfn)
-    return VmFault.NONE
+    return 0
 
 
-def do_anonymous_page(vmf: VmFaultInfo) -> VmFault:
+def do_anonymous_page(vmf: VmFaultInfo) -> int:
     """Model of do_anonymous_page: reads map the zero page, writes get a zeroed private page."""
     guest = vmf.guest
     if not vmf.write:
         vmf.handler = "do_anonymous_page (zero page)"
         ok = guest.install_pte(vmf.mm, vmf.vpn, 0, False, vmf.vma.exec)
-        return VmFault.NONE if ok else VmFault.OOM
+        return 0 if ok else VM_FAULT_OOM
     vmf.handler = "do_anonymous_page"
     gpfn = guest.alloc_page(FrameKind.ANON, CONTENT_ZERO)
     if gpfn is None:
-        return VmFault.OOM
+        return VM_FAULT_OOM
     vmf.page = gpfn
     return finish_fault(vmf, writable=True)
 

@@ -28,6 +28,7 @@ no swap, so anonymous pages are never reclaimed).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
@@ -94,11 +95,13 @@ class PageCache:
 
     # --- insertion and removal -------------------------------------------------------
 
-    def add(self, ino: int, pgoff: int, gpfn: int, active_floor: int) -> tuple[bool, bool]:
+    def add(self, ino: int, pgoff: int, gpfn: int,
+            active_floor: int | Callable[[], int]) -> tuple[bool, bool]:
         """filemap_add_folio + lru_cache_add: cache `gpfn` as page `pgoff` of `ino`.
 
         `active_floor` is what a refault distance is compared with (active file + anon
-        pages). Returns (refault, activated).
+        pages), or a function computing it (called only for a refault).
+        Returns (refault, activated).
         """
         key = (ino, pgoff)
         assert key not in self.pages, f"add: {key} is already cached"
@@ -114,7 +117,8 @@ class PageCache:
             self.refaults += 1
             assert eviction is not None
             distance = self.nonresident_age - eviction
-            activate = self.policy == "linux" and distance <= active_floor
+            floor = active_floor() if callable(active_floor) else active_floor
+            activate = self.policy == "linux" and distance <= floor
         if activate:
             self.refault_activations += 1
             self._to_active(gpfn)

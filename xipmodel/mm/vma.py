@@ -102,6 +102,10 @@ class Vma:
                 f"{self.name or ('[anon]' if self.anonymous else '')}")
 
 
+def _vma_start(vma: Vma) -> int:
+    return vma.start
+
+
 @dataclass
 class MmStruct:
     """One process: its VMAs (sorted by start) and its page table; `asid` tags its TLB entries."""
@@ -114,7 +118,7 @@ class MmStruct:
 
     def find_vma(self, address: int) -> Vma | None:
         """The VMA containing `address`, or None (a SIGSEGV)."""
-        i = bisect.bisect_right([v.start for v in self.vmas], address) - 1
+        i = bisect.bisect_right(self.vmas, address, key=_vma_start) - 1
         if i >= 0 and address < self.vmas[i].end:
             return self.vmas[i]
         return None
@@ -124,5 +128,5 @@ class MmStruct:
         for other in self.vmas:
             if vma.start < other.end and other.start < vma.end:
                 raise ParameterError(f"mmap: {vma} overlaps {other}")
-        bisect.insort(self.vmas, vma, key=lambda v: v.start)
+        bisect.insort(self.vmas, vma, key=_vma_start)
         return vma

@@ -145,7 +145,7 @@ def replay(guest: Guest, trace: PageTrace,
 
     A write stores the trace's content id for it, or fresh content where that is 0.
     """
-    from xipmodel.mm.memory import VmFault
+    from xipmodel.mm.memory import VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV
 
     if mm is None:
         mm = guest.new_process(trace.name)
@@ -153,10 +153,12 @@ def replay(guest: Guest, trace: PageTrace,
             guest.mmap(mm, m.start, m.length, m.prot, path=m.path, offset=m.offset,
                        shared=m.shared, name=m.name)
     result = ReplayResult()
+    access = guest.access
     for address, kind, content in trace.accesses():
-        flags = VmFault(guest.access(mm, address, kind, content or None))
-        result.accesses += 1
-        result.sigsegv += bool(flags & VmFault.SIGSEGV)
-        result.sigbus += bool(flags & VmFault.SIGBUS)
-        result.oom += bool(flags & VmFault.OOM)
+        flags = access(mm, address, kind, content or None)
+        if flags:
+            result.sigsegv += bool(flags & VM_FAULT_SIGSEGV)
+            result.sigbus += bool(flags & VM_FAULT_SIGBUS)
+            result.oom += bool(flags & VM_FAULT_OOM)
+    result.accesses += len(trace)
     return mm, result
