@@ -13,7 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xipmodel.errors import ParameterError
-from xipmodel.policies import POLICIES, miss_ratio_curve, simulate, stack_distances
+from xipmodel.policies import (
+    POLICIES,
+    _lru_fast,
+    _lru_sweep,
+    _prev_next,
+    miss_ratio_curve,
+    simulate,
+    stack_distances,
+)
 
 BELADY = [1, 2, 3, 4, 1, 2, 5, 1, 2, 3, 4, 5]
 NEVER_AGAIN = 2**63 - 1
@@ -111,6 +119,45 @@ def test_traced_lru_equals_fast_lru() -> None:
     slow = simulate(refs, 6, "lru", trace=True)
     assert (fast.hit_mask == slow.hit_mask).all()
     assert slow.steps is not None and slow.steps[-1][2][-1] == refs[-1]
+
+
+
+@pytest.mark.oracle
+@settings(
+    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    refs=st.lists(st.integers(0, 2), min_size=1, max_size=60),
+    capacity=st.integers(1, 3),
+    data=st.data(),
+)
+def test_lru_tiny_alphabets_match_libcachesim(
+    require_module: Callable[[str], ModuleType], refs: list[int], capacity: int, data: Any
+) -> None:
+    """C = 1..3 over 1..3 pages: every boundary of the sure hit / sure miss / candidate tests."""
+    lcs = require_module("libcachesim")
+    alphabet = data.draw(st.integers(1, 3))
+    refs = [x % alphabet for x in refs]
+    fast = simulate(refs, capacity, "lru").hit_mask
+    assert (fast == simulate(refs, capacity, "lru", trace=True).hit_mask).all()
+    assert (fast == oracle_hits(lcs, "lru", refs, capacity)).all()
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    refs=st.lists(st.integers(0, 60), min_size=1, max_size=400),
+    capacity=st.integers(1, 40),
+    data=st.data(),
+)
+def test_lru_both_fast_paths_equal_the_sweep(refs: list[int], capacity: int, data: Any) -> None:
+    """The nested-hit loop and the candidate sweep (forced either way) equal the plain sweep."""
+    # Alphabets around the capacity make the long references undecided.
+    alphabet = data.draw(st.integers(1, capacity + 20))
+    ids = np.array([x % alphabet for x in refs], dtype=np.int64)
+    prev, nxt = _prev_next(ids)
+    want = _lru_sweep(prev, nxt, capacity)
+    for share in (0.0, float("inf")):
+        assert (_lru_fast(ids.copy(), capacity, loop_share=share) == want).all(), share
 
 
 # --- the two-list Linux LRU, traced by hand ---------------------------------------------

@@ -83,6 +83,7 @@ class Scenario:
     policy: str = "linux"
     preset: str = "x86_64"
     runs_per_guest: int = 1
+    variants: int | None = 4  # distinct seeded runs per program (None: every guest its own)
 
     def __post_init__(self) -> None:
         if self.guests < 1:
@@ -98,6 +99,8 @@ class Scenario:
                                      f"{', '.join(PROGRAMS)}")
         if self.heap_share is not None and not 0.0 <= self.heap_share < 1.0:
             raise ParameterError(f"Scenario: heap_share {self.heap_share} is not in [0, 1)")
+        if self.variants is not None and self.variants < 1:
+            raise ParameterError(f"Scenario: variants {self.variants} must be at least 1")
 
     @property
     def mix(self) -> tuple[tuple[str, float], ...]:
@@ -115,6 +118,10 @@ class Scenario:
         bounds = np.cumsum(shares / shares.sum())
         position = (guest + 0.5) / self.guests
         return names[int(np.searchsorted(bounds, position, side="left").clip(0, len(names) - 1))]
+
+    def variant_of(self, guest: int) -> int:
+        """Which seeded run of its program guest `guest` makes (guests cycle through them)."""
+        return guest if self.variants is None else guest % self.variants
 
     def replace(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
@@ -192,7 +199,9 @@ class Host:
     """One host running `scenario` in `mode`, on `image` (default: the embedded distribution)."""
 
     def __init__(self, scenario: Scenario, mode: str, image: Ext2Image | None = None,
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, clone_guests: bool = True) -> None:
+        """Set up the host; `clone_guests` copies a guest whose seeded run equals an earlier
+        guest's instead of running it again (the same result, much faster)."""
         if mode not in MODES:
             raise ParameterError(f"Host: mode {mode!r} is not one of {', '.join(MODES)}")
         self.scenario = scenario
@@ -206,12 +215,8 @@ class Host:
                                          name="XIP2" if mode == "xip" else "host page cache",
                                          frame_kind=FrameKind.SHARED if mode == "xip"
                                          else FrameKind.HOSTCACHE)
-        preset = PRESETS[scenario.preset]
-        ram_pages = (scenario.guest_ram_mib << 20) >> PAGE_SHIFT
-        self.guests = [Guest(i, self.memory, ram_pages, self.image, segment=self.segment,
-                             preset=preset, host_preset=preset, bus=self.bus,
-                             policy=scenario.policy)
-                       for i in range(scenario.guests)]
+        self.clone_guests = clone_guests and not self.bus  # events need every guest to run
+        self.guests: list[Guest] = []
         self.ksm = (Ksm(self.memory, self.guests, pages_to_scan=scenario.ksm_pages_to_scan,
                         sleep_millisecs=scenario.ksm_sleep_ms, bus=self.bus)
                     if mode == "ksm" else None)
@@ -224,16 +229,36 @@ class Host:
         """Start every guest's program at its start time; return what the host holds."""
         s = self.scenario
         interval = int(s.start_interval_ms * 1_000_000)
+        preset = PRESETS[s.preset]
+        ram_pages = (s.guest_ram_mib << 20) >> PAGE_SHIFT
+        # (program, variant) → the guest that ran it, how long it ran, how long it waited.
+        templates: dict[tuple[str, int], tuple[Guest, int, int]] = {}
         self._sample(0)
-        for i, guest in enumerate(self.guests):
-            guest.time = max(guest.time, i * interval)
+        for i in range(s.guests):
+            start = i * interval
             if self.ksm is not None:
-                self.ksm.run_until(guest.time)
-            for run in range(s.runs_per_guest):
-                self.run_program(guest, s.program_of(i), seed=_guest_seed(s.seed, i, run))
+                self.ksm.run_until(start)
+            program, variant = s.program_of(i), s.variant_of(i)
+            template = templates.get((program, variant)) if self.clone_guests else None
+            guest = template[0].clone(i) if template is not None else None
+            if template is not None and guest is not None:
+                # The same run again: it takes as long, minus the page-ins already done.
+                guest.time = start + template[1] - template[2]
+                guest.page_in_ns = 0
+            else:
+                guest = Guest(i, self.memory, ram_pages, self.image, segment=self.segment,
+                              preset=preset, host_preset=preset, bus=self.bus,
+                              policy=s.policy)
+                guest.time = start
+                for run in range(s.runs_per_guest):
+                    self.run_program(guest, program, seed=_guest_seed(s.seed, program,
+                                                                      variant, run))
+                templates.setdefault((program, variant),
+                                     (guest, guest.time - start, guest.page_in_ns))
+            self.guests.append(guest)
             self._sample(guest.time)
             if progress is not None:
-                progress(i + 1, len(self.guests))
+                progress(i + 1, s.guests)
         end = max(g.time for g in self.guests)
         if self.ksm is not None:
             stop = end + int(s.ksm_seconds * 1e9)
@@ -288,9 +313,10 @@ class Host:
                          dataclasses.replace(self.ksm.counters) if self.ksm else None)
 
 
-def _guest_seed(seed: int, guest: int, run: int) -> int:
-    """A per-guest, per-run seed that does not depend on anything but these numbers."""
-    return int(np.random.SeedSequence([seed, guest, run]).generate_state(1)[0])
+def _guest_seed(seed: int, program: str, variant: int, run: int) -> int:
+    """The seed of one run: it depends on nothing but these values (not on the process)."""
+    name = int.from_bytes(program.encode()[:16].ljust(16, b"\0"), "little")
+    return int(np.random.SeedSequence([seed, name, variant, run]).generate_state(1)[0])
 
 
 def _heap_pages(model: ProgramModel, heap_share: float | None, image: Ext2Image) -> int:

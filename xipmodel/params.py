@@ -281,7 +281,8 @@ class MMUPreset:
             self.check_pfn(pfn)
         return pfn << self.pfn_shift | self.pte_present | self._flag_bits_table[int(flags)]
 
-    def mkpte_array(self, pfns: npt.ArrayLike, flags: Pte = Pte.NONE) -> npt.NDArray[np.uint64]:
+    def mkpte_array(self, pfns: npt.ArrayLike,
+                    flags: Pte | int = Pte.NONE) -> npt.NDArray[np.uint64]:
         """`mkpte` over an array of frame numbers (uint64 result)."""
         arr = np.asarray(pfns)
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > self.pfn_mask):

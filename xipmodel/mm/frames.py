@@ -111,6 +111,32 @@ class HostMemory:
         self.allocated += 1
         return pfn
 
+    def alloc_many(self, kinds: npt.NDArray[np.uint8], owner: int,
+                   contents: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | None:
+        """`alloc` for many frames at once (refcount 1 each), or None if the host runs out."""
+        n = len(kinds)
+        if n > len(self._free) + self.capacity - self._top:
+            return None
+        reused = [self._free.pop() for _ in range(min(n, len(self._free)))]
+        fresh = n - len(reused)
+        while self._top + fresh > len(self.kind):
+            self._grow()
+        pfns = np.concatenate([np.array(reused, dtype=np.int64),
+                               np.arange(self._top, self._top + fresh, dtype=np.int64)])
+        self._top += fresh
+        self.kind[pfns] = kinds
+        self.owner[pfns] = owner
+        self.refcount[pfns] = 1
+        self.content[pfns] = contents
+        self.allocated += n
+        return pfns
+
+    def unique_contents(self, n: int) -> npt.NDArray[np.int64]:
+        """`n` content ids no frame has yet."""
+        ids = np.arange(self._next_unique - 1, self._next_unique - 1 - n, -1, dtype=np.int64)
+        self._next_unique -= n
+        return ids
+
     def get(self, pfn: int) -> None:
         """Take one more reference to frame `pfn` (get_page)."""
         assert self.kind[pfn] != FrameKind.FREE, f"get: frame {pfn} is free"

@@ -18,6 +18,8 @@ are reclaimable: without swap, anonymous pages stay.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -131,6 +133,7 @@ class Guest:
         self.ra_pages = ra_pages
         self.exec_aligned_readaround = exec_aligned_readaround
         self.time = 0  # model nanoseconds, advanced by accesses, walks, faults and I/O
+        self.page_in_ns = 0  # of which waiting for the host to page in segment blocks
         self.costs = costs
         self.stats = GuestStats()
         self.walk_cost = nested_walk_refs(preset.nlevels, host_preset.nlevels)
@@ -221,7 +224,9 @@ class Guest:
         """The host frame behind guest frame `gpfn` (RAM or the shared segment), -1 if none."""
         if gpfn >= self.dcss_base and self.segment is not None:
             return int(self.segment.frame_of[gpfn - self.dcss_base])
-        return int(self.backing[gpfn]) if 0 <= gpfn < self.ram_pages else -1
+        if gpfn == ZERO_GPFN:
+            return self.host.zero_pfn  # mapped by the EPT, but not RAM this guest backs
+        return int(self.backing[gpfn]) if 0 <= gpfn < len(self.backing) else -1
 
     @property
     def free_pages(self) -> int:
@@ -269,6 +274,55 @@ class Guest:
             self.host.retag(hpfn, FrameKind.GUEST_FREE)
         self._freed.append(gpfn)
 
+    # --- cloning ---------------------------------------------------------------------------
+
+    def clone(self, gid: int) -> Guest | None:
+        """A new guest in exactly this guest's state, on host frames of its own.
+
+        What running the same seeded workload in a fresh guest would have produced:
+        the same page cache, processes, page tables and counters; RAM pages with the
+        same contents (content written fresh gets fresh ids, so clones never look
+        identical to KSM where real runs would not); shared-segment blocks mapped
+        again. None if the host is out of frames.
+        """
+        host = self.host
+        backed = np.flatnonzero(self.backing >= 0)
+        backed = backed[backed != ZERO_GPFN]
+        contents = host.content[self.backing[backed]]
+        fresh = contents < 0
+        if fresh.any():
+            ids, inverse = np.unique(contents[fresh], return_inverse=True)
+            contents[fresh] = host.unique_contents(ids.size)[inverse]
+        pfns = host.alloc_many(self.kind[backed], gid, contents)
+        if pfns is None:
+            return None
+        new = copy.copy(self)
+        new.gid = gid
+        new.stats = dataclasses.replace(self.stats)
+        new.backing = np.full(len(self.backing), -1, dtype=np.int64)
+        new.backing[backed] = pfns
+        new.kind = self.kind.copy()
+        new._freed = list(self._freed)
+        new.dcss_mapped = set(self.dcss_mapped)
+        new.cache = self.cache.copy()
+        new.ra = {ino: dataclasses.replace(ra) for ino, ra in self.ra.items()}
+        new.rmap = {gpfn: _Mapping(dict(m.users)) for gpfn, m in self.rmap.items()}
+        new.procs = {pid: mm.copy(mm.pt.copy(new._alloc_table_page, new._free_table_page))
+                     for pid, mm in self.procs.items()}
+        new.tlb = copy.deepcopy(self.tlb)
+        # The EPT: RAM writable, the zero page and the segment read-only.
+        new.ept = PageTable(self.host_preset, new._alloc_ept_table, new._free_host_frame)
+        new._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
+        host.get(host.zero_pfn)
+        new.ept.map_many(backed, pfns, PTE_W | PTE_X | PTE_U)
+        if self.dcss_mapped:
+            assert self.segment is not None
+            blocks = np.array(sorted(self.dcss_mapped), dtype=np.int64)
+            frames = self.segment.frame_of[blocks]
+            new.ept.map_many(new.dcss_base + blocks, frames, PTE_X | PTE_U)
+            np.add.at(host.refcount, frames, 1)
+        return new
+
     # --- the XIP window: segment blocks in guest-physical space ------------------------------
 
     def map_segment_block(self, block: int) -> int | None:
@@ -284,6 +338,7 @@ class Guest:
                 return None
             if self.segment.page_ins != page_ins:  # this guest waited for the host page-in
                 self.time += self.costs.host_page_in_ns
+                self.page_in_ns += self.costs.host_page_in_ns
             if not self._map_ept(self.dcss_base + block, hpfn, writable=False):
                 return None
             self.host.get(hpfn)  # one reference per guest mapping the frame

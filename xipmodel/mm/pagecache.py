@@ -71,6 +71,17 @@ class PageCache:
     def __len__(self) -> int:
         return len(self.pages)
 
+    def copy(self) -> PageCache:
+        """An independent copy (a cloned guest's page cache)."""
+        new = PageCache.__new__(PageCache)
+        new.__dict__.update(self.__dict__)
+        new.pages, new.key_of, new.shadows = dict(self.pages), dict(self.key_of), \
+            dict(self.shadows)
+        new.lru, new.referenced = self.lru.copy(), self.referenced.copy()
+        new.readahead = self.readahead.copy()
+        new.inactive, new.active = OrderedDict(self.inactive), OrderedDict(self.active)
+        return new
+
     def grow(self, frames: int) -> None:
         """Cover guest frames [0, frames) (the guest's RAM grows into use)."""
         extra = frames - len(self.lru)

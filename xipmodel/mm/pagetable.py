@@ -229,6 +229,19 @@ class PageTable:
         self.tables[frame] = np.zeros(self.preset.entries[depth], dtype=U64)
         return frame
 
+    def copy(self, alloc_table: AllocTable, free_table: FreeTable | None = None) -> PageTable:
+        """The same tables in the same frames, under new owners' allocator callbacks.
+
+        For a cloned guest: its page tables live at the same guest-physical frames.
+        """
+        new = PageTable.__new__(PageTable)
+        new.preset, new.frames = self.preset, None
+        new.alloc_table, new.free_table = alloc_table, free_table
+        new.tables = {frame: table.copy() for frame, table in self.tables.items()}
+        new._leaves = dict(self._leaves)
+        new.root = self.root
+        return new
+
     @classmethod
     def from_memory(cls, preset: MMUPreset, memory: bytes | bytearray | npt.NDArray[np.uint8],
                     root: int, alloc_table: AllocTable | None = None,
@@ -492,7 +505,7 @@ class PageTable:
             groups.append((self._leaf_table(pre, alloc), pos, index))
         return groups
 
-    def map_many(self, vpns: npt.ArrayLike, pfns: npt.ArrayLike, flags: Pte = Pte.NONE,
+    def map_many(self, vpns: npt.ArrayLike, pfns: npt.ArrayLike, flags: Pte | int = Pte.NONE,
                  *, replace: bool = False) -> npt.NDArray[np.bool_]:
         """`map` for arrays of pages; returns which were mapped (False: no frame for a table)."""
         v = self._vpn_array(vpns, "map_many")

@@ -14,6 +14,7 @@ exec (fs/binfmt_elf.c) makes each PT_LOAD segment a *private* file mapping
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 
@@ -122,6 +123,11 @@ class MmStruct:
         if i >= 0 and address < self.vmas[i].end:
             return self.vmas[i]
         return None
+
+    def copy(self, pt: PageTable) -> MmStruct:
+        """The same address space with page table `pt` (a cloned guest's process)."""
+        return MmStruct(self.pid, self.asid, pt, [dataclasses.replace(v) for v in self.vmas],
+                        self.name)
 
     def insert_vma(self, vma: Vma) -> Vma:
         """Add `vma`; overlapping an existing area is a caller's error."""
