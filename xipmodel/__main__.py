@@ -310,9 +310,11 @@ _ROWS: list[tuple[str, Callable[[dict[str, Any]], int], Callable[[int], str]]] =
 def describe_scenario(s: Scenario, image_name: str | None = None) -> str:
     work = s.workload if isinstance(s.workload, str) else ", ".join(
         f"{n}={share:g}" for n, share in s.workload)
-    return (f"{s.guests} guest{'s' if s.guests != 1 else ''} × {work}, {s.guest_ram_mib} MiB "
-            f"RAM each, seed {s.seed}, ksmd {s.ksm_seconds:g} s, "
-            f"image: {image_name or 'the embedded distribution'}")
+    variants = "each its own run" if s.variants is None else f"{s.variants} variants"
+    return (f"{s.guests} guest{'s' if s.guests != 1 else ''} × {work} ({variants}), "
+            f"{s.guest_ram_mib} MiB RAM each, seed {s.seed}\n"
+            f"ksmd scans {s.ksm_seconds:g} s more; image: "
+            f"{image_name or 'the embedded distribution'}")
 
 
 def format_comparison(comparison: Comparison, image_name: str | None = None) -> str:
@@ -357,6 +359,8 @@ def cmd_compare(args: argparse.Namespace) -> str:
     for name in ("guest_ram_mib", "heap_share", "ksm_seconds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if args.variants is not None:
+        changes["variants"] = args.variants or None
     scenario = Scenario(**changes)
     image = load_image_bytes(args.image) if args.image else None
     comparison = run_comparison(scenario, modes, image, jobs=args.jobs)
@@ -377,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xipmodel", description="Execute-in-place versus the page cache, as a model.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the story in the terminal")
+    sub.add_parser("record", help="record a run with valgrind: record [-o OUT] -- PROG ARGS")
     c = sub.add_parser("compare", help="one scenario in each mode, side by side",
                        description="Run the same scenario in each mode and print host memory, "
                        "faults and disk reads side by side (MiB, one decimal).")
@@ -391,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--heap-share", type=float, default=None, metavar="F",
                    help="share of each run's touched memory that is heap, in [0, 1)")
     c.add_argument("--seed", type=int, default=0, metavar="N")
+    c.add_argument("--variants", type=int, default=None, metavar="K",
+                   help="distinct seeded runs per program, guests cycle through them "
+                   "(default 4; 0: every guest its own run)")
     c.add_argument("--ksm-seconds", type=float, default=None, metavar="S",
                    help="how long ksmd keeps scanning after the last guest started "
                    "(default 120)")
@@ -421,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "record":
+        # Everything after `--` is the recorded program's: argparse must not see it.
+        from xipmodel.workloads.record import main_record
+
+        return main_record(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":

@@ -139,8 +139,24 @@ class HostMemory:
 
     def get(self, pfn: int) -> None:
         """Take one more reference to frame `pfn` (get_page)."""
-        assert self.kind[pfn] != FrameKind.FREE, f"get: frame {pfn} is free"
+        assert self.refcount[pfn] > 0, f"get: frame {pfn} is free"
         self.refcount[pfn] += 1
+
+    def put_many(self, pfns: npt.NDArray[np.int64]) -> int:
+        """`put` for many frames (a frame may appear several times); returns frames freed."""
+        if not len(pfns):
+            return 0
+        np.subtract.at(self.refcount, pfns, 1)
+        touched = np.unique(pfns)
+        assert (self.refcount[touched] >= 0).all(), "put_many: a refcount went below zero"
+        freed = touched[self.refcount[touched] == 0]
+        assert self.zero_pfn not in freed, "put_many: the zero page is never freed"
+        self.kind[freed] = FrameKind.FREE
+        self.owner[freed] = 0
+        self.content[freed] = 0
+        self._free.extend(freed.tolist())
+        self.allocated -= len(freed)
+        return len(freed)
 
     def put(self, pfn: int) -> bool:
         """Drop a reference (put_page); frees the frame at zero. True if it was freed."""

@@ -28,12 +28,14 @@ from xipmodel.errors import ParameterError
 from xipmodel.events import EventBus, KsmMerge, KsmScan
 from xipmodel.mm.frames import OWNER_HOST, FrameKind, HostMemory
 from xipmodel.mm.guest import Guest
+from xipmodel.params import PTE_U, PTE_X
 
 __all__ = ["RMAP_ITEM_BYTES", "Ksm", "KsmCounters"]
 
 RMAP_ITEM_BYTES: Final = 64  # sizeof(struct ksm_rmap_item)
 _NEVER: Final = 1 << 62
 _KSM: Final = int(FrameKind.KSM)
+_RO_EPT: Final = PTE_X | PTE_U  # a merged page is mapped read-only: a write faults (cow_ksm)
 
 
 @dataclass
@@ -73,6 +75,9 @@ class Ksm:
         self.bus = bus if bus is not None else EventBus()
         self._counters = KsmCounters()
         self._merges = 0
+        self._remaps: list[tuple[int, int, int]] = []  # (guest index, gpfn, stable frame)
+        self._extra: dict[int, int] = {}  # stable frame → references still to add
+        self._olds: list[int] = []  # frames the chunk's merges release
         self.stable: dict[int, list[int]] = {}  # content → stable KSM frames (a chain)
         self.unstable: dict[int, tuple[int, int]] = {}  # content → (guest index, gpfn)
         self.checksum: dict[tuple[int, int], int] = {}  # rmap_item.oldchecksum
@@ -146,6 +151,27 @@ class Ksm:
                                                  hpfns.tolist(), kinds, contents, strict=True):
             if hpfn >= 0 and kind != _KSM:
                 self._cmp_and_merge_page(gi, gpfn, content)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Apply the chunk's merges: EPT entries, stable-frame references, freed frames."""
+        if not self._remaps:
+            return
+        by_guest: dict[int, list[tuple[int, int]]] = {}
+        for gi, gpfn, kpfn in self._remaps:
+            by_guest.setdefault(gi, []).append((gpfn, kpfn))
+        for gi, pairs in by_guest.items():
+            g = self.guests[gi]
+            arr = np.array(pairs, dtype=np.int64)
+            g.ept.map_many(arr[:, 0], arr[:, 1], _RO_EPT, replace=True)
+        if self._extra:
+            frames = np.fromiter(self._extra.keys(), dtype=np.int64, count=len(self._extra))
+            counts = np.fromiter(self._extra.values(), dtype=np.int32, count=len(self._extra))
+            np.add.at(self.host.refcount, frames, counts)
+        self.host.put_many(np.array(self._olds, dtype=np.int64))
+        self._remaps.clear()
+        self._extra.clear()
+        self._olds.clear()
 
     # --- merging ------------------------------------------------------------------------------
 
@@ -157,8 +183,8 @@ class Ksm:
         host = self.host
         for kpfn in self.stable.get(content, ()):
             if (host.kind[kpfn] == _KSM and host.content[kpfn] == content
-                    and host.refcount[kpfn] < self.max_page_sharing):
-                self._merge(guest, gpfn, kpfn)
+                    and host.refcount[kpfn] + self._extra.get(kpfn, 0) < self.max_page_sharing):
+                self._merge(gi, gpfn, kpfn)
                 return
         # If the page changed since the last scan, it is volatile: don't bother.
         if self.checksum.get(key, _NEVER) != content:
@@ -174,19 +200,25 @@ class Ksm:
                 if new is None:
                     return
                 self.stable.setdefault(content, []).append(new)
-                self._merge(oguest, ogpfn, new, first=True)
-                self._merge(guest, gpfn, new)
+                self._merge(og, ogpfn, new, first=True)
+                self._merge(gi, gpfn, new)
                 del self.unstable[content]
                 return
         self.unstable[content] = key
 
-    def _merge(self, guest: Guest, gpfn: int, kpfn: int, first: bool = False) -> None:
-        """replace_page: point the guest's EPT entry at the stable frame, read-only."""
+    def _merge(self, gi: int, gpfn: int, kpfn: int, first: bool = False) -> None:
+        """replace_page: point the guest's EPT entry at the stable frame, read-only.
+
+        The guest's backing changes now; the EPT entry and the frames' references are
+        updated for the whole chunk at once (_flush).
+        """
+        guest = self.guests[gi]
         old = int(guest.backing[gpfn])
         if not first:
-            self.host.get(kpfn)
-        guest.remap_backing(gpfn, kpfn)
-        self.host.put(old)
+            self._extra[kpfn] = self._extra.get(kpfn, 0) + 1
+        guest.backing[gpfn] = kpfn
+        self._remaps.append((gi, gpfn, kpfn))
+        self._olds.append(old)
         self._merges += 1
         if self.bus:
             self.bus.emit(KsmMerge(self.time, guest.gid, old, kpfn))
