@@ -177,7 +177,6 @@ class Ksm:
 
     def _cmp_and_merge_page(self, gi: int, gpfn: int, content: int) -> None:
         """Model of cmp_and_merge_page for one guest page holding `content`."""
-        guest = self.guests[gi]
         key = (gi, gpfn)
         # We first start with searching the page inside the stable tree.
         host = self.host
