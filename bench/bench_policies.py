@@ -65,7 +65,7 @@ def lcs_lru_misses(lcs: ModuleType, path: Path, frames: int, n: int) -> int:
     return round(ratio * n)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench_policies", description=__doc__.splitlines()[0])
     ap.add_argument("--refs", type=int, default=10_000_000, help="LRU replay length")
     ap.add_argument("--mrc-refs", type=int, default=2_000_000, help="miss-ratio-curve length")
@@ -128,9 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"  {policy:7s} {t:7.3f} s  {k / t / 1e6:6.2f} M refs/s"
                 f"  miss ratio {r.miss_ratio:.4f}"
             )
-    if not ok:
-        sys.exit(1)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

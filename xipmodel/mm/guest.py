@@ -276,14 +276,28 @@ class Guest:
 
     # --- cloning ---------------------------------------------------------------------------
 
-    def clone(self, gid: int) -> Guest | None:
+    def retire(self) -> None:
+        """Keep only what the host and the results need: frames, EPT, counters, page counts.
+
+        A guest that will run nothing more drops its page cache, reverse map and
+        processes (for experiments with a thousand guests); KSM can still scan it.
+        """
+        if self.retired is None:
+            self.retired = self.page_counts()
+        self.cache = PageCache(0, self.cache.policy)
+        self.rmap, self.procs, self.ra = {}, {}, {}
+
+    retired: dict[str, int] | None = None  # the page counts at retirement
+
+    def clone(self, gid: int, retired: bool = False) -> Guest | None:
         """A new guest in exactly this guest's state, on host frames of its own.
 
         What running the same seeded workload in a fresh guest would have produced:
         the same page cache, processes, page tables and counters; RAM pages with the
         same contents (content written fresh gets fresh ids, so clones never look
         identical to KSM where real runs would not); shared-segment blocks mapped
-        again. None if the host is out of frames.
+        again. `retired`: make it already retired (nothing but frames and counters
+        copied). None if the host is out of frames.
         """
         host = self.host
         backed = np.flatnonzero(self.backing >= 0)
@@ -304,12 +318,19 @@ class Guest:
         new.kind = self.kind.copy()
         new._freed = list(self._freed)
         new.dcss_mapped = set(self.dcss_mapped)
-        new.cache = self.cache.copy()
-        new.ra = {ino: dataclasses.replace(ra) for ino, ra in self.ra.items()}
-        new.rmap = {gpfn: _Mapping(dict(m.users)) for gpfn, m in self.rmap.items()}
-        new.procs = {pid: mm.copy(mm.pt.copy(new._alloc_table_page, new._free_table_page))
-                     for pid, mm in self.procs.items()}
-        new.tlb = copy.deepcopy(self.tlb)
+        if retired:
+            new.retired = None
+            new.retired = self.page_counts()
+            new.cache = PageCache(0, self.cache.policy)
+            new.ra, new.rmap, new.procs = {}, {}, {}
+            new.tlb = TLB(self.tlb.entries, self.tlb.ways)  # never shared with the template
+        else:
+            new.cache = self.cache.copy()
+            new.ra = {ino: dataclasses.replace(ra) for ino, ra in self.ra.items()}
+            new.rmap = {gpfn: _Mapping(dict(m.users)) for gpfn, m in self.rmap.items()}
+            new.procs = {pid: mm.copy(mm.pt.copy(new._alloc_table_page, new._free_table_page))
+                         for pid, mm in self.procs.items()}
+            new.tlb = copy.deepcopy(self.tlb)
         # The EPT: RAM writable, the zero page and the segment read-only.
         new.ept = PageTable(self.host_preset, new._alloc_ept_table, new._free_host_frame)
         new._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
@@ -580,6 +601,8 @@ class Guest:
 
     def page_counts(self) -> dict[str, int]:
         """Guest frames by use: what `free` and /proc/meminfo would show."""
+        if self.retired is not None:
+            return dict(self.retired)
         kinds = np.bincount(self.kind, minlength=len(FrameKind))
         return {
             "page_cache": len(self.cache),

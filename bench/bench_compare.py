@@ -1,0 +1,64 @@
+"""Benchmark: `compare` of the default web-server scenario in all modes (issue 4's targets).
+
+    python -m bench compare            64 and 1,000 guests, 2 worker processes
+    python -m bench compare --quick    64 guests only
+
+Goals: 64 guests in every mode in under 2 s on 2 cores; 1,000 guests in under
+30 s and under 2 GiB of memory. Wall-clock medians (this machine is shared and
+noisy); peak memory is the largest resident set of the workers and the parent.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from xipmodel.host import MODES, Scenario, compare
+
+
+def _peak_rss_mib() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def _warm() -> None:
+    compare(Scenario(guests=1), modes=("xip",))  # builds (or loads) the default image
+
+
+def measure(guests: int, repeat: int, workers: int = 2) -> tuple[float, float]:
+    """Median wall seconds of compare() over `repeat` runs, and peak RSS in MiB."""
+    times = []
+    scenario = Scenario(guests=guests, workload="webserver")
+    for _ in range(repeat):
+        with ProcessPoolExecutor(workers, initializer=_warm) as pool:
+            list(pool.map(_noop, range(workers)))  # workers started and warm before timing
+            start = time.perf_counter()
+            compare(scenario, MODES, executor=pool)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), _peak_rss_mib()
+
+
+def _noop(i: int) -> int:
+    return i
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    quick = "--quick" in args
+    _warm()
+    print("compare, default web-server workload, all modes, 2 worker processes")
+    print(f"{'guests':>7} {'median s':>9} {'goal s':>7} {'ratio':>6} {'peak MiB':>9}")
+    for guests, repeat, goal in ((64, 5, 2.0), (1000, 1, 30.0)):
+        if quick and guests > 64:
+            continue
+        median, peak = measure(guests, repeat)
+        print(f"{guests:>7} {median:>9.2f} {goal:>7.1f} {median / goal:>6.2f} {peak:>9.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
