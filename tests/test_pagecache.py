@@ -174,3 +174,37 @@ def test_ksm_does_not_touch_xip_guests_shared_frames(image: Ext2Image) -> None:
     ksm.run_until(2_000_000_000)
     assert host.counts_by_kind()[FrameKind.SHARED] == 40
     assert all(host.kind[f] == FrameKind.SHARED for f in segment.frame_of if f >= 0)
+
+
+# --- the guest page cache's textbook policies against the standalone simulator --------
+
+
+@pytest.fixture(scope="module")
+def data_image() -> Ext2Image:
+    rng = np.random.default_rng(5)
+    return Ext2Image.open(build_image({
+        "/data": rng.integers(0, 256, 200 * PAGE_SIZE, dtype=np.uint8).tobytes()}))
+
+
+@pytest.mark.parametrize("policy", ["fifo", "lru", "clock", "arc", "opt"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_guest_page_cache_policy_equals_simulate(data_image: Ext2Image, policy: str,
+                                                 seed: int) -> None:
+    """Does a guest reading single pages (no readahead) miss exactly when simulate() says?
+
+    simulate() itself is checked against libCacheSim; the guest's page cache has
+    ram_pages - 1 frames (the zero page takes one) and reclaims one page at a time.
+    """
+    from xipmodel.policies import simulate
+
+    rng = np.random.default_rng(seed)
+    refs = (rng.zipf(1.3, 3000) % 200).tolist()
+    guest = Guest(0, HostMemory(), 64, data_image, policy=policy, ra_pages=0)
+    ino = data_image.lookup("/data")
+    if policy == "opt":
+        guest.cache.plan([(ino, r) for r in refs])
+    for r in refs:
+        guest.read("/data", r * PAGE_SIZE, PAGE_SIZE)
+    expected = simulate(refs, 63, policy)
+    assert guest.stats.disk_reads == expected.misses
+    assert len(guest.cache) == min(63, len(set(refs)))

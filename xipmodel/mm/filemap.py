@@ -151,6 +151,14 @@ def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
     """Allocate a guest frame, read page `index` of `ino` into it, put it on the LRU."""
     block = guest.disk.bmap(ino, index)
     content = CONTENT_BLOCK + block if block else CONTENT_ZERO
+    cache = guest.cache
+    if cache.policy == "arc":
+        # ARC chooses its victim knowing the incoming page (a ghost hit moves p).
+        victim, ghost = cache.arc_admit((ino, index), len(cache) + guest.free_pages)
+        if victim is not None:
+            if ghost:
+                cache.arc_ghost(victim)
+            guest._reclaim_page(victim, shadow=False)
     gpfn = guest.alloc_page(FrameKind.PAGECACHE, content)
     if gpfn is None:
         return None
@@ -227,6 +235,7 @@ def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
     req = last - first + 1
     for index in range(first, last + 1):
         gpfn = guest.cache.find(ino, index)
+        hit = gpfn is not None or guest.cache.policy == "linux"
         if gpfn is None:
             page_cache_ra(guest, ino, ra.ondemand(index, last - index + 1, False), "sync")
             gpfn = guest.cache.find(ino, index)
@@ -240,7 +249,10 @@ def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
             window = ra.ondemand(index, last - index + 1, True,
                                  guest.cache.next_miss(ino, index + 1, ra.ra_pages))
             page_cache_ra(guest, ino, window, "async")
-        guest.cache.mark_page_accessed(gpfn)
+        if hit and guest.cache.policy != "opt":
+            guest.cache.mark_page_accessed(gpfn)
+        elif guest.cache.policy == "opt":
+            guest.cache.reference((ino, index))
     del req
     ra.prev_pos = end - 1
     return end - pos

@@ -253,7 +253,8 @@ class Guest:
     def alloc_page(self, kind: FrameKind, content: int = CONTENT_ZERO) -> int | None:
         """Model of alloc_pages: a guest frame, reclaiming page cache if none is free."""
         if not self.free_pages:
-            self.shrink(SWAP_CLUSTER_MAX)
+            textbook = self.cache.policy != "linux"
+            self.shrink(1 if textbook else SWAP_CLUSTER_MAX)
         gpfn = self._take_free()
         if gpfn is not None:
             if self._back(gpfn, kind, content):
@@ -506,8 +507,21 @@ class Guest:
         return self.cache.nr_active + anon
 
     def shrink(self, nr_to_reclaim: int) -> int:
-        """Model of mm/vmscan.c:shrink_lruvec for file pages: free up to `nr_to_reclaim` frames."""
+        """Model of mm/vmscan.c:shrink_lruvec for file pages: free up to `nr_to_reclaim` frames.
+
+        The textbook policies free exactly one page, the one they would choose.
+        """
         cache = self.cache
+        if cache.policy in ("arc", "opt"):
+            if not len(cache):
+                return 0
+            if cache.policy == "opt":
+                victim = cache.opt_victim()
+            else:
+                victim = cache._arc_replace(False)
+                cache.arc_ghost(victim)
+            self._reclaim_page(victim, shadow=False)
+            return 1
         if cache.policy == "linux":
             self._shrink_active_list()
         reclaimed = 0
@@ -583,13 +597,13 @@ class Guest:
             if force:
                 break
 
-    def _reclaim_page(self, gpfn: int) -> None:
+    def _reclaim_page(self, gpfn: int, shadow: bool = True) -> None:
         """shrink_folio_list for one clean page: unmap it everywhere, drop it, free the frame."""
         mapping = self.rmap.get(gpfn)
         if mapping is not None:
             for pid, vpn in list(mapping.users):
                 self.unmap_pte(self.procs[pid], vpn)
-        key = self.cache.remove(gpfn)
+        key = self.cache.remove(gpfn, shadow=shadow)
         self.stats.pgsteal += 1
         if self.bus:
             from xipmodel.events import PageCacheEvict

@@ -16,9 +16,12 @@ Linux's (mm/swap.c, mm/vmscan.c, mm/workingset.c)::
 * a refault whose distance (evictions + activations since the eviction) is at
   most the active file + anonymous pages is activated at once.
 
-The textbook policies (FIFO, LRU, CLOCK with the reference bit set on load)
-replace the two lists for teaching: one list, evicting from its tail, every
-access seen (the idealised, full-knowledge version).
+The textbook policies replace the two lists for teaching, seeing every access
+(the idealised, full-knowledge version): FIFO, LRU and CLOCK (reference bit set
+on load) keep one list and evict from its tail; ARC (Megiddo–Modha) keeps T1
+and T2 in the inactive and active lists and ghosts B1/B2 of evicted keys; OPT
+(Belady) evicts the page used farthest in the future, which the caller supplies
+with `plan()` (each reference then goes through `reference()`).
 
 Not modelled: locking, large folios, memory cgroups, writeback of dirty pages
 (the frozen image is never written), and anonymous memory on the LRU (there is
@@ -40,7 +43,7 @@ __all__ = ["CACHE_POLICIES", "LRU_ACTIVE", "LRU_INACTIVE", "LRU_NONE", "PageCach
 LRU_NONE: Final = 0
 LRU_INACTIVE: Final = 1
 LRU_ACTIVE: Final = 2
-CACHE_POLICIES: Final = ("linux", "fifo", "lru", "clock")
+CACHE_POLICIES: Final = ("linux", "fifo", "lru", "clock", "arc", "opt")
 
 Key = tuple[int, int]  # (inode number, page offset)
 
@@ -67,6 +70,14 @@ class PageCache:
         self.refault_activations = 0
         self.evictions = 0
         self.activations = 0
+        # ARC: ghosts of keys evicted from T1 (inactive) and T2 (active), T1's target p.
+        self.b1: OrderedDict[Key, None] = OrderedDict()
+        self.b2: OrderedDict[Key, None] = OrderedDict()
+        self.p = 0.0
+        self._arc_to_t2 = False
+        # OPT: every future use of each key, in order.
+        self.future: dict[Key, list[int]] = {}
+        self.position = 0
 
     def __len__(self) -> int:
         return len(self.pages)
@@ -130,7 +141,11 @@ class PageCache:
             distance = self.nonresident_age - eviction
             floor = active_floor() if callable(active_floor) else active_floor
             activate = self.policy == "linux" and distance <= floor
-        if activate:
+        if self.policy == "arc" and self._arc_to_t2:
+            self._arc_to_t2 = False
+            self.lru[gpfn] = LRU_ACTIVE  # a ghost hit: straight to T2
+            self.active[gpfn] = None
+        elif activate:
             self.refault_activations += 1
             self._to_active(gpfn)
         else:
@@ -196,12 +211,89 @@ class PageCache:
         self.touch(gpfn)
 
     def touch(self, gpfn: int) -> None:
-        """A textbook policy sees every access: LRU moves to the head, CLOCK sets the bit."""
+        """A textbook policy sees every access: LRU moves to the head, CLOCK sets the bit,
+        ARC promotes a T1 page to T2 (or moves a T2 page to its head), OPT counts a use."""
         if self.policy == "lru":
             self.inactive.move_to_end(gpfn)
         elif self.policy == "clock":
             self.referenced[gpfn] = True
+        elif self.policy == "arc":
+            if self.lru[gpfn] == LRU_INACTIVE:
+                del self.inactive[gpfn]
+                self.lru[gpfn] = LRU_ACTIVE
+                self.active[gpfn] = None
+            else:
+                self.active.move_to_end(gpfn)
+        elif self.policy == "opt":
+            self.reference(self.key_of[gpfn])
         # FIFO ignores hits; "linux" learns of mapped accesses from PTE accessed bits.
+
+    # --- ARC (Megiddo & Modha, FAST 2003, Figure 4) ------------------------------------
+
+    def arc_admit(self, key: Key, capacity: int) -> tuple[int | None, bool]:
+        """Adapt p and trim the ghosts for a miss on `key` with room for `capacity` pages.
+
+        Returns (the page to evict first, or None; whether it leaves a ghost in B1/B2).
+        """
+        t1, t2, b1, b2, c = self.inactive, self.active, self.b1, self.b2, capacity
+        full = len(t1) + len(t2) >= c
+        if key in b1:  # Case II: recency deserves more room
+            self.p = min(float(c), self.p + max(len(b2) / len(b1), 1.0))
+            del b1[key]
+            self._arc_to_t2 = True
+            return (self._arc_replace(False), True) if full else (None, False)
+        if key in b2:  # Case III: frequency deserves more room
+            self.p = max(0.0, self.p - max(len(b1) / len(b2), 1.0))
+            del b2[key]
+            self._arc_to_t2 = True
+            return (self._arc_replace(True), True) if full else (None, False)
+        self._arc_to_t2 = False  # Case IV: a complete miss
+        if len(t1) + len(b1) == c:
+            if len(t1) < c:
+                b1.popitem(last=False)
+                return self._arc_replace(False), True
+            return next(iter(t1)), False  # T1 is the whole cache: evict, no ghost
+        if len(t1) + len(b1) < c and len(t1) + len(t2) + len(b1) + len(b2) >= c:
+            if len(t1) + len(t2) + len(b1) + len(b2) == 2 * c:
+                b2.popitem(last=False)
+            if full:
+                return self._arc_replace(False), True
+        return None, False
+
+    def _arc_replace(self, in_b2: bool) -> int:
+        """REPLACE: evict from T1 when it is over its target p, else from T2."""
+        t1 = self.inactive
+        if t1 and (len(t1) > self.p or (in_b2 and len(t1) == self.p)):
+            return next(iter(t1))
+        return next(iter(self.active))
+
+    def arc_ghost(self, gpfn: int) -> None:
+        """Remember an evicted page's key in B1 (from T1) or B2 (from T2)."""
+        key = self.key_of[gpfn]
+        (self.b2 if self.lru[gpfn] == LRU_ACTIVE else self.b1)[key] = None
+
+    # --- OPT (Belady) ------------------------------------------------------------------
+
+    def plan(self, keys: list[Key]) -> None:
+        """Tell OPT the whole future: the keys every later reference() will name, in order."""
+        self.future = {}
+        for i, key in enumerate(keys):
+            self.future.setdefault(key, []).append(i)
+        for uses in self.future.values():
+            uses.reverse()  # pop() gives the next use
+        self.position = 0
+
+    def reference(self, key: Key) -> None:
+        """One reference to `key` happened (OPT's clock)."""
+        uses = self.future.get(key)
+        if uses and uses[-1] == self.position:
+            uses.pop()
+        self.position += 1
+
+    def opt_victim(self) -> int:
+        """The cached page whose next use is farthest away (never used again: first)."""
+        never = 1 << 62
+        return max(self.key_of, key=lambda g: (self.future.get(self.key_of[g]) or [never])[-1])
 
     @property
     def nr_active(self) -> int:
