@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from xipmodel.errors import ParameterError
 from xipmodel.events import EventBus, KsmScan
 from xipmodel.ext2 import Ext2Image, build_image
-from xipmodel.host import Host, RunResult, Scenario, compare, results_table, sweep
+from xipmodel.host import MODES, Host, RunResult, Scenario, compare, results_table, sweep
 from xipmodel.mm.guest import Guest
 from xipmodel.params import PAGE_SIZE
 
@@ -287,3 +288,49 @@ def test_results_convert_to_a_dataframe() -> None:
     assert list(table["mode"]) == ["pagecache", "xip"]
     assert (table["host_bytes"] > 0).all()
     assert len(c.results["xip"].to_dataframe()) == 2
+
+
+# --- the shortcuts are exact ----------------------------------------------------------------
+
+_MIX = (("webserver", 0.6), ("shell", 0.3), ("python", 0.1))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cloned_and_retired_guests_equal_full_runs(mode: str) -> None:
+    """Copying a guest whose seeded run equals an earlier one's (and retiring it) changes
+    no number: totals, categories, timelines and every per-guest row are identical."""
+    scenario = Scenario(guests=7, workload=_MIX, variants=2, ksm_seconds=3, guest_ram_mib=128)
+    full = Host(scenario, mode, clone_guests=False, retire_guests=False).run()
+    for retire in (False, True):
+        fast = Host(scenario, mode, clone_guests=True, retire_guests=retire).run()
+        assert fast.as_dict() == full.as_dict()
+        assert fast.per_guest == full.per_guest
+        assert (fast.timeline_bytes == full.timeline_bytes).all()
+        assert (fast.timeline_ns == full.timeline_ns).all()
+
+
+@pytest.mark.parametrize("mode", ["pagecache", "xip", "dax"])
+def test_prefix_of_a_run_is_the_smaller_run(mode: str) -> None:
+    """Without KSM, the first n guests of an N-guest run are exactly an n-guest run."""
+    big = Scenario(guests=9, workload=_MIX, guest_ram_mib=128)
+    result = Host(big, mode).run()
+    for n in (1, 4, 9):
+        small = Host(big.replace(guests=n), mode).run()
+        assert result.prefix(n).as_dict() == small.as_dict()
+        assert result.prefix(n).per_guest == small.per_guest
+
+
+def test_ksm_results_have_no_prefix() -> None:
+    """ksmd keeps scanning after the last start, so a KSM run is not a sum of its guests."""
+    result = Host(Scenario(guests=2, workload="shell", ksm_seconds=1), "ksm").run()
+    with pytest.raises(ParameterError, match="ksm"):
+        result.prefix(1)
+    assert result.extra["ksm_timeline"].shape == (len(result.timeline_ns), 6)
+
+
+def test_mix_is_dealt_by_largest_remainder() -> None:
+    """Any first n guests follow the mix as closely as n allows (so prefixes keep the mix)."""
+    scenario = Scenario(guests=100, workload=(("webserver", 0.8), ("shell", 0.2)))
+    programs = [scenario.program_of(i) for i in range(100)]
+    for n in range(1, 101):
+        assert abs(programs[:n].count("webserver") - 0.8 * n) < 1

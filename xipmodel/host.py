@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
@@ -46,6 +46,7 @@ from xipmodel.workloads.trace import PageTrace, replay
 
 __all__ = [
     "CATEGORIES",
+    "KSM_TIMELINE_COLUMNS",
     "MODES",
     "Comparison",
     "Host",
@@ -59,6 +60,8 @@ MODES: Final = ("pagecache", "xip", "ksm", "dax")
 # Host memory categories, in the order figures stack them.
 CATEGORIES: Final = ("shared", "page_cache", "anon", "cow", "page_tables", "ksm",
                      "guest_free", "zero")
+KSM_TIMELINE_COLUMNS: Final = ("pages_shared", "pages_sharing", "pages_unshared",
+                                "pages_volatile", "full_scans", "pages_scanned")
 _KIND_CATEGORY: Final = {
     FrameKind.SHARED: "shared", FrameKind.HOSTCACHE: "shared",
     FrameKind.PAGECACHE: "page_cache", FrameKind.ANON: "anon", FrameKind.COW: "cow",
@@ -110,14 +113,13 @@ class Scenario:
         return tuple(self.workload)
 
     def program_of(self, guest: int) -> str:
-        """Which program guest `guest` runs: the mix dealt out in proportion, deterministically."""
-        names = [n for n, _ in self.mix]
-        shares = np.array([s for _, s in self.mix], dtype=float)
-        if shares.sum() <= 0:
-            raise ParameterError("Scenario: the workload mix has no positive share")
-        bounds = np.cumsum(shares / shares.sum())
-        position = (guest + 0.5) / self.guests
-        return names[int(np.searchsorted(bounds, position, side="left").clip(0, len(names) - 1))]
+        """Which program guest `guest` runs: the mix dealt out by largest remainder.
+
+        Guest i gets the program furthest behind its share after i guests, so any first
+        n guests follow the mix as closely as n allows, whatever the total: a scenario
+        with fewer guests is a prefix of one with more (see RunResult.prefix).
+        """
+        return _deal(self.mix, guest + 1)[guest]
 
     def variant_of(self, guest: int) -> int:
         """Which seeded run of its program guest `guest` makes (guests cycle through them)."""
@@ -145,6 +147,26 @@ class RunResult:
     def host_bytes(self) -> int:
         """Host memory in use at the end (frames, plus KSM's rmap_items)."""
         return sum(self.bytes_by_category.values())
+
+    def prefix(self, guests: int) -> RunResult:
+        """The result of the same scenario with only its first `guests` guests.
+
+        Exact without KSM: a guest's run never depends on the guests started after
+        it, so host memory after guest n is what an n-guest host ends with. KSM keeps
+        scanning after the last start, so a ksm result has no prefixes.
+        """
+        if self.mode == "ksm":
+            raise ParameterError("RunResult.prefix: a ksm result depends on the run's end")
+        if not 1 <= guests <= len(self.per_guest):
+            raise ParameterError(f"RunResult.prefix: guests {guests} is not in "
+                                 f"1..{len(self.per_guest)}")
+        per_guest = self.per_guest[:guests]
+        totals = {k: sum(int(g.get(k, 0)) for g in per_guest) for k in self.totals}
+        return RunResult(self.mode, self.scenario.replace(guests=guests),
+                         dict(zip(CATEGORIES, self.timeline_bytes[guests].tolist(),
+                                  strict=True)),
+                         per_guest, self.timeline_ns[:guests + 1],
+                         self.timeline_bytes[:guests + 1], totals, None, dict(self.extra))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain Python values (JSON-ready), with the per-mode keys the CLI prints."""
@@ -229,6 +251,9 @@ class Host:
                     if mode == "ksm" else None)
         self._samples_ns: list[int] = []
         self._samples: list[list[int]] = []
+        # Columns: pages_shared, pages_sharing, pages_unshared, pages_volatile, full_scans,
+        # pages_scanned (KSM_TIMELINE_COLUMNS), one row per sample.
+        self._ksm_samples: list[list[int]] = []
 
     # --- running ------------------------------------------------------------------------------
 
@@ -252,7 +277,7 @@ class Host:
             if template is not None and guest is not None:
                 # The same run again: it takes as long, minus the page-ins already done.
                 guest.time = start + template[1] - template[2]
-                guest.page_in_ns = 0
+                guest.page_in_ns = guest.stats.host_page_ins = 0
             else:
                 guest = Guest(i, self.memory, ram_pages, self.image, segment=self.segment,
                               preset=preset, host_preset=preset, bus=self.bus,
@@ -295,6 +320,10 @@ class Host:
         self._samples_ns.append(time_ns)
         by = self._bytes_by_category()
         self._samples.append([by[c] for c in CATEGORIES])
+        if self.ksm is not None:
+            c = self.ksm.counters
+            self._ksm_samples.append([c.pages_shared, c.pages_sharing, c.pages_unshared,
+                                      c.pages_volatile, c.full_scans, c.pages_scanned])
 
     def _bytes_by_category(self) -> dict[str, int]:
         out = dict.fromkeys(CATEGORIES, 0)
@@ -314,14 +343,35 @@ class Host:
                               **g.stats.as_dict(), "time_ns": g.time,
                               "resident_pages": int(np.count_nonzero(g.backing >= 0))})
         keys = ("major_faults", "minor_faults", "disk_read_bytes", "tlb_misses", "walk_refs",
-                "cow_faults", "cow_ksm", "accesses", "sigsegv", "sigbus", "oom")
+                "cow_faults", "cow_ksm", "accesses", "sigsegv", "sigbus", "oom",
+                "host_page_ins")
         totals = {k: sum(int(p[k]) for p in per_guest) for k in keys}
-        if self.segment is not None:
-            totals["host_page_ins"] = self.segment.page_ins
+        extra: dict[str, Any] = {}
+        if self.ksm is not None:
+            extra["ksm_timeline"] = np.array(self._ksm_samples, dtype=np.int64)
         return RunResult(self.mode, self.scenario, self._bytes_by_category(), per_guest,
                          np.array(self._samples_ns, dtype=np.int64),
                          np.array(self._samples, dtype=np.int64), totals,
-                         dataclasses.replace(self.ksm.counters) if self.ksm else None)
+                         dataclasses.replace(self.ksm.counters) if self.ksm else None, extra)
+
+
+@lru_cache(maxsize=64)
+def _deal_cached(mix: tuple[tuple[str, float], ...], upto: int) -> tuple[str, ...]:
+    total = sum(share for _, share in mix)
+    if total <= 0:
+        raise ParameterError("Scenario: the workload mix has no positive share")
+    counts = [0] * len(mix)
+    dealt = []
+    for i in range(upto):
+        k = max(range(len(mix)), key=lambda j: (mix[j][1] / total * (i + 1) - counts[j], -j))
+        counts[k] += 1
+        dealt.append(mix[k][0])
+    return tuple(dealt)
+
+
+def _deal(mix: tuple[tuple[str, float], ...], upto: int) -> tuple[str, ...]:
+    """The programs of guests 0 .. upto-1 (dealt in chunks of 1024, cached)."""
+    return _deal_cached(mix, -(-upto // 1024) * 1024)
 
 
 def _guest_seed(seed: int, program: str, variant: int, run: int) -> int:
@@ -354,15 +404,18 @@ def _run_one(args: tuple[Scenario, str]) -> RunResult:
 
 
 def compare(scenario: Scenario, modes: Sequence[str] = MODES,
-            executor: Executor | None = None) -> Comparison:
-    """Run `scenario` in each of `modes` (in parallel through `executor` if given)."""
+            executor: Executor | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Comparison:
+    """Run `scenario` in each of `modes` (in parallel through `executor` if given).
+
+    `progress(done, total)` is called as modes finish.
+    """
     for mode in modes:
         if mode not in MODES:
             raise ParameterError(f"compare: mode {mode!r} is not one of {', '.join(MODES)}")
     # The longest runs first, so a pool of workers finishes together.
     order = sorted(modes, key=lambda m: _COST_RANK.get(m, 0), reverse=True)
-    jobs = [(scenario, m) for m in order]
-    results = list(executor.map(_run_one, jobs)) if executor else [_run_one(j) for j in jobs]
+    results = _run_jobs([(scenario, m) for m in order], executor, progress)
     by_mode = dict(zip(order, results, strict=True))
     return Comparison(scenario, {m: by_mode[m] for m in modes})
 
@@ -370,14 +423,31 @@ def compare(scenario: Scenario, modes: Sequence[str] = MODES,
 _COST_RANK: Final = {"ksm": 3, "pagecache": 2, "xip": 1, "dax": 1}
 
 
+def _run_jobs(jobs: list[tuple[Scenario, str]], executor: Executor | None,
+              progress: Callable[[int, int], None] | None) -> list[RunResult]:
+    """Run (scenario, mode) jobs in order, or on `executor`; results in the jobs' order."""
+    if executor is None:
+        results = []
+        for job in jobs:
+            results.append(_run_one(job))
+            if progress is not None:
+                progress(len(results), len(jobs))
+        return results
+    futures = [executor.submit(_run_one, job) for job in jobs]
+    if progress is not None:
+        for done, _ in enumerate(as_completed(futures), 1):
+            progress(done, len(jobs))
+    return [f.result() for f in futures]
+
+
 def sweep(scenario: Scenario, parameter: str, values: Iterable[Any],
-          modes: Sequence[str] = MODES, executor: Executor | None = None) -> list[Comparison]:
+          modes: Sequence[str] = MODES, executor: Executor | None = None,
+          progress: Callable[[int, int], None] | None = None) -> list[Comparison]:
     """`compare` for each value of one Scenario field (e.g. "guests", "heap_share")."""
     if parameter not in {f.name for f in dataclasses.fields(Scenario)}:
         raise ParameterError(f"sweep: {parameter!r} is not a Scenario field")
     scenarios = [scenario.replace(**{parameter: v}) for v in values]
-    jobs = [(s, m) for s in scenarios for m in modes]
-    results = list(executor.map(_run_one, jobs)) if executor else [_run_one(j) for j in jobs]
+    results = _run_jobs([(s, m) for s in scenarios for m in modes], executor, progress)
     out = []
     for i, s in enumerate(scenarios):
         chunk = results[i * len(modes):(i + 1) * len(modes)]

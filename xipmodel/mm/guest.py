@@ -76,6 +76,7 @@ class GuestStats:
     fault_around_pages: int = 0
     ept_violations: int = 0
     cow_ksm: int = 0  # writes that broke a KSM merge (host copy-on-write)
+    host_page_ins: int = 0  # shared-segment blocks this guest was first to touch
     pgscan: int = 0
     pgsteal: int = 0
 
@@ -361,6 +362,7 @@ class Guest:
             if self.segment.page_ins != page_ins:  # this guest waited for the host page-in
                 self.time += self.costs.host_page_in_ns
                 self.page_in_ns += self.costs.host_page_in_ns
+                self.stats.host_page_ins += 1
             if not self._map_ept(self.dcss_base + block, hpfn, writable=False):
                 return None
             self.host.get(hpfn)  # one reference per guest mapping the frame

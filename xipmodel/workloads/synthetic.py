@@ -74,10 +74,9 @@ PROGRAMS: Final = {
     # An interpreter starting and running a small program: large text, large heap.
     "python": ProgramModel("python", "/usr/bin/python3.11", main_text=0.18, lib_text=0.12,
                            hot=0.3, heap_pages=1536, requests=6),
-    # A compiler run: much text touched once, big heap.
-    "compiler": ProgramModel("compiler", "/usr/libexec/gcc/x86_64-linux-gnu/12/cc1",
-                             main_text=0.25, lib_text=0.1, hot=0.15, heap_pages=4096,
-                             requests=4),
+    # A tool run from a shell script (ls -lR): most of its small text, a small heap.
+    "tools": ProgramModel("tools", "/usr/bin/ls", main_text=0.6, lib_text=0.1, hot=0.3,
+                          heap_pages=96, requests=4),
 }
 
 

@@ -1,0 +1,299 @@
+"""The lab: widgets built headless hold the model's numbers, and update in place from the cache.
+
+No browser: ipywidgets and plotly FigureWidgets are plain Python objects until displayed.
+The widget tests skip when ipywidgets/plotly/anywidget are missing, and fail with CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from xipmodel.host import CATEGORIES, Host, RunResult, Scenario, compare
+from xipmodel.lab import views
+from xipmodel.lab.runs import RunCache, default_curve_guests
+from xipmodel.mm.frames import CONTENT_BLOCK, FrameKind
+
+MIB = 2**20
+# A small, quick scenario: the shell in a few guests, ksmd scanning for one second.
+SMALL = Scenario(guests=2, workload="shell", guest_ram_mib=128, ksm_seconds=1.0)
+MODES3 = ["pagecache", "xip", "ksm"]
+
+
+@pytest.fixture
+def lab(require_module: Callable[[str], ModuleType]) -> ModuleType:
+    """xipmodel.lab.widgets, or skip (fail in CI) without the lab extra."""
+    for name in ("ipywidgets", "plotly", "anywidget"):
+        require_module(name)
+    import xipmodel.lab.widgets as widgets
+
+    return widgets
+
+
+@pytest.fixture(scope="module")
+def xip_host() -> Host:
+    host = Host(SMALL, "xip")
+    host.run()
+    return host
+
+
+@pytest.fixture(scope="module")
+def pagecache_host() -> Host:
+    host = Host(SMALL, "pagecache")
+    host.run()
+    return host
+
+
+def _file_page_of_block(host: Host, block: int) -> tuple[str, int]:
+    """The oracle for hover text: search every file's block map for `block`."""
+    image = host.image
+    for path in views.regular_files(image):
+        hits = np.flatnonzero(image.block_map(path) == block)
+        if len(hits):
+            return path, int(hits[0])
+    raise AssertionError(f"block {block} belongs to no file")
+
+
+# ── import guards ───────────────────────────────────────────────────────────────────────
+
+def test_the_model_never_imports_the_widgets() -> None:
+    """Importing every xipmodel module but the widgets loads neither ipywidgets nor plotly."""
+    code = """
+import importlib, json, pkgutil, sys
+import xipmodel
+names = [m.name for m in pkgutil.walk_packages(xipmodel.__path__, "xipmodel.")
+         if m.name != "xipmodel.lab.widgets"]
+for name in names:
+    importlib.import_module(name)
+bad = sorted(m for m in sys.modules
+             if m.split(".")[0] in ("ipywidgets", "plotly", "anywidget", "traitlets"))
+print(json.dumps({"imported": names, "bad": bad}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    report = json.loads(out.stdout)
+    assert "xipmodel.host" in report["imported"]
+    assert "xipmodel.lab.views" in report["imported"]  # the views need numpy only
+    assert report["bad"] == []
+
+
+# ── pure views ──────────────────────────────────────────────────────────────────────────
+
+def test_break_even_interpolates_between_points() -> None:
+    """Where does a line start to cost no more than the baseline?"""
+    xs = [1, 2, 4]
+    assert views.break_even(xs, [10, 20, 40], [30, 30, 30]) == pytest.approx(2 + 2 * 10 / 20)
+    assert views.break_even(xs, [10, 20, 40], [5, 6, 7]) == 1.0
+    assert views.break_even(xs, [10, 20, 40], [50, 60, 70]) is None
+
+
+def test_dashboard_figures_data_holds_the_model_numbers() -> None:
+    """The stacked bars are bytes_by_category in MiB; the curve is host_bytes per guest count."""
+    comparison = compare(SMALL, MODES3)
+    curve = [compare(SMALL.replace(guests=1), MODES3), comparison]
+    figs = views.dashboard_figures_data(comparison, curve)
+    assert [t["name"] for t in figs["memory"]["data"]] == list(CATEGORIES)
+    for trace in figs["memory"]["data"]:
+        assert trace["x"] == MODES3
+        want = [comparison.results[m].bytes_by_category[trace["name"]] / MIB for m in MODES3]
+        assert trace["y"] == pytest.approx(want, abs=1e-6)
+    lines = {t["name"]: t for t in figs["guests"]["data"]}
+    assert lines["xip"]["x"] == [1, 2]
+    assert lines["xip"]["y"] == pytest.approx(
+        [c.results["xip"].host_bytes / MIB for c in curve], abs=1e-6)
+    assert lines["dax"]["y"] == [] and lines["dax"]["visible"] is False
+    assert figs["guests"]["saving"]["xip"] == pytest.approx(comparison.saving("xip"))
+    faults = {t["name"]: t["y"] for t in figs["faults"]["data"]}
+    assert faults["major faults"] == [comparison.results[m].totals["major_faults"]
+                                      for m in MODES3]
+
+
+def test_run_cache_runs_each_scenario_and_mode_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Curve points and results already computed are never run again."""
+    calls = _count_runs(monkeypatch)
+    cache = RunCache()
+    cache.curve(SMALL, ["xip"], default_curve_guests(2))
+    assert calls == [(1, "xip"), (2, "xip")]
+    cache.comparison(SMALL, ["xip"])
+    cache.curve(SMALL.replace(guests=3), ["xip"], default_curve_guests(3))
+    assert calls == [(1, "xip"), (2, "xip"), (3, "xip")]
+
+
+def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    calls: list[tuple[int, str]] = []
+    real = Host.run
+
+    def counting(self: Host, *args: Any, **kwargs: Any) -> RunResult:
+        calls.append((self.scenario.guests, self.mode))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Host, "run", counting)
+    return calls
+
+
+# ── the dashboard ───────────────────────────────────────────────────────────────────────
+
+def _bars(fig: Any) -> dict[str, list[float]]:
+    return {t.name: list(t.y) for t in fig.data}
+
+
+def _expected_bars(scenario: Scenario, modes: list[str]) -> dict[str, list[float]]:
+    results = {m: Host(scenario, m).run() for m in modes}
+    return {c: [results[m].bytes_by_category[c] / MIB for m in modes] for c in CATEGORIES}
+
+
+def test_dashboard_builds_headless_with_the_model_numbers(lab: ModuleType) -> None:
+    box = lab.comparison_dashboard(SMALL, max_guests=8)
+    dash = box.controller
+    assert dash.modes() == MODES3
+    want = _expected_bars(SMALL, MODES3)
+    got = _bars(dash.figures["memory"])
+    for cat in CATEGORIES:
+        assert got[cat] == pytest.approx(want[cat], abs=1e-6), cat
+    assert [t.name for t in dash.figures["guests"].data] == ["pagecache", "xip", "ksm", "dax"]
+    assert list(dash.figures["guests"].data[1].x) == [1, 2]
+
+
+def test_slider_change_updates_figures_in_place_from_the_cache(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Moving the guests slider runs only the new (scenario, mode) pairs, and redraws in place."""
+    want3 = _expected_bars(SMALL.replace(guests=3), MODES3)
+    want2 = _expected_bars(SMALL, MODES3)
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    memory, guests = dash.figures["memory"], dash.figures["guests"]
+    calls = _count_runs(monkeypatch)
+
+    dash.guests_slider.value = 3
+    assert sorted(calls) == [(3, m) for m in sorted(MODES3)]  # 1 and 2 were cached
+    assert dash.figures["memory"] is memory and dash.figures["guests"] is guests
+    got = _bars(memory)
+    for cat in CATEGORIES:
+        assert got[cat] == pytest.approx(want3[cat], abs=1e-6), cat
+    assert list(guests.data[1].x) == [1, 2, 3]
+    # The synced state a new view draws from (JUPYTER.md pitfall 3) holds the new numbers too.
+    bundle = {t["name"]: t["y"] for t in memory._widget_data}
+    assert list(bundle["page_cache"]) == pytest.approx(want3["page_cache"], abs=1e-6)
+
+    calls.clear()
+    dash.guests_slider.value = 2
+    dash.mode_buttons["ksm"].value = False
+    assert calls == []
+    assert _bars(memory)["anon"] == pytest.approx(want2["anon"][:2], abs=1e-6)
+    assert list(memory.data[0].x) == ["pagecache", "xip"]
+    assert "0 new runs" in dash.status.value
+
+
+# ── the memory map ──────────────────────────────────────────────────────────────────────
+
+def test_hover_text_names_the_file_and_page_of_a_frame(xip_host: Host,
+                                                       pagecache_host: Host) -> None:
+    """A page-cache copy and a shared-segment frame both say which file page they hold."""
+    for host, kind in ((pagecache_host, FrameKind.PAGECACHE), (xip_host, FrameKind.SHARED)):
+        mem = host.memory
+        pfn = int(np.flatnonzero(mem.kind[:mem.frames] == kind)[0])
+        block = int(mem.content[pfn]) - CONTENT_BLOCK
+        path, page = _file_page_of_block(host, block)
+        text = views.describe_frame(host, pfn)
+        assert f"image block {block} = {path} page {page}" in text
+    # The most shared segment frame lists the guests that map it.
+    mem = xip_host.memory
+    shared = np.flatnonzero(mem.kind[:mem.frames] == FrameKind.SHARED)
+    pfn = int(shared[np.argmax(mem.refcount[shared])])
+    users = [g.gid for g in xip_host.guests
+             if any(xip_host.segment.frame_of[b] == pfn for b in g.dcss_mapped)]  # type: ignore[union-attr]
+    assert len(users) == mem.refcount[pfn] - 1 == 2
+    assert "mapped by guests 0–1" in views.describe_frame(xip_host, pfn)
+
+
+def test_memory_map_widget_hover_and_zoom(lab: ModuleType, xip_host: Host) -> None:
+    box = lab.memory_map(xip_host, cells=256, columns=32)
+    mm = box.controller
+    mm.zoom.value = 1
+    mm.position.value = 0
+    kind_trace = mm.figure.data[0]
+    text = [cell for row in kind_trace.text for cell in row]
+    assert text[5] == views.describe_frame(xip_host, 5)
+    assert np.asarray(kind_trace.z).shape == (8, 32)
+
+
+def test_memory_map_of_a_100k_frame_host_is_binned(lab: ModuleType) -> None:
+    """A host of ~100k frames fits in the cells at the widest zoom, quickly."""
+    host = Host(Scenario(guests=1), "xip")
+    for i in range(100_000):
+        host.memory.alloc(FrameKind.ANON if i % 3 else FrameKind.PAGECACHE, 0,
+                          CONTENT_BLOCK + 300 if i % 3 == 0 else -i - 2)
+    start = time.perf_counter()
+    mm = lab.memory_map(host).controller
+    assert mm.zoom.value * mm.cells >= host.memory.frames
+    z = np.asarray(mm.figure.data[0].z)
+    assert z.size == 2048
+    assert "guest anonymous memory" in mm.figure.data[0].text[0][0]
+    mm.zoom.value = 1
+    assert time.perf_counter() - start < 10
+
+
+# ── the page-walk explorer ──────────────────────────────────────────────────────────────
+
+def test_page_walk_steps_side_by_side(lab: ModuleType, xip_host: Host) -> None:
+    """The same text page: a page-cache copy in one mode, the shared segment in the other."""
+    box = lab.page_walk_explorer(xip_host)
+    pw = box.controller
+    assert [c.title.value for c in pw.columns] == ["<b>pagecache mode</b>", "<b>xip mode</b>"]
+    nlevels = xip_host.guests[0].preset.nlevels
+    full = 1 + (nlevels + 1) ** 2 - 1 + 1  # TLB, the 2-D walk, the frame
+    # A text page both modes mapped (fault-around maps more pages in page-cache mode).
+    for label, va in pw.page.options:
+        if "/usr/bin/dash r-x" in label:
+            pw.page.value = va
+            if all(len(c.rows) == full for c in pw.columns):
+                break
+    for c in pw.columns:
+        assert len(c.rows) == full
+    assert "guest page cache" in pw.columns[0].rows[-1]["why"]
+    assert "shared segment" in pw.columns[1].rows[-1]["why"]
+    table = pw.columns[1].figure
+    pw.next.click()
+    pw.next.click()
+    assert pw.step.value == 2
+    fill = table.data[0].cells.fill.color[0]
+    assert fill[2] == "#ffe08a" and fill[1] != "#ffe08a"
+    assert "24 references" in pw.columns[1].text.value
+
+
+# ── ext2 ────────────────────────────────────────────────────────────────────────────────
+
+def test_ext2_explorer_highlights_the_files_blocks(lab: ModuleType) -> None:
+    box = lab.ext2_explorer()
+    ex = box.controller
+    figure = ex.figure
+    ex.file.value = "/usr/bin/bash"
+    assert ex.figure is figure
+    blocks = ex.image.block_map("/usr/bin/bash")
+    z = np.asarray(figure.data[0].z, dtype=float).ravel()
+    assert (z[blocks[blocks > 0]] == 3).all()
+    for meta in ex.image.metadata_blocks("/usr/bin/bash"):
+        assert z[meta.block] == 4
+    assert str(ex.image.superblock.s_blocks_count) in ex.superblock.value
+    assert "i_block[0]" in ex.inode.value
+
+
+# ── the timeline ────────────────────────────────────────────────────────────────────────
+
+def test_timeline_shows_the_results_timeline(lab: ModuleType) -> None:
+    comparison = compare(SMALL, ["xip", "ksm"])
+    tl = lab.timeline(comparison).controller
+    memory = tl.figures["memory"]
+    tl.mode.value = "ksm"
+    r = comparison.results["ksm"]
+    assert tl.figures["memory"] is memory
+    for i, trace in enumerate(memory.data):
+        assert list(trace.y) == pytest.approx((r.timeline_bytes[:, i] / MIB).tolist())
+    assert list(memory.data[0].x) == pytest.approx((r.timeline_ns / 1e9).tolist())

@@ -1,0 +1,522 @@
+"""Controllers: ipywidgets wired to the views, FigureWidgets created once and updated in place.
+
+    comparison_dashboard(scenario)   controls → memory by category, memory vs guests, faults
+    memory_map(host)                 host frames as a heat strip, zoom and position sliders
+    page_walk_explorer(host)         TLB → page-table levels → EPT → frame, step by step,
+                                     page-cache mode and XIP mode side by side
+    ext2_explorer(image)             superblock → group → inode → blocks of a file
+    timeline(result)                 memory per category over time, KSM, faults per guest
+
+Each returns an ipywidgets box; its `controller` attribute holds the object that
+owns the widgets and figures (tests drive it from Python: `slider.value = 64`).
+
+Stale figures (JUPYTER.md pitfall 3). A FigureWidget sends its updates to the
+browser as one-off messages; its synced state (`_widget_data`, `_widget_layout`)
+is only written when the figure is created or displayed. A view created later
+(Voilà's default non-progressive mode, a browser reload in JupyterLab) then
+draws the figure's *first* state. `update_figure` therefore refreshes that state
+after every `batch_update()` (`refresh_bundle`), so a new view always draws the
+current numbers; the cost is one full-state message per update (small here:
+the memory map, the largest figure, sends ≤ 4096 cells).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping, Sequence
+from copy import deepcopy
+from typing import Any, Final
+
+import ipywidgets as W  # type: ignore[import-untyped]
+import plotly.graph_objects as go  # type: ignore[import-untyped]
+
+from xipmodel.ext2.reader import Ext2Image
+from xipmodel.host import MODES, Comparison, Host, RunResult, Scenario
+from xipmodel.lab import views
+from xipmodel.lab.runs import RunCache, default_curve_guests
+from xipmodel.mm.guest import Guest
+from xipmodel.workloads.synthetic import PROGRAMS
+
+__all__ = [
+    "MIXES",
+    "comparison_dashboard",
+    "ext2_explorer",
+    "memory_map",
+    "page_walk_explorer",
+    "refresh_bundle",
+    "timeline",
+    "update_figure",
+]
+
+Workload = str | tuple[tuple[str, float], ...]
+MIXES: Final[dict[str, Workload]] = {
+    "webserver": "webserver",
+    "shell": "shell",
+    "python": "python",
+    "compiler": "compiler",
+    "webserver + shell": (("webserver", 1.0), ("shell", 1.0)),
+    "webserver + python + shell": (("webserver", 1.0), ("python", 1.0), ("shell", 1.0)),
+}
+RAM_MIB: Final = (128, 256, 512, 1024, 2048, 4096)
+# A SelectionSlider cannot hold None: -1.0 stands for heap_share=None (the program's own).
+PROGRAM_DEFAULT: Final = -1.0
+HEAP_SHARES: Final = (("program default", PROGRAM_DEFAULT),
+                      *((f"{p}%", p / 100) for p in range(0, 91, 10)))
+SHOW_PROGRESS_AFTER: Final = 0.5  # seconds: quicker updates show no progress bar
+
+
+# ── in-place updates ────────────────────────────────────────────────────────────────────
+
+def refresh_bundle(fig: Any) -> None:
+    """Write a FigureWidget's synced state from its current data and layout (pitfall 3).
+
+    What plotly's _repr_mimebundle_ does at display time, done after each update so that
+    a view created later (Voilà, a reloaded page) does not show the first state.
+    """
+    fig._widget_layout = deepcopy(fig._layout_obj._props)
+    fig._widget_data = deepcopy(fig._data)
+
+
+def update_figure(fig: Any, spec: Mapping[str, Any]) -> None:
+    """Put `spec` (a view's figure dict, same traces as `fig`) into `fig`, in place."""
+    layout = dict(spec.get("layout", {}))
+    arrays = {k: layout.pop(k) for k in ("annotations", "shapes") if k in layout}
+    with fig.batch_update():
+        for trace, new in zip(fig.data, spec["data"], strict=True):
+            trace.update({k: v for k, v in new.items() if k != "type"})
+        fig.layout.update(layout)
+        for k, v in arrays.items():
+            setattr(fig.layout, k, v)  # replaced whole: update() merges lists item by item
+    refresh_bundle(fig)
+
+
+def _figure(spec: Mapping[str, Any]) -> Any:
+    return go.FigureWidget({"data": spec["data"], "layout": spec["layout"]})
+
+
+def _box(children: Sequence[Any], controller: object, vertical: bool = True) -> Any:
+    box = (W.VBox if vertical else W.HBox)(list(children))
+    box.controller = controller
+    return box
+
+
+def _html_table(rows: Sequence[tuple[object, object]], title: str) -> str:
+    body = "".join(f"<tr><td><code>{html.escape(str(k))}</code></td>"
+                   f"<td style='text-align:right'>{html.escape(str(v))}</td></tr>"
+                   for k, v in rows)
+    return f"<b>{html.escape(title)}</b><table>{body}</table>"
+
+
+# ── the comparison dashboard ────────────────────────────────────────────────────────────
+
+class Dashboard:
+    """The controller of comparison_dashboard: controls, a RunCache, three FigureWidgets."""
+
+    def __init__(self, scenario: Scenario, image: Ext2Image | None, max_guests: int,
+                 mixes: Mapping[str, Workload], cache: RunCache | None,
+                 curve_guests: Sequence[int] | None) -> None:
+        self.cache = cache if cache is not None else RunCache(image)
+        self.base = scenario
+        self.curve_guests = curve_guests
+        img = image if image is not None else _default_image()
+        mixes = {k: v for k, v in mixes.items() if _runnable(v, img)}
+        if scenario.workload not in mixes.values():
+            mixes = {"this scenario's": scenario.workload, **mixes}
+        self.guests_slider = W.IntSlider(value=scenario.guests, min=1,
+                                         max=max(max_guests, scenario.guests),
+                                         description="guests", continuous_update=False)
+        self.mix = W.Dropdown(options=list(mixes.items()), value=scenario.workload,
+                              description="workload")
+        self.ram = W.SelectionSlider(options=[(f"{r} MiB", r) for r in
+                                              sorted({*RAM_MIB, scenario.guest_ram_mib})],
+                                     value=scenario.guest_ram_mib, description="guest RAM",
+                                     continuous_update=False)
+        shares = list(HEAP_SHARES)
+        heap = PROGRAM_DEFAULT if scenario.heap_share is None else scenario.heap_share
+        if heap not in [v for _, v in shares]:
+            shares = sorted([*shares, (f"{heap:.0%}", heap)], key=lambda o: o[1])
+        self.heap = W.SelectionSlider(options=shares, value=heap,
+                                      description="heap share", continuous_update=False)
+        self.mode_buttons = {m: W.ToggleButton(value=m in ("pagecache", "xip", "ksm"),
+                                               description=m, tooltip=f"show {m} mode")
+                             for m in MODES}
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="running…",
+                                      layout=W.Layout(visibility="hidden"))
+        self.status = W.Label(value="")
+        self.last_update_s = 0.0
+        self.timings: dict[str, float] = {}
+        self._started = time.perf_counter()
+        comparison = self.cache.comparison(self.scenario(), self.modes(), self._progress)
+        curve = self.cache.curve(self.scenario(), self.modes(), self._curve_points(),
+                                 self._progress)
+        self._hide_progress()
+        specs = views.dashboard_figures_data(comparison, curve)
+        self.figures = {k: _figure(v) for k, v in specs.items()}
+        for k, (width, height) in {"memory": (560, 440), "faults": (560, 440),
+                                   "guests": (1100, 440)}.items():
+            self.figures[k].update_layout(width=width, height=height)
+            refresh_bundle(self.figures[k])
+        for w in (self.guests_slider, self.mix, self.ram, self.heap,
+                  *self.mode_buttons.values()):
+            w.observe(self._changed, names="value")
+        controls = W.VBox([W.HBox([self.guests_slider, self.mix]),
+                           W.HBox([self.ram, self.heap]),
+                           W.HBox([W.Label("modes"), *self.mode_buttons.values()]),
+                           W.HBox([self.progress, self.status])])
+        self.widget = _box([controls, W.HBox([self.figures["memory"], self.figures["faults"]]),
+                            self.figures["guests"]], self)
+
+    def scenario(self) -> Scenario:
+        """The scenario the controls describe."""
+        return self.base.replace(guests=self.guests_slider.value, workload=self.mix.value,
+                                 guest_ram_mib=self.ram.value,
+                                 heap_share=(None if self.heap.value == PROGRAM_DEFAULT
+                                             else self.heap.value))
+
+    def modes(self) -> list[str]:
+        """Modes switched on (pagecache if none is)."""
+        return [m for m, b in self.mode_buttons.items() if b.value] or ["pagecache"]
+
+    def _curve_points(self) -> list[int]:
+        n = self.guests_slider.value
+        if self.curve_guests is None:
+            return default_curve_guests(n)
+        return sorted({*self.curve_guests, n})
+
+    def _progress(self, done: int, total: int, what: str) -> None:
+        """Show the bar only once a computation has taken SHOW_PROGRESS_AFTER seconds."""
+        if time.perf_counter() - self._started < SHOW_PROGRESS_AFTER:
+            return
+        self.progress.layout.visibility = "visible"
+        self.progress.max = max(total, 1)
+        self.progress.value = done
+        self.status.value = f"running… {what}"
+
+    def _hide_progress(self) -> None:
+        self.progress.layout.visibility = "hidden"
+
+    def _changed(self, change: object = None) -> None:
+        self.update()
+
+    def update(self) -> None:
+        """Recompute what the controls ask for (cached runs are not run again), redraw in place."""
+        self._started = t0 = time.perf_counter()
+        runs = self.cache.runs
+        s, modes = self.scenario(), self.modes()
+        comparison = self.cache.comparison(s, modes, self._progress)
+        specs = views.dashboard_figures_data(comparison)
+        update_figure(self.figures["memory"], specs["memory"])
+        update_figure(self.figures["faults"], specs["faults"])
+        t1 = time.perf_counter()
+        curve = self.cache.curve(s, modes, self._curve_points(), self._progress)
+        update_figure(self.figures["guests"], views.guests_curve(curve, modes, s.guests))
+        self._hide_progress()
+        t2 = time.perf_counter()
+        self.timings = {"bars": t1 - t0, "curve": t2 - t1, "total": t2 - t0}
+        self.last_update_s = t2 - t0
+        self.status.value = (f"updated in {self.last_update_s:.2f} s "
+                             f"({self.cache.runs - runs} new runs)")
+
+
+def _default_image() -> Ext2Image:
+    from xipmodel.distro import default_image
+
+    return default_image()
+
+
+def _runnable(workload: Workload, image: Ext2Image) -> bool:
+    """Are all the mix's programs in the image? (Not every preset binary is in every image.)"""
+    names = [workload] if isinstance(workload, str) else [n for n, _ in workload]
+    return all(n in PROGRAMS and image.exists(PROGRAMS[n].binary) for n in names)
+
+
+def comparison_dashboard(scenario: Scenario | None = None, *, image: Ext2Image | None = None,
+                         max_guests: int = 256, mixes: Mapping[str, Workload] = MIXES,
+                         cache: RunCache | None = None,
+                         curve_guests: Sequence[int] | None = None) -> Any:
+    """A box of controls and figures comparing the modes for one scenario.
+
+    `curve_guests`: the points of the memory-versus-guests curve (default: powers of two
+    up to the slider's value, and the value). Runs are cached in `cache` (a RunCache):
+    moving a slider back, or to a point already on the curve, runs nothing.
+    """
+    return Dashboard(scenario or Scenario(), image, max_guests, mixes, cache,
+                     curve_guests).widget
+
+
+# ── the memory map ──────────────────────────────────────────────────────────────────────
+
+class MemoryMap:
+    """The controller of memory_map: zoom (frames per cell) and position sliders, one figure."""
+
+    def __init__(self, host: Host, cells: int, columns: int) -> None:
+        self.host = host
+        self.cells = cells
+        self.columns = columns
+        self.index = views.FrameIndex(host)
+        frames = max(1, host.memory.frames)
+        zooms = [1]
+        while zooms[-1] * cells < frames:
+            zooms.append(zooms[-1] * 2)
+        self.zoom = W.SelectionSlider(options=[(f"{z} frame{'s' if z > 1 else ''}/cell", z)
+                                               for z in zooms], value=zooms[-1],
+                                      description="zoom", continuous_update=False)
+        self.position = W.IntSlider(value=0, min=0, max=max(0, frames - 1),
+                                    step=columns * zooms[-1], description="first frame",
+                                    continuous_update=False)
+        self.figure = _figure(self.spec())
+        self.zoom.observe(self._zoomed, names="value")
+        self.position.observe(lambda _: self.update(), names="value")
+        self.widget = _box([W.HBox([self.zoom, self.position]), self.figure], self)
+
+    def spec(self) -> dict[str, Any]:
+        return views.memory_map_data(self.host, self.position.value, self.zoom.value,
+                                     self.cells, self.columns, index=self.index)
+
+    def _zoomed(self, change: object) -> None:
+        self.position.step = self.columns * self.zoom.value
+        self.update()
+
+    def update(self) -> None:
+        update_figure(self.figure, self.spec())
+
+
+def memory_map(host: Host, cells: int = 2048, columns: int = 64) -> Any:
+    """A heat strip of `host`'s frames: kind and refcount above, owner below, hover text.
+
+    At most `cells` cells are drawn: zoom out to aggregate frames into cells (hosts of
+    ~100k frames fit at 64 frames a cell), zoom in and move to see single frames.
+    """
+    return MemoryMap(host, cells, columns).widget
+
+
+# ── the page-walk explorer ──────────────────────────────────────────────────────────────
+
+class _Column:
+    """One side of the explorer: a host (or a lone guest), its table figure and explain text."""
+
+    def __init__(self, source: Host | Guest, title: str) -> None:
+        self.host = source if isinstance(source, Host) else None
+        self.guests = source.guests if isinstance(source, Host) else [source]
+        self.title = W.HTML(f"<b>{html.escape(title)}</b>")
+        self.rows: list[dict[str, Any]] = [{"stage": "", "level": "", "entry": "",
+                                            "value": "", "why": ""}]
+        self.figure = _figure(views.walk_table(self.rows, 0))
+        self.text = W.HTML()
+        self.widget = W.VBox([self.title, self.figure, self.text],
+                             layout=W.Layout(width="50%"))
+
+    def walk(self, gi: int, pid: int, va: int) -> None:
+        guest = self.guests[gi] if gi < len(self.guests) else None
+        mm = guest.procs.get(pid) if guest is not None else None
+        if guest is None or mm is None:
+            self.rows = [{"stage": "-", "level": "", "entry": "", "value": "",
+                          "why": f"no guest {gi} / process {pid} here"}]
+            self.explain = [self.rows[0]["why"]]
+            return
+        data = views.walk_data(guest, mm, va, self.host)
+        self.rows, self.explain = data["rows"], data["explain"]
+
+    def show(self, step: int) -> None:
+        current = min(step, len(self.rows) - 1)
+        update_figure(self.figure, views.walk_table(self.rows, current))
+        lines = [html.escape(x) for x in self.explain]
+        self.text.value = ("<pre style='font-size:11px; line-height:1.2'>"
+                           + "\n".join(lines) + "</pre>")
+
+
+class PageWalkExplorer:
+    """The controller of page_walk_explorer: guest, process, page and step controls."""
+
+    def __init__(self, sources: Sequence[Host | Guest], titles: Sequence[str]) -> None:
+        self.columns = [_Column(s, t) for s, t in zip(sources, titles, strict=True)]
+        first = self.columns[0]
+        self.guest = W.Dropdown(options=[(f"guest {g.gid}", i)
+                                         for i, g in enumerate(first.guests)], value=0,
+                                description="guest")
+        self.process = W.Dropdown(description="process")
+        self.page = W.Dropdown(description="page", layout=W.Layout(width="60%"))
+        self.address = W.Text(description="or VA", placeholder="0x400000",
+                              continuous_update=False)
+        self.step = W.IntSlider(value=0, min=0, max=1, description="step")
+        self.next = W.Button(description="next ▶")
+        self.back = W.Button(description="◀ back")
+        self.va = 0
+        self._quiet = False
+        self._fill_processes()
+        self.guest.observe(lambda _: self._fill_processes(), names="value")
+        self.process.observe(self._on_process, names="value")
+        self.page.observe(self._on_page, names="value")
+        self.address.observe(lambda _: self._typed(), names="value")
+        self.step.observe(self._on_step, names="value")
+        self.next.on_click(lambda _: self._move(1))
+        self.back.on_click(lambda _: self._move(-1))
+        self.widget = _box([W.HBox([self.guest, self.process]), W.HBox([self.page,
+                                                                        self.address]),
+                            W.HBox([self.back, self.step, self.next]),
+                            W.HBox([c.widget for c in self.columns])], self)
+
+    # While _quiet, the controller itself is changing options: observers wait for it.
+    def _on_process(self, change: object) -> None:
+        if not self._quiet:
+            self._fill_pages()
+
+    def _on_page(self, change: object) -> None:
+        if not self._quiet:
+            self._pick(self.page.value)
+
+    def _on_step(self, change: object) -> None:
+        if not self._quiet:
+            self.show()
+
+    def _fill_processes(self) -> None:
+        guest = self.columns[0].guests[self.guest.value]
+        options = [(f"pid {pid} {mm.name}", pid) for pid, mm in sorted(guest.procs.items())]
+        self._quiet = True  # setting options fires the observers with half-updated state
+        self.process.options = options or [("no process", 0)]
+        self.process.value = self.process.options[0][1]
+        self._quiet = False
+        self._fill_pages()
+
+    def _fill_pages(self) -> None:
+        pages: dict[int, str] = {}
+        for c in self.columns:
+            gi = self.guest.value
+            guest = c.guests[gi] if gi < len(c.guests) else None
+            mm = guest.procs.get(self.process.value) if guest else None
+            if guest is not None and mm is not None:
+                for label, va in views.mapped_pages(guest, mm):
+                    pages.setdefault(va, label)
+        options = [(label, va) for va, label in sorted(pages.items())]
+        self._quiet = True
+        self.page.options = options or [("no mapped page", 0)]
+        self.page.value = self.page.options[0][1]
+        self._quiet = False
+        self._pick(self.page.value)
+
+    def _typed(self) -> None:
+        try:
+            self._pick(int(self.address.value, 0))
+        except ValueError:
+            self.address.value = ""
+
+    def _pick(self, va: int) -> None:
+        """Walk `va` in every column, restart the steps."""
+        self.va = va
+        for c in self.columns:
+            c.walk(self.guest.value, self.process.value, va)
+        steps = max(len(c.rows) for c in self.columns) - 1
+        self._quiet = True
+        self.step.max = max(steps, 1)
+        self.step.value = 0
+        self._quiet = False
+        self.show()
+
+    def _move(self, delta: int) -> None:
+        self.step.value = min(self.step.max, max(0, self.step.value + delta))
+
+    def show(self) -> None:
+        for c in self.columns:
+            c.show(self.step.value)
+
+
+def page_walk_explorer(*sources: Host | Guest, pair: bool = True) -> Any:
+    """Step through the translation of a guest-virtual address, one column per source.
+
+    Given one Host in some mode and `pair`, the same scenario is also run in the other of
+    page-cache and XIP mode, so both are shown side by side (page cache on the left).
+    """
+    if not sources:
+        raise ValueError("page_walk_explorer: give at least one Host or Guest")
+    hosts = list(sources)
+    if pair and len(hosts) == 1 and isinstance(hosts[0], Host):
+        h = hosts[0]
+        other = "pagecache" if h.mode == "xip" else "xip"
+        twin = Host(h.scenario, other, h.image)
+        twin.run()
+        hosts = [twin, h] if other == "pagecache" else [h, twin]
+    titles = [f"{s.mode} mode" if isinstance(s, Host) else f"guest {s.gid}" for s in hosts]
+    return PageWalkExplorer(hosts, titles).widget
+
+
+# ── the ext2 explorer ───────────────────────────────────────────────────────────────────
+
+class Ext2Explorer:
+    """The controller of ext2_explorer: a file dropdown, the block figure, the field tables."""
+
+    def __init__(self, image: Ext2Image) -> None:
+        self.image = image
+        files = views.regular_files(image)
+        self.file = W.Dropdown(options=files, value=files[0] if files else None,
+                               description="file", layout=W.Layout(width="60%"))
+        self.superblock = W.HTML()
+        self.inode = W.HTML()
+        self.pages = W.HTML()
+        data = views.ext2_file_data(image, self.file.value)
+        self.superblock.value = _html_table(data["superblock"], "superblock")
+        self.figure = _figure(data["blocks"])
+        self._show(data)
+        self.file.observe(lambda _: self.update(), names="value")
+        self.widget = _box([self.file, W.HBox([self.superblock, self.inode, self.pages]),
+                            self.figure], self)
+
+    def update(self) -> None:
+        data = views.ext2_file_data(self.image, self.file.value)
+        update_figure(self.figure, data["blocks"])
+        self._show(data)
+
+    def _show(self, data: Mapping[str, Any]) -> None:
+        self.inode.value = (_html_table(data["group"], "group descriptor")
+                            + _html_table(data["inode"], "inode"))
+        direct = 12
+        lines = [f"page {p} → block {b}" + (" (hole)" if not b else
+                                            "" if p >= direct else f" (i_block[{p}])")
+                 for p, b in data["pages"][:40]]
+        if len(data["pages"]) > 40:
+            lines.append(f"… {len(data['pages']) - 40} more pages")
+        lines += [f"{kind} block {block} (maps from page {logical})"
+                  for kind, logical, block in data["metadata"]]
+        self.pages.value = ("<b>file pages → image blocks</b><pre style='font-size:11px'>"
+                            + html.escape("\n".join(lines)) + "</pre>")
+
+
+def ext2_explorer(image: Ext2Image | None = None) -> Any:
+    """superblock → group → inode → direct/indirect blocks → image blocks, for a chosen file.
+
+    In XIP mode image block b is the shared segment's page b: the figure is also a map of
+    which segment pages a file's pages are.
+    """
+    return Ext2Explorer(image if image is not None else _default_image()).widget
+
+
+# ── the timeline ────────────────────────────────────────────────────────────────────────
+
+class Timeline:
+    """The controller of timeline: a mode dropdown over results, three figures."""
+
+    def __init__(self, results: Mapping[str, RunResult]) -> None:
+        self.results = dict(results)
+        self.mode = W.Dropdown(options=list(self.results), description="mode")
+        specs = views.timeline_data(self.results[self.mode.value])
+        self.figures = {k: _figure(v) for k, v in specs.items()}
+        self.mode.observe(lambda _: self.update(), names="value")
+        self.widget = _box([self.mode, self.figures["memory"],
+                            W.HBox([self.figures["ksm"], self.figures["faults"]])], self)
+
+    def update(self) -> None:
+        for k, spec in views.timeline_data(self.results[self.mode.value]).items():
+            update_figure(self.figures[k], spec)
+
+
+def timeline(result: RunResult | Comparison | Sequence[RunResult]) -> Any:
+    """Memory per category over time, KSM catching up and faults per guest, for each result."""
+    if isinstance(result, RunResult):
+        results = {result.mode: result}
+    elif isinstance(result, Comparison):
+        results = dict(result.results)
+    else:
+        results = {r.mode: r for r in result}
+    if not results:
+        raise ValueError("timeline: no result given")
+    return Timeline(results).widget
