@@ -321,3 +321,33 @@ def test_every_cache_policy_keeps_the_guest_within_ram(image: Ext2Image, policy:
     assert len(guest.cache) < 96
 
 
+
+
+def test_munmap_splits_a_vma_and_drops_its_pages(world: World) -> None:
+    """Unmapping the middle of a mapping leaves two VMAs and no PTEs in the hole."""
+    guest = world.guest(0, xip=False)
+    mm = world.app(guest)
+    for page in range(10):
+        guest.access(mm, TEXT + page * PAGE_SIZE, "x")
+    guest.munmap(mm, TEXT + 3 * PAGE_SIZE, 4 * PAGE_SIZE)
+    text = [v for v in mm.vmas if v.name == "/bin/app"]
+    assert [(v.start, v.end, v.pgoff) for v in text] == [
+        (TEXT, TEXT + 3 * PAGE_SIZE, 0), (TEXT + 7 * PAGE_SIZE, TEXT + APP_PAGES * PAGE_SIZE, 7)]
+    assert not guest.preset.pte_present_p(mm.pt.lookup_pte((TEXT >> 12) + 4))
+    assert guest.access(mm, TEXT + 4 * PAGE_SIZE, "x") & VmFault.SIGSEGV
+    assert guest.access(mm, TEXT + 8 * PAGE_SIZE, "x") == 0  # still mapped, same page
+
+
+def test_mprotect_revokes_write_from_present_ptes(world: World) -> None:
+    """After mprotect(PROT_READ), a page written before faults on the next write (SIGSEGV)."""
+    guest = world.guest(0, xip=True)
+    mm = world.app(guest)
+    guest.access(mm, HEAP, "w")
+    guest.mprotect(mm, HEAP, PAGE_SIZE, "r--")
+    assert not guest.preset.pte_flags(mm.pt.lookup_pte(HEAP >> 12)) & Pte.W
+    assert guest.access(mm, HEAP, "r") == 0
+    assert guest.access(mm, HEAP, "w") & VmFault.SIGSEGV
+    guest.mprotect(mm, HEAP, PAGE_SIZE, "rw-")
+    assert guest.access(mm, HEAP, "w") == 0  # do_wp_page reuses the private page
+    with pytest.raises(ParameterError, match="not all mapped"):
+        guest.mprotect(mm, 0x10000, PAGE_SIZE, "r--")

@@ -758,19 +758,8 @@ class _Loader:
         return MappedSegment(ph, file_vma, bss_vma, padzero_vpn)
 
     def _unmap_fixed(self, start: int, end: int) -> None:
-        """Trim existing VMAs out of [start, end), as a MAP_FIXED mmap does (munmap first)."""
-        for vma in list(self.mm.vmas):
-            if vma.end <= start or end <= vma.start:
-                continue
-            for vpn in range(max(vma.start, start) >> PAGE_SHIFT, min(vma.end, end) >> PAGE_SHIFT):
-                self.guest.unmap_pte(self.mm, vpn)
-            if start <= vma.start and vma.end <= end:
-                self.mm.vmas.remove(vma)
-            elif vma.start < start:
-                vma.end = start  # only the tail overlaps: PT_LOADs are sorted by p_vaddr
-            else:
-                vma.pgoff += (end - vma.start) >> PAGE_SHIFT if vma.ino is not None else 0
-                vma.start = end
+        """Clear [start, end) first, as a MAP_FIXED mmap does."""
+        self.guest.munmap(self.mm, start, end - start)
 
     def relocate(self, obj: LoadedObject) -> None:
         """ld.so's _dl_relocate_object, at page granularity: write the relocated data pages.

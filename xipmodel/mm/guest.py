@@ -412,6 +412,54 @@ class Guest:
                   pgoff=offset >> PAGE_SHIFT, name=name or (path or ""), advice=advice, dax=dax)
         return mm.insert_vma(vma)
 
+    def munmap(self, mm: MmStruct, start: int, length: int) -> None:
+        """do_munmap: remove [start, start + length) from `mm`, splitting VMAs at its ends."""
+        mask = (1 << PAGE_SHIFT) - 1
+        if start & mask:
+            raise ParameterError(f"munmap: start {start:#x} is not page aligned")
+        end = (start + length + mask) & ~mask
+        for vma in self._split(mm, start, end):
+            for vpn in range(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT):
+                self.unmap_pte(mm, vpn)
+            mm.vmas.remove(vma)
+
+    def mprotect(self, mm: MmStruct, start: int, length: int, prot: Prot | str) -> None:
+        """do_mprotect_pkey: new permissions for [start, start + length), splitting VMAs.
+
+        Revoked write or execute rights are taken out of the present PTEs (and the TLB);
+        granted ones are left for the next fault to install, as Linux does for private
+        file mappings (so a later write still copies).
+        """
+        prot = Prot.parse(prot) if isinstance(prot, str) else prot
+        mask = (1 << PAGE_SHIFT) - 1
+        if start & mask:
+            raise ParameterError(f"mprotect: start {start:#x} is not page aligned")
+        end = (start + length + mask) & ~mask
+        inside = self._split(mm, start, end)
+        if sum(v.end - v.start for v in inside) != end - start:
+            raise ParameterError(f"mprotect: [{start:#x}, {end:#x}) is not all mapped")
+        revoke = (0 if prot & Prot.W else PTE_W) | (0 if prot & Prot.X else PTE_X)
+        for vma in inside:
+            vma.prot = prot
+            if not revoke:
+                continue
+            for vpn in range(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT):
+                if self.preset.pte_present_p(mm.pt.lookup_pte(vpn)):
+                    mm.pt.clear_flags(vpn, revoke)
+                    self.tlb.invalidate(mm.asid, vpn)
+
+    def _split(self, mm: MmStruct, start: int, end: int) -> list[Vma]:
+        """Split VMAs at `start` and `end` (__split_vma); return those inside [start, end)."""
+        for cut in (start, end):
+            vma = mm.find_vma(cut)
+            if vma is not None and vma.start < cut:
+                tail = dataclasses.replace(vma, start=cut,
+                                           pgoff=vma.pgoff + ((cut - vma.start) >> PAGE_SHIFT)
+                                           if vma.ino is not None else 0)
+                vma.end = cut
+                mm.insert_vma(tail)
+        return [v for v in mm.vmas if start <= v.start and v.end <= end]
+
     def exit_process(self, mm: MmStruct) -> None:
         """exit_mmap: unmap everything, drop anonymous pages, free the page tables."""
         for vpn in mm.pt.mapped_vpns().tolist():
