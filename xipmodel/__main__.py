@@ -134,6 +134,7 @@ def cmd_demo(guests: int = 4, with_comparison: bool = True) -> str:
             for gid in range(guests):
                 guest = Guest(gid, host, 16384, img, segment=segment)
                 mm = guest.new_process("sh")
+                assert mm is not None, "demo: a fresh guest has free frames"
                 guest.mmap(mm, 0x400000, sh_pages * PAGE_SIZE, "r-x", path="/bin/sh")
                 guest.mmap(mm, 0x7F0000000000, libc_pages * PAGE_SIZE, "r-x",
                            path="/lib/libc.so.6")

@@ -310,6 +310,8 @@ class Host:
 
         model = PROGRAMS[program]
         mm = guest.new_process(program)
+        if mm is None:
+            return  # fork failed: the guest is out of memory (counted in its stats)
         heap_pages = _heap_pages(model, self.scenario.heap_share, self.image)
         exec_image(guest, mm, model.binary, heap_pages=max(heap_pages, 1))
         layout = tuple((v.start, v.end, int(v.prot), v.name, v.anonymous) for v in mm.vmas)

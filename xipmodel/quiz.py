@@ -222,6 +222,7 @@ class _World:
     def guest(self, gid: int) -> tuple[Guest, MmStruct]:
         guest = Guest(gid, self.host, 256, self.image, segment=self.segment, bus=self.bus)
         mm = guest.new_process("app")
+        assert mm is not None, "quiz: a fresh guest has free frames"
         guest.mmap(mm, TEXT, APP_PAGES * PAGE_SIZE, "r-x", path="/bin/app")
         guest.mmap(mm, HEAP, HEAP_PAGES * PAGE_SIZE, "rw-")
         return guest, mm

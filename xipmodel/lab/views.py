@@ -90,16 +90,30 @@ def _mib(n: int | float) -> float:
 
 # ── the comparison dashboard ────────────────────────────────────────────────────────────
 
-def memory_bars(results: Mapping[str, RunResult]) -> Figure:
-    """Host memory by category, one stacked bar per mode; one trace per category, always."""
-    modes = list(results)
+def _modes_of(results: Mapping[str, RunResult], pending: Sequence[str]) -> list[str]:
+    """The modes to draw: those of `results`, in MODES order if some are still pending."""
+    if not pending:
+        return list(results)
+    return sorted({*results, *pending}, key=lambda m: MODES.index(m) if m in MODES else 99)
+
+
+def memory_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -> Figure:
+    """Host memory by category, one stacked bar per mode; one trace per category, always.
+
+    `pending`: modes still running, drawn as empty bars after the others (and named in
+    the title) so that what is known shows at once.
+    """
+    modes = _modes_of(results, pending)
     data = [{"type": "bar", "name": cat, "x": modes,
-             "y": [_mib(results[m].bytes_by_category[cat]) for m in modes],
+             "y": [_mib(results[m].bytes_by_category[cat]) if m in results else None
+                   for m in modes],
              "marker": {"color": CATEGORY_COLORS[cat]},
              "hovertemplate": f"{cat}: %{{y:.2f}} MiB<extra>%{{x}}</extra>"}
             for cat in CATEGORIES]
     scenario = next(iter(results.values())).scenario if results else None
     title = (f"Host memory, {scenario.guests} guests" if scenario else "Host memory")
+    if any(m not in results for m in pending):
+        title += f" ({', '.join(m for m in pending if m not in results)} running…)"
     return {"data": data, "layout": {"barmode": "stack", "title": {"text": title},
                                      "yaxis": {"title": {"text": "MiB"}},
                                      "legend": {"traceorder": "normal"}}}
@@ -126,13 +140,15 @@ def guests_curve(curve: Sequence[Comparison], modes: Sequence[str], guests: int 
     """Host memory versus number of guests, one line per mode of MODES (empty if not shown).
 
     Annotated: where each mode breaks even with `baseline`, and what it saves at `guests`.
+    A point may lack some modes (not computed yet): each line has the points it has.
     """
     points = sorted(curve, key=lambda c: c.scenario.guests)
-    xs = [c.scenario.guests for c in points]
-    ys = {m: [_mib(c.results[m].host_bytes) for c in points] if m in modes else []
+    xs = {m: [c.scenario.guests for c in points if m in c.results] if m in modes else []
           for m in MODES}
-    data = [{"type": "scatter", "mode": "lines+markers", "name": m, "x": xs if ys[m] else [],
-             "y": ys[m], "line": {"color": MODE_COLORS[m]}, "visible": bool(ys[m]),
+    ys = {m: [_mib(c.results[m].host_bytes) for c in points if m in c.results]
+          if m in modes else [] for m in MODES}
+    data = [{"type": "scatter", "mode": "lines+markers", "name": m, "x": xs[m],
+             "y": ys[m], "line": {"color": MODE_COLORS[m]}, "visible": m in modes,
              "hovertemplate": f"{m}: %{{y:.1f}} MiB at %{{x}} guests<extra></extra>"}
             for m in MODES]
     annotations: list[dict[str, Any]] = []
@@ -140,18 +156,21 @@ def guests_curve(curve: Sequence[Comparison], modes: Sequence[str], guests: int 
     savings: dict[str, float] = {}
     if baseline in modes and points:
         for m in modes:
-            if m == baseline:
+            both = [c for c in points if m in c.results and baseline in c.results]
+            if m == baseline or not both:
                 continue
-            evens[m] = be = break_even(xs, ys[baseline], ys[m])
+            bx = [c.scenario.guests for c in both]
+            evens[m] = be = break_even(bx, [c.results[baseline].host_bytes for c in both],
+                                       [c.results[m].host_bytes for c in both])
             text = (f"{m}: never below {baseline} here" if be is None else
-                    f"{m} breaks even at ≤ {be:g} guests" if be == xs[0] else
+                    f"{m} breaks even at ≤ {be:g} guests" if be == bx[0] else
                     f"{m} breaks even at {be:.1f} guests")
             annotations.append({"text": text, "xref": "paper", "yref": "paper", "x": 0.01,
                                  "y": 0.99 - 0.07 * len(annotations), "showarrow": False,
                                  "xanchor": "left", "font": {"color": MODE_COLORS[m]}})
         at = next((c for c in points if c.scenario.guests == guests), points[-1])
         for m in modes:
-            if m == baseline:
+            if m == baseline or m not in at.results or baseline not in at.results:
                 continue
             base, mine = at.results[baseline].host_bytes, at.results[m].host_bytes
             savings[m] = 1.0 - mine / base if base else 0.0
@@ -166,17 +185,24 @@ def guests_curve(curve: Sequence[Comparison], modes: Sequence[str], guests: int 
             "break_even": evens, "saving": savings}
 
 
-def faults_bars(results: Mapping[str, RunResult]) -> Figure:
-    """Major and minor faults per mode (left), disk reads in MiB (right): three traces."""
-    modes = list(results)
-    tot = {m: results[m].totals for m in modes}
+def faults_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -> Figure:
+    """Major and minor faults per mode (left), disk reads in MiB (right): three traces.
+
+    `pending`: modes still running, drawn as empty bars after the others."""
+    modes = _modes_of(results, pending)
+    tot = {m: r.totals for m, r in results.items()}
+
+    def y(key: str, in_mib: bool = False) -> list[float | None]:
+        return [None if m not in tot else _mib(tot[m][key]) if in_mib else tot[m][key]
+                for m in modes]
+
     data = [
         {"type": "bar", "name": "major faults", "x": modes,
-         "y": [tot[m]["major_faults"] for m in modes], "marker": {"color": "#d62728"}},
+         "y": y("major_faults"), "marker": {"color": "#d62728"}},
         {"type": "bar", "name": "minor faults", "x": modes,
-         "y": [tot[m]["minor_faults"] for m in modes], "marker": {"color": "#ff9896"}},
+         "y": y("minor_faults"), "marker": {"color": "#ff9896"}},
         {"type": "bar", "name": "disk reads (MiB)", "x": modes, "xaxis": "x2", "yaxis": "y2",
-         "y": [_mib(tot[m]["disk_read_bytes"]) for m in modes], "marker": {"color": "#7f7f7f"}},
+         "y": y("disk_read_bytes", in_mib=True), "marker": {"color": "#7f7f7f"}},
     ]
     return {"data": data, "layout": {
         "title": {"text": "Faults and disk reads (all guests)"}, "barmode": "group",
@@ -186,15 +212,22 @@ def faults_bars(results: Mapping[str, RunResult]) -> Figure:
 
 
 def dashboard_figures_data(results: Mapping[str, RunResult] | Comparison,
-                           curve: Sequence[Comparison] = ()) -> dict[str, Figure]:
-    """The dashboard's three figures from model results: "memory", "guests" and "faults"."""
+                           curve: Sequence[Comparison] = (), pending: Sequence[str] = ()
+                           ) -> dict[str, Figure]:
+    """The dashboard's three figures from model results: "memory", "guests" and "faults".
+
+    `pending`: modes shown but still running (empty bars; the curve has the points known).
+    """
+    guests = None
     if isinstance(results, Comparison):
+        guests = results.scenario.guests
         results = results.results
-    modes = list(results)
-    guests = next(iter(results.values())).scenario.guests if results else None
-    return {"memory": memory_bars(results),
+    modes = _modes_of(results, pending)
+    if guests is None:
+        guests = next(iter(results.values())).scenario.guests if results else None
+    return {"memory": memory_bars(results, pending),
             "guests": guests_curve(curve, modes, guests),
-            "faults": faults_bars(results)}
+            "faults": faults_bars(results, pending)}
 
 
 # ── the memory map ────────────────────────────────────────────────────────────────────

@@ -34,7 +34,7 @@ import plotly.graph_objects as go  # type: ignore[import-untyped]
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import MODES, Comparison, Host, RunResult, Scenario
 from xipmodel.lab import views
-from xipmodel.lab.runs import RunCache, default_curve_guests
+from xipmodel.lab.runs import RunCache, default_curve_guests, has_prefixes
 from xipmodel.mm.guest import Guest
 from xipmodel.workloads.synthetic import PROGRAMS
 
@@ -111,11 +111,25 @@ def _html_table(rows: Sequence[tuple[object, object]], title: str) -> str:
 # ── the comparison dashboard ────────────────────────────────────────────────────────────
 
 class Dashboard:
-    """The controller of comparison_dashboard: controls, a RunCache, three FigureWidgets."""
+    """The controller of comparison_dashboard: controls, a RunCache, three FigureWidgets.
+
+    Runs. The cache's `reach` is the slider's maximum, so the first update runs each
+    shown mode that has prefixes (all but ksm) once, at that many guests, with the
+    progress bar; every other position of the slider, and every point of the guests
+    curve, is then a prefix of those runs: drawn without running anything (see
+    runs.py). Showing dax, or another workload, RAM or heap share, costs one such run
+    per mode. KSM has no prefixes: each guest count never seen runs it on demand, and
+    the update then draws twice, at once with what is known (an empty ksm bar named in
+    the title, the ksm line with the points known), again when ksm is done.
+
+    In a Jupyter kernel the first computation waits until the cell that built the
+    dashboard has run (post_run_cell): the box is on screen by then and shows the
+    progress bar. Reading `figures`, or changing a control, computes it at once.
+    """
 
     def __init__(self, scenario: Scenario, image: Ext2Image | None, max_guests: int,
                  mixes: Mapping[str, Workload], cache: RunCache | None,
-                 curve_guests: Sequence[int] | None) -> None:
+                 curve_guests: Sequence[int] | None, defer: bool | None) -> None:
         self.cache = cache if cache is not None else RunCache(image)
         self.base = scenario
         self.curve_guests = curve_guests
@@ -126,6 +140,7 @@ class Dashboard:
         self.guests_slider = W.IntSlider(value=scenario.guests, min=1,
                                          max=max(max_guests, scenario.guests),
                                          description="guests", continuous_update=False)
+        self.cache.reach = max(self.cache.reach, self.guests_slider.max)
         self.mix = W.Dropdown(options=list(mixes.items()), value=scenario.workload,
                               description="workload")
         self.ram = W.SelectionSlider(options=[(f"{r} MiB", r) for r in
@@ -143,20 +158,17 @@ class Dashboard:
                              for m in MODES}
         self.progress = W.IntProgress(value=0, min=0, max=1, description="running…",
                                       layout=W.Layout(visibility="hidden"))
-        self.status = W.Label(value="")
+        self.status = W.Label(value="computing…")
         self.last_update_s = 0.0
         self.timings: dict[str, float] = {}
         self._started = time.perf_counter()
-        comparison = self.cache.comparison(self.scenario(), self.modes(), self._progress)
-        curve = self.cache.curve(self.scenario(), self.modes(), self._curve_points(),
-                                 self._progress)
-        self._hide_progress()
-        specs = views.dashboard_figures_data(comparison, curve)
-        self.figures = {k: _figure(v) for k, v in specs.items()}
+        self._filled = False
+        specs = views.dashboard_figures_data({}, (), self.modes())
+        self._figures = {k: _figure(v) for k, v in specs.items()}
         for k, (width, height) in {"memory": (560, 440), "faults": (560, 440),
                                    "guests": (1100, 440)}.items():
-            self.figures[k].update_layout(width=width, height=height)
-            refresh_bundle(self.figures[k])
+            self._figures[k].update_layout(width=width, height=height)
+            refresh_bundle(self._figures[k])
         for w in (self.guests_slider, self.mix, self.ram, self.heap,
                   *self.mode_buttons.values()):
             w.observe(self._changed, names="value")
@@ -164,8 +176,30 @@ class Dashboard:
                            W.HBox([self.ram, self.heap]),
                            W.HBox([W.Label("modes"), *self.mode_buttons.values()]),
                            W.HBox([self.progress, self.status])])
-        self.widget = _box([controls, W.HBox([self.figures["memory"], self.figures["faults"]]),
-                            self.figures["guests"]], self)
+        self.widget = _box([controls, W.HBox([self._figures["memory"],
+                                              self._figures["faults"]]),
+                            self._figures["guests"]], self)
+        events = _kernel_events() if defer is None or defer else None
+        if events is None:
+            self.update()
+            return
+
+        def fill(*_: object) -> None:
+            events.unregister("post_run_cell", fill)
+            self.ensure()
+
+        events.register("post_run_cell", fill)
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        """The FigureWidgets "memory", "faults" and "guests" (computed first if need be)."""
+        self.ensure()
+        return self._figures
+
+    def ensure(self) -> None:
+        """Compute and draw the first state, if no update has yet."""
+        if not self._filled:
+            self.update()
 
     def scenario(self) -> Scenario:
         """The scenario the controls describe."""
@@ -199,24 +233,59 @@ class Dashboard:
     def _changed(self, change: object = None) -> None:
         self.update()
 
+    def _draw(self, s: Scenario, modes: Sequence[str], points: Sequence[int],
+              pending: Sequence[str] = ()) -> None:
+        """Redraw the three figures in place from what the cache knows."""
+        comparison = self.cache.known(s, modes)
+        curve = self.cache.curve(s, modes, points, run=False)
+        specs = views.dashboard_figures_data(comparison, curve, pending)
+        for k in ("memory", "faults", "guests"):
+            update_figure(self._figures[k], specs[k])
+
     def update(self) -> None:
-        """Recompute what the controls ask for (cached runs are not run again), redraw in place."""
+        """Recompute what the controls ask for (only what the cache does not know), redraw."""
+        self._filled = True
+        try:
+            self._update()
+        except BaseException:
+            self._filled = False
+            self._hide_progress()
+            raise
+
+    def _update(self) -> None:
         self._started = t0 = time.perf_counter()
         runs = self.cache.runs
-        s, modes = self.scenario(), self.modes()
-        comparison = self.cache.comparison(s, modes, self._progress)
-        specs = views.dashboard_figures_data(comparison)
-        update_figure(self.figures["memory"], specs["memory"])
-        update_figure(self.figures["faults"], specs["faults"])
+        s, modes, points = self.scenario(), self.modes(), self._curve_points()
+        jobs = [(s.replace(guests=n), m) for n in points for m in modes]
+        # Modes with prefixes first: one run per family at most (at the slider's maximum).
+        self.cache.run_many([j for j in jobs if has_prefixes(j[1])], self._progress)
+        pending = [m for m in modes if self.cache.plan([j for j in jobs if j[1] == m])]
         t1 = time.perf_counter()
-        curve = self.cache.curve(s, modes, self._curve_points(), self._progress)
-        update_figure(self.figures["guests"], views.guests_curve(curve, modes, s.guests))
-        self._hide_progress()
+        if pending:
+            self._draw(s, modes, points, pending)  # what is known, at once
+            self.status.value = f"running {', '.join(pending)}…"
+        self.cache.run_many(jobs, self._progress)
         t2 = time.perf_counter()
-        self.timings = {"bars": t1 - t0, "curve": t2 - t1, "total": t2 - t0}
-        self.last_update_s = t2 - t0
+        self._draw(s, modes, points)
+        self._hide_progress()
+        t3 = time.perf_counter()
+        self.timings = {"known": t1 - t0, "pending": t2 - t1, "draw": t3 - t2,
+                        "total": t3 - t0}
+        self.last_update_s = t3 - t0
         self.status.value = (f"updated in {self.last_update_s:.2f} s "
                              f"({self.cache.runs - runs} new runs)")
+
+
+def _kernel_events() -> Any:
+    """IPython's event manager when running in a Jupyter kernel, else None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - ipywidgets depends on IPython
+        return None
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return None
+    return shell.events
 
 
 def _default_image() -> Ext2Image:
@@ -234,15 +303,20 @@ def _runnable(workload: Workload, image: Ext2Image) -> bool:
 def comparison_dashboard(scenario: Scenario | None = None, *, image: Ext2Image | None = None,
                          max_guests: int = 256, mixes: Mapping[str, Workload] = MIXES,
                          cache: RunCache | None = None,
-                         curve_guests: Sequence[int] | None = None) -> Any:
+                         curve_guests: Sequence[int] | None = None,
+                         defer: bool | None = None) -> Any:
     """A box of controls and figures comparing the modes for one scenario.
 
     `curve_guests`: the points of the memory-versus-guests curve (default: powers of two
-    up to the slider's value, and the value). Runs are cached in `cache` (a RunCache):
-    moving a slider back, or to a point already on the curve, runs nothing.
+    up to the slider's value, and the value). Runs are cached in `cache` (a RunCache,
+    whose reach becomes at least `max_guests`): each shown mode but ksm runs once at
+    `max_guests` guests, and every slider position is a prefix of that run, drawn
+    without running anything; ksm runs once per guest count, on demand.
+    `defer`: compute the first state after the cell has run (None: in a Jupyter kernel,
+    so that the progress bar is on screen), or at once (False).
     """
     return Dashboard(scenario or Scenario(), image, max_guests, mixes, cache,
-                     curve_guests).widget
+                     curve_guests, defer).widget
 
 
 # ── the memory map ──────────────────────────────────────────────────────────────────────

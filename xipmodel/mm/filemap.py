@@ -60,7 +60,12 @@ def filemap_fault(vmf: VmFaultInfo) -> int:
     gpfn = guest.cache.find(ino, pgoff)
     result = VM_FAULT_LOCKED
     if gpfn is not None:
-        do_async_mmap_readahead(vmf, gpfn)
+        # We hold the folio (a reference and its lock): readahead's reclaim must skip it.
+        guest.cache.pinned.add(gpfn)
+        try:
+            do_async_mmap_readahead(vmf, gpfn)
+        finally:
+            guest.cache.pinned.discard(gpfn)
         vmf.detail = f"page {pgoff} found in the page cache (minor)"
     else:
         # No page in the page cache at all: a major fault, read it (and around it).

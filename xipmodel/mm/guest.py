@@ -372,8 +372,14 @@ class Guest:
 
     # --- processes ---------------------------------------------------------------------
 
-    def new_process(self, name: str = "") -> MmStruct:
-        """fork+exec's empty address space: a root page table in guest RAM, a fresh ASID."""
+    def new_process(self, name: str = "") -> MmStruct | None:
+        """fork+exec's empty address space: a root page table in guest RAM, a fresh ASID.
+
+        None when the guest has no frame left for the root table (fork fails: ENOMEM).
+        """
+        if not self.free_pages and not self.shrink(1):
+            self.stats.oom += 1
+            return None
         pid = self._next_pid
         self._next_pid += 1
         pt = PageTable(self.preset, self._alloc_table_page, self._free_table_page)
@@ -583,6 +589,9 @@ class Guest:
                 continue
             gpfn = next(iter(cache.inactive))  # the tail: the oldest page
             self.stats.pgscan += 1
+            if gpfn in cache.pinned:
+                cache.rotate(gpfn)  # a fault handler holds it
+                continue
             verdict = self._check_references(gpfn)
             if verdict == "activate":
                 cache.activate(gpfn)

@@ -183,6 +183,11 @@ def handle_mm_fault(guest: Guest, mm: MmStruct, address: int, write: bool,
         return _report(guest, mm, address, write, "bad_area", VM_FAULT_SIGSEGV,
                        "no VMA allows this access")
     vmf = VmFaultInfo(guest, mm, vma, address, write, exec_)
+    # pte_alloc first, as __handle_mm_fault does: once a handler holds a page, nothing
+    # may allocate (and so reclaim) before its PTE is in.
+    if not mm.pt.pte_alloc(vmf.vpn):
+        return _report(guest, mm, address, write, "pte_alloc", VM_FAULT_OOM,
+                       "no memory for a page table")
     pte = mm.pt.lookup_pte(vmf.vpn)
     if not guest.preset.pte_present_p(pte):
         # Is there no PTE yet? Anonymous memory is zero-filled, file pages come from ->fault.

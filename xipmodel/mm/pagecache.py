@@ -75,6 +75,7 @@ class PageCache:
         self.b2: OrderedDict[Key, None] = OrderedDict()
         self.p = 0.0
         self._arc_to_t2 = False
+        self.pinned: set[int] = set()  # pages a fault handler holds: reclaim skips them
         # OPT: every future use of each key, in order.
         self.future: dict[Key, list[int]] = {}
         self.position = 0
@@ -263,9 +264,8 @@ class PageCache:
     def _arc_replace(self, in_b2: bool) -> int:
         """REPLACE: evict from T1 when it is over its target p, else from T2."""
         t1 = self.inactive
-        if t1 and (len(t1) > self.p or (in_b2 and len(t1) == self.p)):
-            return next(iter(t1))
-        return next(iter(self.active))
+        lst = t1 if t1 and (len(t1) > self.p or (in_b2 and len(t1) == self.p)) else self.active
+        return next((g for g in lst if g not in self.pinned), next(iter(lst)))
 
     def arc_ghost(self, gpfn: int) -> None:
         """Remember an evicted page's key in B1 (from T1) or B2 (from T2)."""
@@ -293,7 +293,8 @@ class PageCache:
     def opt_victim(self) -> int:
         """The cached page whose next use is farthest away (never used again: first)."""
         never = 1 << 62
-        return max(self.key_of, key=lambda g: (self.future.get(self.key_of[g]) or [never])[-1])
+        candidates = [g for g in self.key_of if g not in self.pinned] or list(self.key_of)
+        return max(candidates, key=lambda g: (self.future.get(self.key_of[g]) or [never])[-1])
 
     @property
     def nr_active(self) -> int:

@@ -397,6 +397,10 @@ class PageTable:
         table = self._leaf_table(vpn >> bits, alloc)
         return None if table is None else (table, vpn & ((1 << bits) - 1))
 
+    def pte_alloc(self, vpn: int) -> bool:
+        """Make sure the tables down to vpn's leaf exist (Linux's pte_alloc); False if no frame."""
+        return self._leaf_slot(vpn, alloc=True) is not None
+
     def map(self, vpn: int, pfn: int, flags: Pte | int = Pte.NONE, *,
             replace: bool = False) -> bool:
         """Map page `vpn` to frame `pfn` with `flags`; False if no frame was left for a table.

@@ -140,15 +140,19 @@ class ReplayResult:
 
 
 def replay(guest: Guest, trace: PageTrace,
-           mm: MmStruct | None = None) -> tuple[MmStruct, ReplayResult]:
+           mm: MmStruct | None = None) -> tuple[MmStruct | None, ReplayResult]:
     """Run `trace` in `guest`: map its files from the guest's image, then make its accesses.
 
     A write stores the trace's content id for it, or fresh content where that is 0.
+    Without `mm`, a new process runs it; if the guest cannot fork one (out of memory),
+    nothing runs and the result counts one OOM.
     """
     from xipmodel.mm.memory import VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV
 
     if mm is None:
         mm = guest.new_process(trace.name)
+        if mm is None:
+            return None, ReplayResult(oom=1)
         for m in trace.maps:
             guest.mmap(mm, m.start, m.length, m.prot, path=m.path, offset=m.offset,
                        shared=m.shared, name=m.name)
