@@ -562,6 +562,18 @@ class MmMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: any(g.procs for g in self.guests))
     @rule(gi=st.integers(0, 3), pi=st.integers(0, 3))
+    def fork_process(self, gi: int, pi: int) -> None:
+        """fork: the child sees everything the parent wrote, and shares it copy-on-write."""
+        mm = self._proc(gi, pi)
+        if mm is None or len(self.guests[gi].procs) >= 6:
+            return
+        child = self.guests[gi].fork(mm)
+        if child is not None:
+            self.written.update({(gi, child.pid, vpn): c for (g, pid, vpn), c
+                                 in list(self.written.items()) if (g, pid) == (gi, mm.pid)})
+
+    @precondition(lambda self: any(g.procs for g in self.guests))
+    @rule(gi=st.integers(0, 3), pi=st.integers(0, 3))
     def exit_process(self, gi: int, pi: int) -> None:
         mm = self._proc(gi, pi)
         if mm is None:
@@ -778,3 +790,24 @@ def test_new_process_in_a_full_guest_is_enomem() -> None:
     oom = g.stats.oom
     assert g.new_process("late") is None
     assert g.stats.oom == oom + 1
+
+
+def test_after_fork_the_first_writer_copies_and_the_other_reuses() -> None:
+    """Parent and child share a written anonymous page: who copies when each writes?"""
+    host = HostMemory()
+    g = Guest(0, host, 256, IMAGE)
+    parent = exec_layout(g)
+    g.access(parent, ANON, "w", content=SHARED_VALUES[0])
+    shared = g.preset.pte_pfn(parent.pt.lookup_pte(ANON >> PAGE_SHIFT))
+    child = g.fork(parent)
+    assert child is not None and g.mapcount(shared) == 2
+    assert g.access(child, ANON, "r") == 0  # reads share the page
+    assert g.preset.pte_pfn(child.pt.lookup_pte(ANON >> PAGE_SHIFT)) == shared
+    assert g.access(child, ANON, "w", content=SHARED_VALUES[1]) == 0  # do_wp_page copies
+    copy = g.preset.pte_pfn(child.pt.lookup_pte(ANON >> PAGE_SHIFT))
+    assert copy != shared and g.mapcount(shared) == 1
+    assert g.access(parent, ANON, "w", content=SHARED_VALUES[2]) == 0  # now reused in place
+    assert g.preset.pte_pfn(parent.pt.lookup_pte(ANON >> PAGE_SHIFT)) == shared
+    assert host.content[g.backing[shared]] == SHARED_VALUES[2]
+    assert host.content[g.backing[copy]] == SHARED_VALUES[1]
+    check_guest_frames(g)

@@ -418,6 +418,36 @@ class Guest:
                   pgoff=offset >> PAGE_SHIFT, name=name or (path or ""), advice=advice, dax=dax)
         return mm.insert_vma(vma)
 
+    def fork(self, mm: MmStruct) -> MmStruct | None:
+        """Model of dup_mmap → copy_page_range: a child sharing every page of `mm`.
+
+        Pages of private writable mappings become copy-on-write in both (their PTEs
+        write-protected), so whichever writes first gets a copy (do_wp_page) and the
+        other then reuses the page. None if the guest has no memory for the child.
+        """
+        child = self.new_process(mm.name)
+        if child is None:
+            return None
+        for area in mm.vmas:
+            child.insert_vma(dataclasses.replace(area))
+        for vpn in mm.pt.mapped_vpns().tolist():
+            pte = mm.pt.lookup_pte(vpn)
+            if not self.preset.pte_present_p(pte):
+                continue
+            flags = int(self.preset.pte_flags(pte))
+            vma = mm.find_vma(vpn << PAGE_SHIFT)
+            cow = vma is not None and not vma.shared and bool(vma.prot & Prot.W)
+            writable = bool(flags & PTE_W) and not cow
+            if cow and flags & PTE_W:
+                mm.pt.clear_flags(vpn, PTE_W)  # the parent's copy is write-protected too
+                self.tlb.invalidate(mm.asid, vpn)
+            if not self.install_pte(child, vpn, self.preset.pte_pfn(pte), writable,
+                                    bool(flags & PTE_X), dirty=bool(flags & PTE_D)):
+                self.exit_process(child)  # out of memory for the child's tables
+                self.stats.oom += 1
+                return None
+        return child
+
     def munmap(self, mm: MmStruct, start: int, length: int) -> None:
         """do_munmap: remove [start, start + length) from `mm`, splitting VMAs at its ends."""
         mask = (1 << PAGE_SHIFT) - 1
