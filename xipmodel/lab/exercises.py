@@ -279,7 +279,8 @@ def _xip_saving(seed: int) -> Exercise:
         from xipmodel.host import CATEGORIES
 
         c = run()
-        lines = [f"compare({scenario()!r}, modes=('pagecache', 'xip'))", "",
+        lines = [f"compare(Scenario(guests={guests}, workload='shell', guest_ram_mib=64, "
+                 f"variants=1, seed={seed}), modes=('pagecache', 'xip'))", "",
                  f"{'category':<12}{'pagecache':>11}{'xip':>9}   (MiB)"]
         for cat in CATEGORIES:
             a, b = (c.results[m].bytes_by_category[cat] for m in ("pagecache", "xip"))
