@@ -30,6 +30,7 @@ from typing import Any, Final
 import numpy as np
 
 from xipmodel.errors import ParameterError
+from xipmodel.workloads.recorded import trace_image
 
 __all__ = ["EXERCISES", "Answer", "Exercise", "exercise", "first_touches", "trace_image"]
 
@@ -225,32 +226,8 @@ def _app_image(pages: int, seed: int) -> Any:
 
 
 def first_touches(trace: Any) -> Any:
-    """The trace with only the first access of each (page, kind), in order.
-
-    Without memory pressure a repeated access finds its PTE present and faults no more:
-    host memory, faults and disk reads equal the full trace's (TLB counts do not).
-    """
-    from xipmodel.workloads.trace import PageTrace
-
-    key = trace.vpns.astype(np.uint64) * np.uint64(4) + trace.kinds.astype(np.uint64)
-    _, first = np.unique(key, return_index=True)
-    first.sort()
-    return PageTrace(trace.name, trace.maps, trace.vpns[first], trace.kinds[first],
-                     dict(trace.meta), trace.contents[first])
-
-
-def trace_image(trace: Any, seed: int = 0) -> Any:
-    """A frozen image holding every file `trace` maps, at its recorded size, seeded bytes.
-
-    Seeded stand-ins (not the host's own files) keep the numbers the same on every machine.
-    """
-    from xipmodel.ext2 import Ext2Image, build_image
-
-    sizes = trace.meta["file_sizes"]
-    rng = np.random.default_rng([seed, 0x7ACE])
-    tree = {p: rng.integers(1, 256, int(sizes[p]), dtype=np.uint8).tobytes()
-            for p in trace.files()}
-    return Ext2Image.open(build_image(tree, volume_name=trace.name, timestamp=0))
+    """`trace.first_touches()` (kept here for notebooks written against this name)."""
+    return trace.first_touches()
 
 
 # ── 00 start here ───────────────────────────────────────────────────────────────────────

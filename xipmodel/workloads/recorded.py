@@ -14,12 +14,17 @@ gives their sizes, so a guest image can hold stand-ins where the files differ.
 from __future__ import annotations
 
 import importlib.resources
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
 
 from xipmodel.errors import ParameterError
 from xipmodel.workloads.trace import PageTrace
 
-__all__ = ["TRACES", "load_trace"]
+if TYPE_CHECKING:
+    from xipmodel.ext2.reader import Ext2Image
+
+__all__ = ["TRACES", "load_trace", "trace_image"]
 
 TRACES: Final = ("shell", "httpd", "interpreter", "compiler")
 
@@ -31,3 +36,18 @@ def load_trace(name: str) -> PageTrace:
     ref = importlib.resources.files("xipmodel").joinpath("data", "traces", f"{name}.npz")
     with importlib.resources.as_file(ref) as path:
         return PageTrace.load(path)
+
+
+def trace_image(trace: PageTrace, seed: int = 0) -> Ext2Image:
+    """A frozen image holding every file `trace` maps, at its recorded size, seeded bytes.
+
+    Seeded stand-ins (not the host's own files) keep the numbers the same on every machine.
+    """
+    from xipmodel.ext2 import Ext2Image, build_image
+
+    sizes = trace.meta["file_sizes"]
+    assert isinstance(sizes, dict), "trace_image: meta['file_sizes'] is a mapping"
+    rng = np.random.default_rng([seed, 0x7ACE])
+    tree = {p: rng.integers(1, 256, int(sizes[p]), dtype=np.uint8).tobytes()
+            for p in trace.files()}
+    return Ext2Image.open(build_image(tree, volume_name=trace.name, timestamp=0))

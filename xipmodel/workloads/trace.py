@@ -95,6 +95,20 @@ class PageTrace:
     def __len__(self) -> int:
         return int(self.vpns.size)
 
+    def first_touches(self) -> PageTrace:
+        """The trace with only the first access of each (page, kind), in order.
+
+        Without memory pressure a repeated access finds its PTE present and faults no more:
+        host memory, faults and disk reads equal the full trace's (TLB counts do not), and
+        a replay is about a hundred times faster.
+        """
+        assert self.contents is not None
+        key = self.vpns * np.uint64(len(ACCESS_KINDS)) + self.kinds.astype(np.uint64)
+        _, first = np.unique(key, return_index=True)
+        first.sort()
+        return PageTrace(self.name, self.maps, self.vpns[first], self.kinds[first],
+                         dict(self.meta), self.contents[first])
+
     def files(self) -> list[str]:
         """The image files the run mapped."""
         return sorted({m.path for m in self.maps if m.path})
