@@ -117,14 +117,50 @@ def test_dashboard_figures_data_holds_the_model_numbers() -> None:
 
 
 def test_run_cache_runs_each_scenario_and_mode_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Curve points and results already computed are never run again."""
+    """One run per family and mode answers every shorter guest count; ksm runs per point.
+
+    Curve points and results already known are never run again.
+    """
     calls = _count_runs(monkeypatch)
     cache = RunCache()
     cache.curve(SMALL, ["xip"], default_curve_guests(2))
-    assert calls == [(1, "xip"), (2, "xip")]
+    assert calls == [(2, "xip")]  # the 1-guest point is its prefix
     cache.comparison(SMALL, ["xip"])
+    cache.comparison(SMALL.replace(guests=1), ["xip"])
     cache.curve(SMALL.replace(guests=3), ["xip"], default_curve_guests(3))
-    assert calls == [(1, "xip"), (2, "xip"), (3, "xip")]
+    assert calls == [(2, "xip"), (3, "xip")]
+    cache.curve(SMALL, ["xip"], default_curve_guests(2))
+    assert calls == [(2, "xip"), (3, "xip")]
+    # ksm has no prefixes: one run per guest count, each once.
+    calls.clear()
+    cache.curve(SMALL, ["xip", "ksm"], default_curve_guests(2))
+    cache.curve(SMALL.replace(guests=3), ["xip", "ksm"], default_curve_guests(3))
+    assert calls == [(1, "ksm"), (2, "ksm"), (3, "ksm")]
+
+
+def test_run_cache_answers_from_prefixes_of_a_run_at_its_reach(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With reach 5, the first run is made with 5 guests, and every smaller count is its
+    prefix: the same numbers as a run of that many guests."""
+    calls = _count_runs(monkeypatch)
+    cache = RunCache(reach=5)
+    got = cache.comparison(SMALL, ["pagecache", "xip"])
+    assert calls == [(5, "pagecache"), (5, "xip")]
+    calls.clear()
+    for n in (1, 3, 4):
+        for mode in ("pagecache", "xip"):
+            r = cache.result(SMALL.replace(guests=n), mode)
+            assert r.scenario == SMALL.replace(guests=n)
+            assert r.as_dict() == Host(SMALL.replace(guests=n), mode).run().as_dict()
+    assert got.results["xip"].as_dict() == Host(SMALL, "xip").run().as_dict()
+    calls.clear()
+    cache.result(SMALL.replace(guests=4), "xip")
+    assert calls == []  # prefixes are kept
+    cache.result(SMALL.replace(guests=7), "xip")  # beyond the reach: a longer run
+    assert calls == [(7, "xip")]
+    assert (SMALL.replace(guests=6), "xip") in cache
+    assert (SMALL.replace(guests=8), "xip") not in cache
+    assert cache.known(SMALL.replace(guests=6), ["xip", "ksm"]).results.keys() == {"xip"}
 
 
 def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
@@ -150,21 +186,33 @@ def _expected_bars(scenario: Scenario, modes: list[str]) -> dict[str, list[float
     return {c: [results[m].bytes_by_category[c] / MIB for m in modes] for c in CATEGORIES}
 
 
-def test_dashboard_builds_headless_with_the_model_numbers(lab: ModuleType) -> None:
+def test_dashboard_builds_headless_with_the_model_numbers(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built: one run per mode with prefixes at the slider's maximum, ksm per curve point."""
+    calls = _count_runs(monkeypatch)
     box = lab.comparison_dashboard(SMALL, max_guests=8)
+    assert sorted(calls) == [(1, "ksm"), (2, "ksm"), (8, "pagecache"), (8, "xip")]
     dash = box.controller
     assert dash.modes() == MODES3
     want = _expected_bars(SMALL, MODES3)
     got = _bars(dash.figures["memory"])
     for cat in CATEGORIES:
         assert got[cat] == pytest.approx(want[cat], abs=1e-6), cat
-    assert [t.name for t in dash.figures["guests"].data] == ["pagecache", "xip", "ksm", "dax"]
-    assert list(dash.figures["guests"].data[1].x) == [1, 2]
+    curve = dash.figures["guests"]
+    assert [t.name for t in curve.data] == ["pagecache", "xip", "ksm", "dax"]
+    # Modes with prefixes: every guest count up to the maximum, read off one run's timeline.
+    assert list(curve.data[1].x) == list(range(1, 9))
+    assert list(curve.data[1].y) == pytest.approx(
+        [Host(SMALL.replace(guests=n), "xip").run().host_bytes / MIB for n in range(1, 9)],
+        abs=1e-6)
+    assert list(curve.data[2].x) == [1, 2]  # ksm: run per point
+    assert list(curve.data[3].x) == [] and curve.data[3].visible is False
+    assert "at 2 guests: " in dash.summary.value and "xip saves" in dash.summary.value
 
 
 def test_slider_change_updates_figures_in_place_from_the_cache(
         lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Moving the guests slider runs only the new (scenario, mode) pairs, and redraws in place."""
+    """Moving the guests slider runs nothing but ksm at a new count, and redraws in place."""
     want3 = _expected_bars(SMALL.replace(guests=3), MODES3)
     want2 = _expected_bars(SMALL, MODES3)
     dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
@@ -172,23 +220,102 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
     calls = _count_runs(monkeypatch)
 
     dash.guests_slider.value = 3
-    assert sorted(calls) == [(3, m) for m in sorted(MODES3)]  # 1 and 2 were cached
+    assert calls == [(3, "ksm")]  # pagecache and xip: prefixes of the 8-guest runs
     assert dash.figures["memory"] is memory and dash.figures["guests"] is guests
     got = _bars(memory)
     for cat in CATEGORIES:
         assert got[cat] == pytest.approx(want3[cat], abs=1e-6), cat
-    assert list(guests.data[1].x) == [1, 2, 3]
+    assert list(guests.data[1].x) == list(range(1, 9))  # the xip line did not move
+    assert list(guests.data[2].x) == [1, 2, 3]  # ksm got its new point
+    assert "at 3 guests: " in dash.summary.value
     # The synced state a new view draws from (JUPYTER.md pitfall 3) holds the new numbers too.
     bundle = {t["name"]: t["y"] for t in memory._widget_data}
     assert list(bundle["page_cache"]) == pytest.approx(want3["page_cache"], abs=1e-6)
 
     calls.clear()
-    dash.guests_slider.value = 2
+    dash.guests_slider.value = 7
     dash.mode_buttons["ksm"].value = False
-    assert calls == []
+    dash.guests_slider.value = 2
+    assert calls == [(4, "ksm"), (7, "ksm")]  # the curve's new points: 4 and 7
     assert _bars(memory)["anon"] == pytest.approx(want2["anon"][:2], abs=1e-6)
     assert list(memory.data[0].x) == ["pagecache", "xip"]
     assert "0 new runs" in dash.status.value
+
+    calls.clear()
+    dash.mode_buttons["dax"].value = True  # a mode not run yet: once, at the maximum
+    dash.guests_slider.value = 5
+    assert calls == [(8, "dax")]
+    assert list(memory.data[0].x) == ["pagecache", "xip", "dax"]
+    assert _bars(memory)["shared"] == pytest.approx(
+        _expected_bars(SMALL.replace(guests=5), ["pagecache", "xip", "dax"])["shared"],
+        abs=1e-6)
+
+
+def test_pending_ksm_is_drawn_empty_first(lab: ModuleType,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """While ksm runs, the figures already hold the other modes' new numbers."""
+    want = _expected_bars(SMALL.replace(guests=3), ["pagecache", "xip"])
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    memory, guests = dash.figures["memory"], dash.figures["guests"]
+    seen: list[tuple[str, list[Any], list[Any]]] = []
+    real = Host.run
+
+    def snapshot(self: Host, *args: Any, **kwargs: Any) -> RunResult:
+        seen.append((memory.layout.title.text, list(memory.data[2].y), list(guests.data[2].x)))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Host, "run", snapshot)
+    dash.guests_slider.value = 3
+    assert len(seen) == 1
+    title, anon, ksm_x = seen[0]
+    assert title == "Host memory, 3 guests (ksm running…)"
+    assert anon[:2] == pytest.approx(want["anon"], abs=1e-6) and anon[2] is None
+    assert ksm_x == [1, 2]
+    assert memory.layout.title.text == "Host memory, 3 guests"
+    assert list(guests.data[2].x) == [1, 2, 3]
+
+
+def test_curve_guests_fixes_the_curve_points(lab: ModuleType) -> None:
+    """Given curve_guests, every line has those points and the slider's value."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=8, curve_guests=[1, 4]).controller
+    dash.guests_slider.value = 3
+    curve = dash.figures["guests"]
+    for trace in curve.data[:3]:
+        assert list(trace.x) == [1, 3, 4], trace.name
+    assert list(curve.data[0].y) == pytest.approx(
+        [Host(SMALL.replace(guests=n), "pagecache").run().host_bytes / MIB
+         for n in (1, 3, 4)], abs=1e-6)
+
+
+def test_dashboard_in_a_kernel_computes_after_the_cell(lab: ModuleType) -> None:
+    """In a kernel the first state is computed by post_run_cell (the box is on screen by
+    then, with its progress bar), or at once when read."""
+
+    class Events:
+        def __init__(self) -> None:
+            self.hooks: list[Callable[..., None]] = []
+
+        def register(self, event: str, hook: Callable[..., None]) -> None:
+            assert event == "post_run_cell"
+            self.hooks.append(hook)
+
+        def unregister(self, event: str, hook: Callable[..., None]) -> None:
+            self.hooks.remove(hook)
+
+    events = Events()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lab, "_kernel_events", lambda: events)
+        dash = lab.comparison_dashboard(SMALL, max_guests=4).controller
+        assert dash.status.value == "computing…" and len(events.hooks) == 1
+        assert list(dash._figures["memory"].data[0].y) == [None, None, None]
+        events.hooks[0](None)  # the cell has run
+        assert events.hooks == []
+        assert "new runs" in dash.status.value
+        assert list(dash._figures["memory"].data[0].x) == MODES3
+        dash2 = lab.comparison_dashboard(SMALL, max_guests=4, cache=dash.cache).controller
+        assert _bars(dash2.figures["memory"]) == _bars(dash.figures["memory"])  # read: now
+        events.hooks[0](None)
+        assert "0 new runs" in dash2.status.value
 
 
 # ── the memory map ──────────────────────────────────────────────────────────────────────

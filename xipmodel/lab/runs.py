@@ -13,6 +13,8 @@ guest count from it::
     RunCache.comparison(scenario, modes)       the same for several modes: a Comparison
     RunCache.curve(scenario, modes, guests)    the sweep over "guests": prefixes too
     RunCache.known(scenario, modes)            what is known without running anything
+    RunCache.line(scenario, mode, guests)      host bytes per guest count, read off the
+                                               family run's timeline (no RunResults)
 
 KSM has no prefixes (ksmd keeps scanning after the last start, so a ksm result
 depends on the run's end): each (scenario, "ksm") is run on demand, once, and kept
@@ -199,6 +201,25 @@ class RunCache:
         """The modes of compare(scenario, modes) known without a run (maybe none of them)."""
         results = {m: r for m in modes if (r := self.cached(scenario, m)) is not None}
         return Comparison(scenario, results)
+
+    def line(self, scenario: Scenario, mode: str, guests: Sequence[int]
+             ) -> tuple[list[int], list[int]]:
+        """(guest counts, host bytes) of `mode` at the counts of `guests` known without a run.
+
+        A mode with prefixes reads them off its family run's timeline (host memory after
+        guest n is what an n-guest run ends with), so every count up to the run's length
+        costs nothing: no RunResult is made.
+        """
+        if has_prefixes(mode):
+            run = self.family_run(scenario, mode)
+            if run is None:
+                return [], []
+            host = run.timeline_bytes.sum(axis=1)
+            xs = sorted({n for n in guests if 1 <= n <= run.scenario.guests})
+            return xs, [int(host[n]) for n in xs]
+        out = [(n, r.host_bytes) for n in sorted(set(guests))
+               if (r := self.cached(scenario.replace(guests=n), mode)) is not None]
+        return [n for n, _ in out], [b for _, b in out]
 
     def curve(self, scenario: Scenario, modes: Sequence[str], guests: Sequence[int],
               progress: Progress | None = None, run: bool = True) -> list[Comparison]:

@@ -48,6 +48,7 @@ __all__ = [
     "ext2_file_data",
     "faults_bars",
     "guests_curve",
+    "guests_lines",
     "mapped_pages",
     "memory_bars",
     "memory_map_data",
@@ -139,50 +140,69 @@ def guests_curve(curve: Sequence[Comparison], modes: Sequence[str], guests: int 
                  baseline: str = "pagecache") -> Figure:
     """Host memory versus number of guests, one line per mode of MODES (empty if not shown).
 
-    Annotated: where each mode breaks even with `baseline`, and what it saves at `guests`.
-    A point may lack some modes (not computed yet): each line has the points it has.
+    Annotated: where each mode breaks even with `baseline`; "summary" says what each
+    saves at `guests`. A point may lack some modes (not computed
+    yet): each line has the points it has. See guests_lines.
     """
     points = sorted(curve, key=lambda c: c.scenario.guests)
-    xs = {m: [c.scenario.guests for c in points if m in c.results] if m in modes else []
+    lines = {m: ([c.scenario.guests for c in points if m in c.results],
+                 [c.results[m].host_bytes for c in points if m in c.results]) for m in modes}
+    return guests_lines(lines, modes, guests, baseline)
+
+
+def guests_lines(lines: Mapping[str, tuple[Sequence[int], Sequence[int]]],
+                 modes: Sequence[str], guests: int | None = None,
+                 baseline: str = "pagecache") -> Figure:
+    """guests_curve from (guest counts, host bytes) per mode: one trace per mode of MODES.
+
+    What each mode saves at `guests` is not drawn in the figure but returned as HTML
+    ("summary"; the dashboard shows it above the figure): when the lines do not change
+    (the dashboard draws the modes with prefixes at every guest count), moving the
+    slider then leaves the figure alone. A marker, an annotation or even a new title
+    would make plotly.js redraw it: 30–45 ms a move in the browser.
+    """
+    xs = {m: list(lines[m][0]) if m in modes and m in lines else [] for m in MODES}
+    ys = {m: [_mib(b) for b in lines[m][1]] if m in modes and m in lines else []
           for m in MODES}
-    ys = {m: [_mib(c.results[m].host_bytes) for c in points if m in c.results]
-          if m in modes else [] for m in MODES}
-    data = [{"type": "scatter", "mode": "lines+markers", "name": m, "x": xs[m],
-             "y": ys[m], "line": {"color": MODE_COLORS[m]}, "visible": m in modes,
+    data = [{"type": "scatter", "mode": "lines" if len(xs[m]) > 16 else "lines+markers",
+             "name": m, "x": xs[m], "y": ys[m], "line": {"color": MODE_COLORS[m]},
+             "visible": m in modes,
              "hovertemplate": f"{m}: %{{y:.1f}} MiB at %{{x}} guests<extra></extra>"}
             for m in MODES]
     annotations: list[dict[str, Any]] = []
     evens: dict[str, float | None] = {}
     savings: dict[str, float] = {}
-    if baseline in modes and points:
+    saved: list[str] = []
+    base = dict(zip(xs.get(baseline, []), ys.get(baseline, []), strict=True))
+    if baseline in modes and base:
         for m in modes:
-            both = [c for c in points if m in c.results and baseline in c.results]
-            if m == baseline or not both:
+            common = [(x, base[x], y) for x, y in zip(xs[m], ys[m], strict=True) if x in base]
+            if m == baseline or not common:
                 continue
-            bx = [c.scenario.guests for c in both]
-            evens[m] = be = break_even(bx, [c.results[baseline].host_bytes for c in both],
-                                       [c.results[m].host_bytes for c in both])
+            bx = [c[0] for c in common]
+            evens[m] = be = break_even(bx, [c[1] for c in common], [c[2] for c in common])
             text = (f"{m}: never below {baseline} here" if be is None else
                     f"{m} breaks even at ≤ {be:g} guests" if be == bx[0] else
                     f"{m} breaks even at {be:.1f} guests")
             annotations.append({"text": text, "xref": "paper", "yref": "paper", "x": 0.01,
                                  "y": 0.99 - 0.07 * len(annotations), "showarrow": False,
                                  "xanchor": "left", "font": {"color": MODE_COLORS[m]}})
-        at = next((c for c in points if c.scenario.guests == guests), points[-1])
         for m in modes:
-            if m == baseline or m not in at.results or baseline not in at.results:
+            mine = dict(zip(xs[m], ys[m], strict=True))
+            if m == baseline or guests not in mine or guests not in base:
                 continue
-            base, mine = at.results[baseline].host_bytes, at.results[m].host_bytes
-            savings[m] = 1.0 - mine / base if base else 0.0
-            annotations.append({
-                "text": f"{m} saves {_mib(base - mine):.1f} MiB ({savings[m]:.0%})",
-                "x": at.scenario.guests, "y": _mib(mine), "showarrow": True, "arrowhead": 2,
-                "ax": 40, "ay": 20 + 18 * len(savings), "font": {"color": MODE_COLORS[m]}})
+            b, y = base[guests], mine[guests]
+            savings[m] = 1.0 - y / b if b else 0.0
+            saved.append(f"<span style='color:{MODE_COLORS[m]}'>{m} saves {b - y:.1f} MiB "
+                         f"({savings[m]:.0%})</span>")
+    summary = ("" if guests is None else
+               f"at {guests} guests{': ' if saved else ''}{' · '.join(saved)}")
     return {"data": data,
             "layout": {"title": {"text": "Host memory versus number of guests"},
                        "xaxis": {"title": {"text": "guests"}, "type": "log"},
-                       "yaxis": {"title": {"text": "MiB"}}, "annotations": annotations},
-            "break_even": evens, "saving": savings}
+                       "yaxis": {"title": {"text": "MiB"}}, "annotations": annotations,
+                       "hovermode": "x"},
+            "break_even": evens, "saving": savings, "summary": summary}
 
 
 def faults_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -> Figure:
@@ -204,8 +224,11 @@ def faults_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -
         {"type": "bar", "name": "disk reads (MiB)", "x": modes, "xaxis": "x2", "yaxis": "y2",
          "y": y("disk_read_bytes", in_mib=True), "marker": {"color": "#7f7f7f"}},
     ]
+    scenario = next(iter(results.values())).scenario if results else None
+    title = (f"Faults and disk reads (all {scenario.guests} guests)" if scenario
+             else "Faults and disk reads (all guests)")
     return {"data": data, "layout": {
-        "title": {"text": "Faults and disk reads (all guests)"}, "barmode": "group",
+        "title": {"text": title}, "barmode": "group",
         "xaxis": {"domain": [0.0, 0.55]}, "yaxis": {"title": {"text": "faults"}},
         "xaxis2": {"domain": [0.7, 1.0], "anchor": "y2"},
         "yaxis2": {"anchor": "x2", "title": {"text": "MiB read from disk"}}}}
@@ -558,8 +581,8 @@ def ext2_file_data(image: Ext2Image, path: str, columns: int = 64) -> dict[str, 
     for m in meta:
         cls[m.block] = 4
     rows = -(-n // columns)
-    z = np.full(rows * columns, np.nan)
-    z[:n] = cls
+    # Cells past the last block are None (a gap): NaN is not JSON, so widgets cannot send it.
+    z: list[int | None] = [*cls.tolist(), *[None] * (rows * columns - n)]
     text = [f"block {b}: {owners.get(b, 'unused')}" if b < n else "" for b in range(rows * columns)]
     names = [f"i_block[{i}]" if i < L.EXT2_NDIR_BLOCKS else
              ("IND", "DIND", "TIND")[i - L.EXT2_NDIR_BLOCKS] for i in range(len(inode.i_block))]
@@ -567,7 +590,8 @@ def ext2_file_data(image: Ext2Image, path: str, columns: int = 64) -> dict[str, 
     nc = len(BLOCK_CLASSES)
     for i, color in enumerate(_BLOCK_COLORS):
         scale += [[i / nc, color], [(i + 1) / nc, color]]
-    fig = {"data": [{"type": "heatmap", "z": z.reshape(rows, columns).tolist(),
+    fig = {"data": [{"type": "heatmap",
+                     "z": [z[r * columns:(r + 1) * columns] for r in range(rows)],
                      "text": [text[r * columns:(r + 1) * columns] for r in range(rows)],
                      "hoverinfo": "text", "zmin": 0, "zmax": nc, "colorscale": scale,
                      "showscale": False, "xgap": 1, "ygap": 1,

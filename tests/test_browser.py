@@ -1,0 +1,318 @@
+"""Notebook 01's comparison dashboard in a real browser: JupyterLab and Voilà, in Chromium.
+
+pytest-playwright drives Debian's Chromium (/usr/bin/chromium; Playwright cannot download
+browsers here); the harness (servers, browser, probes) is bench/bench_browser.py's. The
+servers run on 127.0.0.1 with no token, throw-away settings and workspaces, and serve a
+temporary copy of notebooks/ (JUPYTER.md pitfall 5). JupyterLab runs every cell, then the
+test moves the number-of-guests slider (ArrowRight on its handle) and a mode toggle, and
+reads the plotted numbers off plotly's divs: they must be what the model computes here,
+in this test's worker processes, one Host run per mode and guest count of the same
+Scenario (asked of the notebook's kernel): no RunCache, no prefixes. Voilà renders the
+same notebook in its default mode, loading while the lab runs (no progressive
+rendering: the dashboard's refresh_bundle keeps the figures from going stale,
+JUPYTER.md pitfall 3).
+
+Screenshots go to test-artifacts/browser/. With CI=true a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xipmodel.host import CATEGORIES, MODES, Host, Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the harness lives in bench/ (python -m pytest has it anyway)
+    sys.path.insert(0, str(ROOT))
+
+from bench import bench_browser as harness  # noqa: E402
+
+pytestmark = [
+    # pytest-playwright's base_url fixture (JUPYTER.md); Jupyter's deprecations in servers
+    # run in their own processes, so nothing else is expected here.
+    pytest.mark.filterwarnings("ignore::pytest.PytestRemovedIn10Warning"),
+]
+
+NOTEBOOK = "01_xip_vs_pagecache.ipynb"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+MIB = 2**20
+
+# Which Dashboard objects the kernel holds: what each shows, and its base scenario.
+_QUERY = """
+import dataclasses as _dc, gc as _gc, json as _json
+from xipmodel.lab.widgets import Dashboard as _D
+print(_json.dumps([{"scenario": _dc.asdict(d.scenario()), "modes": d.modes(),
+                    "max": d.guests_slider.max, "curve_guests": d.curve_guests}
+                   for d in _gc.get_objects() if isinstance(d, _D)]))
+"""
+
+
+def _scenario(d: dict[str, Any]) -> Scenario:
+    """A Scenario from dataclasses.asdict's JSON (a mix comes back as lists)."""
+    if not isinstance(d["workload"], str):
+        d = {**d, "workload": tuple((str(n), float(s)) for n, s in d["workload"])}
+    return Scenario(**d)
+
+
+def model_run(scenario: dict[str, Any], mode: str) -> dict[str, Any]:
+    """Host(scenario, mode).run() in a worker process: the numbers the figures show."""
+    r = Host(_scenario(scenario), mode).run()
+    return {"bytes": dict(r.bytes_by_category), "totals": dict(r.totals),
+            "host": r.host_bytes}
+
+
+@dataclasses.dataclass
+class Shown:
+    """What the test expects on screen: scenario (with the slider's value) and modes."""
+
+    scenario: dict[str, Any]
+    modes: list[str]
+    curve_guests: list[int]  # empty: the dashboard's default curve
+
+    def at(self, guests: int, modes: list[str] | None = None) -> Shown:
+        return Shown({**self.scenario, "guests": guests}, modes or self.modes,
+                     self.curve_guests)
+
+    def points(self) -> list[int]:
+        """The guest counts of the curve's lines the test computes: with curve_guests, all
+        of them; else the slider's value (the lines then span every count)."""
+        return sorted({*self.curve_guests, self.scenario["guests"]})
+
+
+def _check(probe: harness.DashboardProbe, shown: Shown, want: dict[str, Any]) -> None:
+    """The plotted numbers are the model's."""
+    figs = probe.figures()
+    n, modes = shown.scenario["guests"], shown.modes
+    memory = figs["memory"]
+    assert memory["title"] == f"Host memory, {n} guests"
+    bars = {t["name"]: t for t in memory["traces"]}
+    assert list(bars) == list(CATEGORIES)
+    for cat in CATEGORIES:
+        assert bars[cat]["x"] == modes, cat
+        assert bars[cat]["y"] == pytest.approx(want["bars"][cat], abs=1e-5), cat
+    faults = {t["name"]: t for t in figs["faults"]["traces"]}
+    for name, values in want["faults"].items():
+        assert faults[name]["x"] == modes, name
+        assert faults[name]["y"] == pytest.approx(values, abs=1e-5), name
+    lines = {t["name"]: t for t in figs["guests"]["traces"]}
+    for m in MODES:
+        if m not in modes:
+            assert lines[m]["visible"] is False and lines[m]["x"] == [], m
+            continue
+        if shown.curve_guests:
+            assert lines[m]["x"] == shown.points(), m
+            assert lines[m]["y"] == pytest.approx(want["curve"][m], abs=1e-5), m
+        else:
+            at = lines[m]["x"].index(n)
+            assert lines[m]["y"][at] == pytest.approx(want["curve"][m][0], abs=1e-5), m
+    summary = probe.box.locator(".widget-html-content", has_text=f"at {n} guests").first
+    assert summary.is_visible()
+
+
+@contextlib.contextmanager
+def _diagnosed(probe: harness.DashboardProbe, server: harness.Server, name: str
+               ) -> Iterator[None]:
+    """On failure: a screenshot of the page and the server's log in the report."""
+    try:
+        yield
+    except BaseException:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):
+            probe.page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"))
+        print(f"--- {server.name} log (tail) ---\n{server.log()}", file=sys.stderr)
+        raise
+
+
+class Session:
+    """JupyterLab and Voilà on a copy of notebooks/, one Chromium, and notebook 01 run in
+    the lab (started on first use; everything stops when the module's tests are done)."""
+
+    def __init__(self, playwright: Any, tmp: Path) -> None:
+        self.playwright = playwright
+        self.tmp = tmp
+        self.stack: list[Callable[[], None]] = []
+        # spawn: this process has the Playwright driver's threads; fork would warn.
+        self.pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+        self.stack.append(lambda: self.pool.shutdown(cancel_futures=True))
+        self._lab: tuple[harness.DashboardProbe, Shown] | None = None
+        self.browser: Any = None
+        self.servers: dict[str, harness.Server] = {}
+        self.runs: dict[tuple[str, str], Future[dict[str, Any]]] = {}
+        self._voila: Any = None  # the Voilà page, loading while the lab runs
+
+    def _browser(self) -> Any:
+        if self.browser is None:
+            self.browser = harness.launch_chromium(self.playwright)
+            self.stack.append(self.browser.close)
+        return self.browser
+
+    def notebooks(self) -> Path:
+        nb = self.tmp / "notebooks"
+        if not nb.exists():
+            harness.copy_notebooks(ROOT / "notebooks", nb)
+        assert (nb / NOTEBOOK).exists(), f"notebooks/{NOTEBOOK} is missing"
+        return nb
+
+    def lab(self) -> tuple[harness.DashboardProbe, Shown]:
+        """Notebook 01 run in JupyterLab: its dashboard, and what it shows."""
+        if self._lab is None:
+            server = self.servers["lab"] = harness.lab_server(self.notebooks(),
+                                                              self.tmp / "lab")
+            self.stack.append(server.stop)
+            page = harness.new_page(self._browser(), 1800, 1900)  # the whole dashboard
+            harness.open_lab_notebook(page, server, NOTEBOOK)
+            self._open_voila()  # Voilà runs the notebook meanwhile
+            probe = harness.DashboardProbe(page)
+            probe.wait_settled()
+            dashboards = json.loads(harness.kernel_exec(page, _QUERY))
+            n = probe.guests()
+            on = probe.box.locator("button.widget-toggle-button.mod-active").all_inner_texts()
+            mine = [d for d in dashboards
+                    if d["scenario"]["guests"] == n and d["modes"] == on]
+            assert mine, f"no dashboard of the kernel shows {n} guests, {on}: {dashboards}"
+            d = mine[0]
+            self._lab = probe, Shown(d["scenario"], d["modes"], d["curve_guests"] or [])
+        return self._lab
+
+    def _open_voila(self) -> None:
+        if self._voila is None:
+            server = self.servers["voila"] = harness.voila_server(self.notebooks(),
+                                                                 self.tmp / "voila")
+            self.stack.append(server.stop)
+            self._voila = harness.new_page(self._browser(), 1800, 1900)
+            self._voila.goto(server.url(f"voila/render/{NOTEBOOK}"), wait_until="commit")
+
+    def voila(self) -> harness.DashboardProbe:
+        """Notebook 01 rendered by Voilà: its dashboard."""
+        self._open_voila()
+        probe = harness.DashboardProbe(self._voila)
+        probe.wait_settled()
+        return probe
+
+    def _run(self, scenario: dict[str, Any], mode: str) -> Future[dict[str, Any]]:
+        key = (json.dumps(scenario, sort_keys=True), mode)
+        if key not in self.runs:
+            self.runs[key] = self.pool.submit(model_run, scenario, mode)
+        return self.runs[key]
+
+    def expect(self, shown: Shown) -> Callable[[], dict[str, Any]]:
+        """What the figures must show (computed here, each Host run once, in workers):
+        call the result to wait for it."""
+        modes, n = shown.modes, shown.scenario["guests"]
+        at = {m: self._run(shown.scenario, m) for m in modes}
+        curve = {(m, p): self._run({**shown.scenario, "guests": p}, m)
+                 for m in modes for p in shown.points()}
+
+        def result() -> dict[str, Any]:
+            r = {m: f.result(timeout=180) for m, f in at.items()}
+            return {
+                "bars": {c: [round(r[m]["bytes"][c] / MIB, 6) for m in modes]
+                         for c in CATEGORIES},
+                "faults": {
+                    "major faults": [r[m]["totals"]["major_faults"] for m in modes],
+                    "minor faults": [r[m]["totals"]["minor_faults"] for m in modes],
+                    "disk reads (MiB)": [round(r[m]["totals"]["disk_read_bytes"] / MIB, 6)
+                                         for m in modes]},
+                "curve": {m: [round(curve[m, p].result(timeout=180)["host"] / MIB, 6)
+                              for p in shown.points()] for m in modes},
+                "guests": n,
+            }
+
+        return result
+
+    def close(self) -> None:
+        while self.stack:
+            try:
+                self.stack.pop()()
+            except Exception as e:  # keep stopping the rest
+                print(f"test_browser: cleanup: {e!r}", file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def session(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    s = Session(playwright, tmp_path_factory.mktemp("browser"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def chromium(require_tool: Callable[[str], str]) -> str:
+    """Debian's Chromium, or skip (fail in CI): apt-get install chromium."""
+    path = require_tool("chromium")
+    assert Path(harness.CHROMIUM).exists(), f"Playwright launches {harness.CHROMIUM}"
+    return path
+
+
+def _shot(probe: harness.DashboardProbe, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    probe.box.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_dashboard_in_jupyterlab(chromium: str, session: Session) -> None:
+    """Run all cells; the slider and a mode toggle redraw the figures with the model's numbers."""
+    start = time.perf_counter()
+    probe, shown = session.lab()
+    n = shown.scenario["guests"]
+    after = shown.at(n + 1)
+    with_dax = after.at(n + 1, [m for m in MODES if m in (*shown.modes, "dax")])
+    want_now, want_after, want_dax = (session.expect(s) for s in (shown, after, with_dax))
+    with _diagnosed(probe, session.servers["lab"], "lab"):
+        _shot(probe, "lab-1-initial")
+        _check(probe, shown, want_now())
+
+        ms = probe.move("ArrowRight", final=True)  # ksm, if shown, runs for the new count
+        assert probe.guests() == n + 1
+        _check(probe, after, want_after())
+        _shot(probe, "lab-2-slider")
+
+        probe.toggle("dax")  # on: a run at the slider's maximum, unless the cache has it
+        _wait_modes(probe, len(with_dax.modes))
+        _check(probe, with_dax, want_dax())
+        _shot(probe, "lab-3-dax")
+    print(f"jupyterlab: slider move to the model's numbers in {ms:.0f} ms "
+          f"(with ksm running once); test {time.perf_counter() - start:.0f} s")
+
+
+def test_dashboard_in_voila(chromium: str, session: Session) -> None:
+    """Voilà's default (non-progressive) rendering shows the current figures, and they move."""
+    _, shown = session.lab()  # the notebook's scenario, as its kernel holds it
+    probe = session.voila()
+    n = shown.scenario["guests"]
+    after = shown.at(n + 1)
+    without = after.at(n + 1, [m for m in after.modes if m != "ksm"] or ["pagecache"])
+    want_now, want_after, want_without = (session.expect(s) for s in (shown, after, without))
+    with _diagnosed(probe, session.servers["voila"], "voila"):
+        assert probe.guests() == n
+        _shot(probe, "voila-1-initial")
+        _check(probe, shown, want_now())
+
+        probe.move("ArrowRight", final=True)
+        _check(probe, after, want_after())
+        _shot(probe, "voila-2-slider")
+
+        probe.toggle("ksm")  # off: nothing to run
+        _wait_modes(probe, len(without.modes))
+        _check(probe, without, want_without())
+        _shot(probe, "voila-3-no-ksm")
+
+
+def _wait_modes(probe: harness.DashboardProbe, count: int) -> None:
+    """Until the bars have `count` modes and the update is done."""
+    probe.page.wait_for_function(
+        "([sel, n]) => [...document.querySelectorAll(sel + ' .js-plotly-plot')].some("
+        "p => p.data && p.data[0].x && p.data[0].x.length === n)",
+        arg=[probe.sel, count], timeout=120_000)
+    probe.wait_settled()
