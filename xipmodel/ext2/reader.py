@@ -743,8 +743,9 @@ class Ext2Image:
                 pieces.append(bytes(take))
             remaining -= take
             skip = 0
-        return pieces[0].tobytes() if len(pieces) == 1 and isinstance(pieces[0], memoryview) \
-            else b"".join(pieces)
+        if len(pieces) == 1 and isinstance(pieces[0], memoryview):
+            return pieces[0].tobytes()  # one contiguous run: a single copy
+        return b"".join(pieces)
 
     def open_file(
         self, path: str | bytes | os.PathLike[str], mode: str = "rb"

@@ -237,7 +237,6 @@ def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
         return 0
     ra = guest.ra_state(ino)
     first, last = pos >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
-    req = last - first + 1
     for index in range(first, last + 1):
         gpfn = guest.cache.find(ino, index)
         hit = gpfn is not None or guest.cache.policy == "linux"
@@ -258,6 +257,5 @@ def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
             guest.cache.mark_page_accessed(gpfn)
         elif guest.cache.policy == "opt":
             guest.cache.reference((ino, index))
-    del req
     ra.prev_pos = end - 1
     return end - pos

@@ -137,7 +137,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
         preset = guest.preset
         if not (preset.pte_present_p(pte) and _allowed(int(preset.pte_flags(pte)), write, exec_)):
             result = handle_mm_fault(guest, mm, address, write, exec_)
-            if (result & VM_FAULT_ERROR):
+            if result & VM_FAULT_ERROR:
                 return result
             pte = mm.pt.lookup_pte(vpn)
         bits = PTE_A | (PTE_D if write else 0)
@@ -201,7 +201,7 @@ def handle_mm_fault(guest: Guest, mm: MmStruct, address: int, write: bool,
     if result & VM_FAULT_MAJOR:
         stats.major_faults += 1
         guest.time += guest.costs.major_fault_ns
-    elif not (result & VM_FAULT_ERROR):
+    elif not result & VM_FAULT_ERROR:
         stats.minor_faults += 1
     if result & VM_FAULT_SIGBUS:
         stats.sigbus += 1
@@ -248,7 +248,7 @@ def do_read_fault(vmf: VmFaultInfo) -> int:
             vmf.handler = "do_read_fault → filemap_map_pages"
             return VM_FAULT_NOPAGE
     result = _vma_fault(vmf)
-    if (result & VM_FAULT_ERROR) or result & VM_FAULT_NOPAGE:
+    if result & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
         return result
     return result | finish_fault(vmf, writable=vmf.vma.shared and vmf.write)
 
@@ -270,9 +270,8 @@ def do_cow_fault(vmf: VmFaultInfo) -> int:
 
         return dax_iomap_fault(vmf)  # dax_fault_cow_page does the copy itself
     result = _vma_fault(vmf)
-    if (result & VM_FAULT_ERROR):
+    if result & VM_FAULT_ERROR:
         return result
-    source = vmf.page
     copy = guest.alloc_page(FrameKind.COW, guest.host.unique_content())
     if copy is None:
         return result | VM_FAULT_OOM
@@ -280,14 +279,14 @@ def do_cow_fault(vmf: VmFaultInfo) -> int:
     vmf.handler = "do_cow_fault → " + vmf.handler
     guest.stats.cow_faults += 1
     _emit_cow(vmf, "page cache", copy)
-    del source  # the page-cache page stays cached; only its copy is mapped
+    # The page-cache page stays cached; only its private copy is mapped.
     return result | finish_fault(vmf, writable=True) | VM_FAULT_DONE_COW
 
 
 def do_shared_fault(vmf: VmFaultInfo) -> int:
     """Model of do_shared_fault: a write to a shared file mapping dirties the page-cache page."""
     result = _vma_fault(vmf)
-    if (result & VM_FAULT_ERROR):
+    if result & VM_FAULT_ERROR:
         return result
     vmf.handler = "do_shared_fault → " + vmf.handler
     vmf.guest.write_page(vmf.page, vmf.guest.host.unique_content())
