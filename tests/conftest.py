@@ -34,18 +34,19 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=EXTRA_PATH)
 
 
+def need_tool(name: str) -> str:
+    """Path of the program `name`: skip locally, fail under CI=true when it is missing."""
+    path = find_tool(name)
+    if path is None:
+        _missing(f"the program {name!r}")
+    assert path is not None
+    return path
+
+
 @pytest.fixture
 def require_tool() -> Callable[[str], str]:
     """`require_tool("mke2fs")` → the tool's path, or skip (fail in CI)."""
-
-    def require(name: str) -> str:
-        path = find_tool(name)
-        if path is None:
-            _missing(f"the program {name!r}")
-        assert path is not None
-        return path
-
-    return require
+    return need_tool
 
 
 @pytest.fixture

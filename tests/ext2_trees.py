@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conftest import _missing, find_tool
+from conftest import need_tool
 
 FAKE_TIME = "1500000000"  # E2FSPROGS_FAKE_TIME: mke2fs's own timestamps
 UUID = "0b5e55ed-0123-4567-89ab-cdef01234567"
@@ -51,15 +51,6 @@ MIB = 1024 * KIB
 GIB = 1024 * MIB
 
 # --- tools ---------------------------------------------------------------------
-
-
-def need_tool(name: str) -> str:
-    """Path of an e2fsprogs program: skip locally, fail under CI=true (as `require_tool`)."""
-    path = find_tool(name)
-    if path is None:
-        _missing(f"the program {name!r}")
-    assert path is not None
-    return path
 
 
 def _env() -> dict[str, str]:

@@ -33,6 +33,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from xipmodel.distro import default_image
+from xipmodel.elf import exec_image
 from xipmodel.errors import ParameterError
 from xipmodel.events import EventBus
 from xipmodel.ext2.reader import Ext2Image
@@ -210,13 +212,6 @@ class Comparison:
                 "modes": {m: r.as_dict() for m, r in self.results.items()}}
 
 
-@lru_cache(maxsize=8)
-def _default_image() -> Ext2Image:
-    from xipmodel.distro import default_image
-
-    return default_image()
-
-
 class Host:
     """One host running `scenario` in `mode`, on `image` (default: the embedded distribution)."""
 
@@ -234,7 +229,7 @@ class Host:
             raise ParameterError(f"Host: mode {mode!r} is not one of {', '.join(MODES)}")
         self.scenario = scenario
         self.mode = mode
-        self.image = image if image is not None else _default_image()
+        self.image = image if image is not None else default_image()
         self.bus = bus if bus is not None else EventBus()
         self.memory = HostMemory()
         self.segment: SharedSegment | None = None
@@ -306,8 +301,6 @@ class Host:
 
     def run_program(self, guest: Guest, program: str, seed: int) -> None:
         """exec `program` in `guest` and replay a seeded run of it."""
-        from xipmodel.elf import exec_image
-
         model = PROGRAMS[program]
         mm = guest.new_process(program)
         if mm is None:

@@ -38,6 +38,7 @@ from typing import Any, Final
 import ipywidgets as W  # type: ignore[import-untyped]
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 
+from xipmodel.distro import default_image
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import MODES, Comparison, Host, RunResult, Scenario
 from xipmodel.lab import views
@@ -212,7 +213,7 @@ class Dashboard:
         self.cache = cache if cache is not None else RunCache(image)
         self.base = scenario
         self.curve_guests = curve_guests
-        img = image if image is not None else _default_image()
+        img = image if image is not None else default_image()
         mixes = {k: v for k, v in mixes.items() if _runnable(v, img)}
         if scenario.workload not in mixes.values():
             mixes = {"this scenario's": scenario.workload, **mixes}
@@ -391,12 +392,6 @@ def _kernel_events() -> Any:
     if shell is None or getattr(shell, "kernel", None) is None:
         return None
     return shell.events
-
-
-def _default_image() -> Ext2Image:
-    from xipmodel.distro import default_image
-
-    return default_image()
 
 
 def _runnable(workload: Workload, image: Ext2Image) -> bool:
@@ -666,7 +661,7 @@ def ext2_explorer(image: Ext2Image | None = None) -> Any:
     In XIP mode image block b is the shared segment's page b: the figure is also a map of
     which segment pages a file's pages are.
     """
-    return Ext2Explorer(image if image is not None else _default_image()).widget
+    return Ext2Explorer(image if image is not None else default_image()).widget
 
 
 # ── the timeline ────────────────────────────────────────────────────────────────────────

@@ -17,7 +17,7 @@ host paging the block in the first time any guest touches it.
 from __future__ import annotations
 
 from xipmodel.events import Cow
-from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
+from xipmodel.mm.frames import FrameKind
 from xipmodel.mm.memory import (
     VM_FAULT_DONE_COW,
     VM_FAULT_NOPAGE,
@@ -69,11 +69,6 @@ def dax_iomap_fault(vmf: VmFaultInfo) -> int:
     if not guest.install_pte(vmf.mm, vmf.vpn, gpfn, False, vmf.vma.exec):
         return VM_FAULT_OOM
     return VM_FAULT_NOPAGE
-
-
-def block_content(block: int) -> int:
-    """The content identity of image `block` (a hole reads as zeros)."""
-    return CONTENT_BLOCK + block if block else CONTENT_ZERO
 
 
 # The 2.6-era name of the same handler (mm/filemap_xip.c).

@@ -239,7 +239,7 @@ def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
     first, last = pos >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
     for index in range(first, last + 1):
         gpfn = guest.cache.find(ino, index)
-        hit = gpfn is not None or guest.cache.policy == "linux"
+        missed = gpfn is None
         if gpfn is None:
             page_cache_ra(guest, ino, ra.ondemand(index, last - index + 1, False), "sync")
             gpfn = guest.cache.find(ino, index)
@@ -253,9 +253,6 @@ def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
             window = ra.ondemand(index, last - index + 1, True,
                                  guest.cache.next_miss(ino, index + 1, ra.ra_pages))
             page_cache_ra(guest, ino, window, "async")
-        if hit and guest.cache.policy != "opt":
-            guest.cache.mark_page_accessed(gpfn)
-        elif guest.cache.policy == "opt":
-            guest.cache.reference((ino, index))
+        guest.cache.mark_page_accessed(gpfn, just_read=missed)
     ra.prev_pos = end - 1
     return end - pos

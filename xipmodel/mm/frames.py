@@ -189,7 +189,3 @@ class HostMemory:
         counts = np.bincount(self.kind[: self._top], minlength=len(FrameKind))
         return {k: int(counts[k]) for k in FrameKind if k != FrameKind.FREE}
 
-    def frames_of(self, owner: int) -> npt.NDArray[np.int64]:
-        """Allocated frames owned by `owner` (a guest id, OWNER_HOST or OWNER_SEGMENT)."""
-        used = self.kind[: self._top] != FrameKind.FREE
-        return np.flatnonzero(used & (self.owner[: self._top] == owner)).astype(np.int64)

@@ -29,7 +29,7 @@ from xipmodel.errors import ParameterError, ReadOnlyImageError
 from xipmodel.events import EventBus, Oom, PteInstall
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.mm.frames import CONTENT_ZERO, FrameKind, HostMemory
-from xipmodel.mm.pagecache import LRU_ACTIVE, PageCache
+from xipmodel.mm.pagecache import PageCache
 from xipmodel.mm.pagetable import PageTable, nested_walk_refs
 from xipmodel.mm.readahead import VM_READAHEAD_PAGES, FileRaState
 from xipmodel.mm.segment import SharedSegment
@@ -717,9 +717,6 @@ class Guest:
             "inactive": self.cache.nr_inactive,
             "xip_mapped_blocks": len(self.dcss_mapped),
         }
-
-    def is_cached_active(self, gpfn: int) -> bool:
-        return bool(self.cache.lru[gpfn] == LRU_ACTIVE)
 
     # --- running code ---------------------------------------------------------------------
 

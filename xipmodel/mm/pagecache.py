@@ -201,13 +201,19 @@ class PageCache:
 
     # --- references ---------------------------------------------------------------------
 
-    def mark_page_accessed(self, gpfn: int) -> None:
-        """Model of mm/swap.c:folio_mark_accessed, the read() path (textbook: a hit)."""
+    def mark_page_accessed(self, gpfn: int, just_read: bool = False) -> None:
+        """Model of mm/swap.c:folio_mark_accessed, the read() path.
+
+        `just_read`: the page was read in for this very access. Linux marks it all the
+        same; for a textbook policy its insertion was the use (OPT still counts it).
+        """
         if self.policy == "linux":
             if self.lru[gpfn] == LRU_INACTIVE and self.referenced[gpfn]:
                 self._to_active(gpfn)  # inactive,referenced → active,unreferenced
             elif not self.referenced[gpfn]:
                 self.referenced[gpfn] = True
+            return
+        if just_read and self.policy != "opt":
             return
         self.touch(gpfn)
 

@@ -55,7 +55,6 @@ class SharedSegment:
         self.blocks = image.superblock.s_blocks_count
         self.frame_of = np.full(self.blocks, -1, dtype=np.int64)  # host frame per image block
         self.page_ins = 0
-        self.generation = 1  # bumped by a new populate + save (an update)
 
     def direct_access(self, block: int, time: int = 0, guest: int = -1) -> int | None:
         """Model of dcssblk_direct_access: the host frame holding image `block` (paged in if new).
@@ -80,10 +79,3 @@ class SharedSegment:
     def resident(self) -> int:
         """Blocks of the segment that occupy a host frame."""
         return int(np.count_nonzero(self.frame_of >= 0))
-
-    def users(self) -> np.ndarray:
-        """Per image block: how many mappings (guests) hold its host frame (0 if not resident)."""
-        out = np.zeros(self.blocks, dtype=np.int64)
-        resident = self.frame_of >= 0
-        out[resident] = self.host.refcount[self.frame_of[resident]] - 1
-        return out
