@@ -5,10 +5,18 @@ machine (and to e2fsprogs to build images), so the image is *generated*: every
 file is a valid ELF object whose header, program headers, PT_INTERP string and
 PT_DYNAMIC (DT_NEEDED, DT_SONAME, DT_STRTAB, DT_STRSZ, DT_RELASZ) are those of a
 real Debian 12 (bookworm, amd64) binary, and whose other bytes are pseudo-random
-(seeded from the path), so files differ and compress badly, like code. The
-table `DISTRO` was read from a bookworm machine with `xipmodel.elf.ElfFile`;
-each entry names the Debian package and version it came from. Sizes are exact,
-so block counts, page counts and segment boundaries are those of the real files.
+(seeded from the path), so files differ and compress badly, like code. Sizes are
+exact, so block counts, page counts and segment boundaries are those of the real files.
+
+The facts are data, not code: they live in the package data file
+xipmodel/data/distro/debian12.toml, read once at import by `load_table` into
+`DISTRO` (one `ElfSpec` per file, read from a bookworm machine with
+`xipmodel.elf.ElfFile`; each names the Debian package and version it came from),
+`SYMLINKS` and `PROGRAMS`. `load_table` checks the file as it reads it: every
+field present, no unknown field, each of its type and in range (integers in
+[0, 2**64), absolute normalized paths, e_type and p_type by their readelf names,
+program headers of seven fields inside the file) and entries unique; anything
+else raises `DataFileError` naming the file, the entry, the field and the value.
 
 One generated file, drawn for dash (offsets from the table)::
 
@@ -29,8 +37,8 @@ The tree follows Debian's usrmerge layout::
                                 need, under their real file names with SONAME links
 
 The image is built once per process (`default_image`) and cached on disk under
-$XDG_CACHE_HOME/xipmodel/ (else ~/.cache/xipmodel/), keyed by a hash of the table
-and the generator; an unwritable cache directory just means building in memory.
+$XDG_CACHE_HOME/xipmodel/ (else ~/.cache/xipmodel/), keyed by a hash of the loaded
+table and the generator; an unwritable cache directory just means building in memory.
 
 `PROGRAMS` describes how each program ran on that machine: resident text and
 dirtied file pages per object, heap, stack and other anonymous pages — facts for
@@ -42,12 +50,15 @@ dynamic modules and configuration files.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
+import posixpath
 import threading
+import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, NamedTuple
 
 import numpy as np
 
@@ -60,40 +71,35 @@ from xipmodel.elf import (
     ELFCLASS64,
     ELFDATA2LSB,
     EM_X86_64,
+    ET_NAMES,
     EV_CURRENT,
     PF_R,
     PF_W,
     PF_X,
     PT_DYNAMIC,
-    PT_GNU_EH_FRAME,
-    PT_GNU_PROPERTY,
-    PT_GNU_RELRO,
-    PT_GNU_STACK,
     PT_INTERP,
     PT_LOAD,
-    PT_NOTE,
-    PT_PHDR,
-    PT_TLS,
+    PT_NAMES,
     ElfError,
     ElfHeader,
     ProgramHeader,
 )
+from xipmodel.errors import DataFileError
 from xipmodel.ext2.builder import Entry, File, Symlink, build_image
 from xipmodel.ext2.reader import Ext2Image
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "DISTRO",
     "LIB_DIR",
     "PROGRAMS",
     "SYMLINKS",
+    "DistroTable",
     "ElfSpec",
     "Program",
     "default_image",
     "default_image_bytes",
     "distro_tree",
+    "load_table",
     "make_elf",
     "needed_closure",
     "resolve",
@@ -137,370 +143,248 @@ class ElfSpec:
         return tuple(ph for ph in self.program_headers if ph.p_type == PT_LOAD)
 
 
-# Read with xipmodel.elf from the files of a Debian 12 (bookworm) amd64 machine; the
-# comment above each entry names the package and version the file came from.
-DISTRO: Final[tuple[ElfSpec, ...]] = (
-    # ld-linux-x86-64.so.2 from libc6 2.36-9+deb12u14
-    ElfSpec('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 3, 0x1ab70, 215000,
-            interp=None, soname='ld-linux-x86-64.so.2',
-            needed=(),
-            dt_strtab=0x8c0, reloc_bytes=120,
-            package='libc6 2.36-9+deb12u14',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0xd58, 0xd58, PF_R, 0x1000),
-                (PT_LOAD, 0x1000, 0x1000, 0x25111, 0x25111, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x27000, 0x27000, 0x9c7c, 0x9c7c, PF_R, 0x1000),
-                (PT_LOAD, 0x31900, 0x31900, 0x2810, 0x29d8, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x32e40, 0x32e40, 0x1a0, 0x1a0, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x238, 0x238, 0x24, 0x24, PF_R, 0x4),
-                (PT_GNU_EH_FRAME, 0x2d018, 0x2d018, 0x934, 0x934, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x31900, 0x31900, 0x1700, 0x1700, PF_R, 0x1),
-            )),
-    # libc.so.6 from libc6 2.36-9+deb12u14
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libc.so.6', 3, 0x27410, 1926232,
-            interp='/lib64/ld-linux-x86-64.so.2', soname='libc.so.6',
-            needed=('ld-linux-x86-64.so.2',),
-            dt_strtab=0x1a7b0, reloc_bytes=3384,
-            package='libc6 2.36-9+deb12u14',
-            phdrs=(
-                (PT_PHDR, 0x40, 0x40, 0x310, 0x310, PF_R, 0x8),
-                (PT_INTERP, 0x1a1b10, 0x1a1b10, 0x1c, 0x1c, PF_R, 0x10),
-                (PT_LOAD, 0x0, 0x0, 0x25388, 0x25388, PF_R, 0x1000),
-                (PT_LOAD, 0x26000, 0x26000, 0x1550fc, 0x1550fc, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x17c000, 0x17c000, 0x52c31, 0x52c31, PF_R, 0x1000),
-                (PT_LOAD, 0x1cf8d0, 0x1cf8d0, 0x4f98, 0x12680, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x1d2b60, 0x1d2b60, 0x200, 0x200, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x350, 0x350, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x370, 0x370, 0x44, 0x44, PF_R, 0x4),
-                (PT_TLS, 0x1cf8d0, 0x1cf8d0, 0x10, 0x90, PF_R, 0x8),
-                (PT_GNU_PROPERTY, 0x350, 0x350, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0x1a1b2c, 0x1a1b2c, 0x7414, 0x7414, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x1cf8d0, 0x1cf8d0, 0x3730, 0x3730, PF_R, 0x1),
-            )),
-    # libm.so.6 from libc6 2.36-9+deb12u14
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libm.so.6', 3, 0x0, 911904,
-            interp=None, soname='libm.so.6',
-            needed=('libc.so.6', 'ld-linux-x86-64.so.2'),
-            dt_strtab=0xbd90, reloc_bytes=984,
-            package='libc6 2.36-9+deb12u14',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0xf5c0, 0xf5c0, PF_R, 0x1000),
-                (PT_LOAD, 0x10000, 0x10000, 0x733e1, 0x733e1, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x84000, 0x84000, 0x59a94, 0x59a94, PF_R, 0x1000),
-                (PT_LOAD, 0xddd38, 0xded38, 0x3cc, 0x3d8, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0xddd48, 0xded48, 0x250, 0x250, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x2a8, 0x2a8, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x2c8, 0x2c8, 0x44, 0x44, PF_R, 0x4),
-                (PT_GNU_PROPERTY, 0x2a8, 0x2a8, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0xd3620, 0xd3620, 0x1b54, 0x1b54, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0xddd38, 0xded38, 0x2c8, 0x2c8, PF_R, 0x1),
-            )),
-    # dash from dash 0.5.12-2
-    ElfSpec('/usr/bin/dash', 3, 0x4760, 125640,
-            interp='/lib64/ld-linux-x86-64.so.2', soname=None,
-            needed=('libc.so.6',),
-            dt_strtab=0xda8, reloc_bytes=9216,
-            package='dash 0.5.12-2',
-            phdrs=(
-                (PT_PHDR, 0x40, 0x40, 0x2d8, 0x2d8, PF_R, 0x8),
-                (PT_INTERP, 0x318, 0x318, 0x1c, 0x1c, PF_R, 0x1),
-                (PT_LOAD, 0x0, 0x0, 0x36d8, 0x36d8, PF_R, 0x1000),
-                (PT_LOAD, 0x4000, 0x4000, 0x12bb9, 0x12bb9, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x17000, 0x17000, 0x5864, 0x5864, PF_R, 0x1000),
-                (PT_LOAD, 0x1ce30, 0x1de30, 0x1410, 0x4140, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x1db28, 0x1eb28, 0x1f0, 0x1f0, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x358, 0x358, 0x44, 0x44, PF_R, 0x4),
-                (PT_GNU_PROPERTY, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0x18f24, 0x18f24, 0x7fc, 0x7fc, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x1ce30, 0x1de30, 0x11d0, 0x11d0, PF_R, 0x1),
-            )),
-    # bash from bash 5.2.15-2+b8
-    ElfSpec('/usr/bin/bash', 3, 0x31750, 1265648,
-            interp='/lib64/ld-linux-x86-64.so.2', soname=None,
-            needed=('libtinfo.so.6', 'libc.so.6'),
-            dt_strtab=0x141e0, reloc_bytes=62736,
-            package='bash 5.2.15-2+b8',
-            phdrs=(
-                (PT_PHDR, 0x40, 0x40, 0x2d8, 0x2d8, PF_R, 0x8),
-                (PT_INTERP, 0x318, 0x318, 0x1c, 0x1c, PF_R, 0x1),
-                (PT_LOAD, 0x0, 0x0, 0x2ed48, 0x2ed48, PF_R, 0x1000),
-                (PT_LOAD, 0x2f000, 0x2f000, 0xc0b9d, 0xc0b9d, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0xf0000, 0xf0000, 0x37f44, 0x37f44, PF_R, 0x1000),
-                (PT_LOAD, 0x128af0, 0x128af0, 0xbc74, 0x16cf0, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x12b5e8, 0x12b5e8, 0x200, 0x200, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x358, 0x358, 0x44, 0x44, PF_R, 0x4),
-                (PT_GNU_PROPERTY, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0x109f3c, 0x109f3c, 0x4734, 0x4734, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x128af0, 0x128af0, 0x3510, 0x3510, PF_R, 0x1),
-            )),
-    # ls from coreutils 9.1-1
-    ElfSpec('/usr/bin/ls', 3, 0x61d0, 151344,
-            interp='/lib64/ld-linux-x86-64.so.2', soname=None,
-            needed=('libselinux.so.1', 'libc.so.6'),
-            dt_strtab=0x1040, reloc_bytes=7896,
-            package='coreutils 9.1-1',
-            phdrs=(
-                (PT_PHDR, 0x40, 0x40, 0x2d8, 0x2d8, PF_R, 0x8),
-                (PT_INTERP, 0x318, 0x318, 0x1c, 0x1c, PF_R, 0x1),
-                (PT_LOAD, 0x0, 0x0, 0x36c0, 0x36c0, PF_R, 0x1000),
-                (PT_LOAD, 0x4000, 0x4000, 0x15759, 0x15759, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x1a000, 0x1a000, 0x8ed0, 0x8ed0, PF_R, 0x1000),
-                (PT_LOAD, 0x232b0, 0x232b0, 0x1310, 0x25f8, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x23d98, 0x23d98, 0x1f0, 0x1f0, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x358, 0x358, 0x44, 0x44, PF_R, 0x4),
-                (PT_GNU_PROPERTY, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0x1ef7c, 0x1ef7c, 0x9fc, 0x9fc, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x232b0, 0x232b0, 0xd50, 0xd50, PF_R, 0x1),
-            )),
-    # cat from coreutils 9.1-1
-    ElfSpec('/usr/bin/cat', 3, 0x3130, 44016,
-            interp='/lib64/ld-linux-x86-64.so.2', soname=None,
-            needed=('libc.so.6',),
-            dt_strtab=0xa30, reloc_bytes=2184,
-            package='coreutils 9.1-1',
-            phdrs=(
-                (PT_PHDR, 0x40, 0x40, 0x2d8, 0x2d8, PF_R, 0x8),
-                (PT_INTERP, 0x318, 0x318, 0x1c, 0x1c, PF_R, 0x1),
-                (PT_LOAD, 0x0, 0x0, 0x1720, 0x1720, PF_R, 0x1000),
-                (PT_LOAD, 0x2000, 0x2000, 0x4da9, 0x4da9, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x7000, 0x7000, 0x20e8, 0x20e8, PF_R, 0x1000),
-                (PT_LOAD, 0x9c30, 0xac30, 0x650, 0x7e8, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x9dd8, 0xadd8, 0x1e0, 0x1e0, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x358, 0x358, 0x44, 0x44, PF_R, 0x4),
-                (PT_GNU_PROPERTY, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0x7ef0, 0x7ef0, 0x32c, 0x32c, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x9c30, 0xac30, 0x3d0, 0x3d0, PF_R, 0x1),
-            )),
-    # grep from grep 3.8-5
-    ElfSpec('/usr/bin/grep', 3, 0x6250, 203152,
-            interp='/lib64/ld-linux-x86-64.so.2', soname=None,
-            needed=('libpcre2-8.so.0', 'libc.so.6'),
-            dt_strtab=0x1310, reloc_bytes=6816,
-            package='grep 3.8-5',
-            phdrs=(
-                (PT_PHDR, 0x40, 0x40, 0x2d8, 0x2d8, PF_R, 0x8),
-                (PT_INTERP, 0x318, 0x318, 0x1c, 0x1c, PF_R, 0x1),
-                (PT_LOAD, 0x0, 0x0, 0x3748, 0x3748, PF_R, 0x1000),
-                (PT_LOAD, 0x4000, 0x4000, 0x23359, 0x23359, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x28000, 0x28000, 0x7820, 0x7820, PF_R, 0x1000),
-                (PT_LOAD, 0x2ff70, 0x30f70, 0x1194, 0x11d20, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x309b8, 0x319b8, 0x200, 0x200, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x358, 0x358, 0x44, 0x44, PF_R, 0x4),
-                (PT_GNU_PROPERTY, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0x2ae5c, 0x2ae5c, 0xa34, 0xa34, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x2ff70, 0x30f70, 0x1090, 0x1090, PF_R, 0x1),
-            )),
-    # python3.11 from python3.11-minimal 3.11.2-6+deb12u6
-    ElfSpec('/usr/bin/python3.11', 2, 0x627bb0, 6831736,
-            interp='/lib64/ld-linux-x86-64.so.2', soname=None,
-            needed=('libm.so.6', 'libz.so.1', 'libexpat.so.1', 'libc.so.6'),
-            dt_strtab=0x410588, reloc_bytes=12408,
-            package='python3.11-minimal 3.11.2-6+deb12u6',
-            phdrs=(
-                (PT_PHDR, 0x40, 0x400040, 0x2d8, 0x2d8, PF_R, 0x8),
-                (PT_INTERP, 0x318, 0x400318, 0x1c, 0x1c, PF_R, 0x1),
-                (PT_LOAD, 0x0, 0x400000, 0x1e3e8, 0x1e3e8, PF_R, 0x1000),
-                (PT_LOAD, 0x1f000, 0x41f000, 0x2b2289, 0x2b2289, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x2d2000, 0x6d2000, 0x272968, 0x272968, PF_R, 0x1000),
-                (PT_LOAD, 0x544dc8, 0x945dc8, 0x13e4b0, 0x1832f0, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x544dd8, 0x945dd8, 0x200, 0x200, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x338, 0x400338, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x358, 0x400358, 0x44, 0x44, PF_R, 0x4),
-                (PT_GNU_PROPERTY, 0x338, 0x400338, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0x4cc5a4, 0x8cc5a4, 0x13f74, 0x13f74, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x544dc8, 0x945dc8, 0x238, 0x238, PF_R, 0x1),
-            )),
-    # nginx from nginx 1.22.1-9+deb12u9
-    ElfSpec('/usr/sbin/nginx', 3, 0x25410, 1260456,
-            interp='/lib64/ld-linux-x86-64.so.2', soname=None,
-            needed=('libcrypt.so.1', 'libpcre2-8.so.0', 'libssl.so.3', 'libcrypto.so.3',
-                    'libz.so.1', 'libc.so.6'),
-            dt_strtab=0x84e8, reloc_bytes=82824,
-            package='nginx 1.22.1-9+deb12u9',
-            phdrs=(
-                (PT_PHDR, 0x40, 0x40, 0x2d8, 0x2d8, PF_R, 0x8),
-                (PT_INTERP, 0x318, 0x318, 0x1c, 0x1c, PF_R, 0x1),
-                (PT_LOAD, 0x0, 0x0, 0x22958, 0x22958, PF_R, 0x1000),
-                (PT_LOAD, 0x23000, 0x23000, 0xbe5e1, 0xbe5e1, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0xe2000, 0xe2000, 0x37c04, 0x37c04, PF_R, 0x1000),
-                (PT_LOAD, 0x11a850, 0x11a850, 0x18ad0, 0x380b0, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x11b0c0, 0x11b0c0, 0x240, 0x240, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_NOTE, 0x358, 0x358, 0x44, 0x44, PF_R, 0x4),
-                (PT_GNU_PROPERTY, 0x338, 0x338, 0x20, 0x20, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0xff164, 0xff164, 0x335c, 0x335c, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x11a850, 0x11a850, 0x17b0, 0x17b0, PF_R, 0x1),
-            )),
-    # libz.so.1.2.13 from zlib1g 1:1.2.13.dfsg-1
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libz.so.1.2.13', 3, 0x0, 121280,
-            interp=None, soname='libz.so.1',
-            needed=('libc.so.6',),
-            dt_strtab=0x11c8, reloc_bytes=1920,
-            package='zlib1g 1:1.2.13.dfsg-1',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0x2280, 0x2280, PF_R, 0x1000),
-                (PT_LOAD, 0x3000, 0x3000, 0x1200d, 0x1200d, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x16000, 0x16000, 0x63c8, 0x63c8, PF_R, 0x1000),
-                (PT_LOAD, 0x1cc70, 0x1dc70, 0x518, 0x520, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x1cdd0, 0x1ddd0, 0x1f0, 0x1f0, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x238, 0x238, 0x24, 0x24, PF_R, 0x4),
-                (PT_GNU_EH_FRAME, 0x1a854, 0x1a854, 0x3e4, 0x3e4, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x1cc70, 0x1dc70, 0x390, 0x390, PF_R, 0x1),
-            )),
-    # libexpat.so.1.8.10 from libexpat1 2.5.0-1+deb12u1
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libexpat.so.1.8.10', 3, 0x0, 174176,
-            interp=None, soname='libexpat.so.1',
-            needed=('libc.so.6',),
-            dt_strtab=0xd58, reloc_bytes=7680,
-            package='libexpat1 2.5.0-1+deb12u1',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0x3418, 0x3418, PF_R, 0x1000),
-                (PT_LOAD, 0x4000, 0x4000, 0x1b50d, 0x1b50d, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x20000, 0x20000, 0x7bac, 0x7bac, PF_R, 0x1000),
-                (PT_LOAD, 0x281b0, 0x281b0, 0x1ec8, 0x1ed0, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x29dc0, 0x29dc0, 0x1d0, 0x1d0, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x238, 0x238, 0x24, 0x24, PF_R, 0x4),
-                (PT_GNU_EH_FRAME, 0x243e0, 0x243e0, 0x934, 0x934, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x281b0, 0x281b0, 0x1e50, 0x1e50, PF_R, 0x1),
-            )),
-    # libtinfo.so.6.4 from libtinfo6 6.4-4
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libtinfo.so.6.4', 3, 0x0, 204088,
-            interp=None, soname='libtinfo.so.6',
-            needed=('libc.so.6',),
-            dt_strtab=0x2a98, reloc_bytes=40584,
-            package='libtinfo6 6.4-4',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0xe0a0, 0xe0a0, PF_R, 0x1000),
-                (PT_LOAD, 0xf000, 0xf000, 0x103e1, 0x103e1, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x20000, 0x20000, 0xd7e8, 0xd7e8, PF_R, 0x1000),
-                (PT_LOAD, 0x2d850, 0x2e850, 0x3c5c, 0x40f0, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x307e8, 0x317e8, 0x210, 0x210, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x238, 0x238, 0x24, 0x24, PF_R, 0x4),
-                (PT_GNU_EH_FRAME, 0x2a974, 0x2a974, 0x7e4, 0x7e4, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x2d850, 0x2e850, 0x37b0, 0x37b0, PF_R, 0x1),
-            )),
-    # libselinux.so.1 from libselinux1 3.4-1+b6
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libselinux.so.1', 3, 0x0, 174312,
-            interp=None, soname='libselinux.so.1',
-            needed=('libpcre2-8.so.0', 'libc.so.6', 'ld-linux-x86-64.so.2'),
-            dt_strtab=0x2ec8, reloc_bytes=6144,
-            package='libselinux1 3.4-1+b6',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0x6600, 0x6600, PF_R, 0x1000),
-                (PT_LOAD, 0x7000, 0x7000, 0x1a785, 0x1a785, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x22000, 0x22000, 0x754c, 0x754c, PF_R, 0x1000),
-                (PT_LOAD, 0x295b8, 0x2a5b8, 0xab0, 0x3118, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x29650, 0x2a650, 0x230, 0x230, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x270, 0x270, 0x24, 0x24, PF_R, 0x4),
-                (PT_TLS, 0x295b8, 0x2a5b8, 0x28, 0xe8, PF_R, 0x8),
-                (PT_GNU_EH_FRAME, 0x241a8, 0x241a8, 0xb7c, 0xb7c, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x295b8, 0x2a5b8, 0xa48, 0xa48, PF_R, 0x1),
-            )),
-    # libpcre2-8.so.0.11.2 from libpcre2-8-0 10.42-1
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2', 3, 0x0, 629384,
-            interp=None, soname='libpcre2-8.so.0',
-            needed=('libc.so.6',),
-            dt_strtab=0xe28, reloc_bytes=1776,
-            package='libpcre2-8-0 10.42-1',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0x1f48, 0x1f48, PF_R, 0x1000),
-                (PT_LOAD, 0x2000, 0x2000, 0x6aa25, 0x6aa25, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x6d000, 0x6d000, 0x2ad98, 0x2ad98, PF_R, 0x1000),
-                (PT_LOAD, 0x98cf0, 0x98cf0, 0x5b0, 0x698, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x98dc8, 0x98dc8, 0x1d0, 0x1d0, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x238, 0x238, 0x24, 0x24, PF_R, 0x4),
-                (PT_GNU_EH_FRAME, 0x910c0, 0x910c0, 0x814, 0x814, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x98cf0, 0x98cf0, 0x310, 0x310, PF_R, 0x1),
-            )),
-    # libcrypt.so.1.1.0 from libcrypt1 1:4.4.33-2
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libcrypt.so.1.1.0', 3, 0x0, 206776,
-            interp=None, soname='libcrypt.so.1',
-            needed=('libc.so.6',),
-            dt_strtab=0x818, reloc_bytes=1896,
-            package='libcrypt1 1:4.4.33-2',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0x1360, 0x1360, PF_R, 0x1000),
-                (PT_LOAD, 0x2000, 0x2000, 0x15345, 0x15345, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x18000, 0x18000, 0x198c8, 0x198c8, PF_R, 0x1000),
-                (PT_LOAD, 0x31a50, 0x32a50, 0x5b8, 0x8858, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x31d28, 0x32d28, 0x1e0, 0x1e0, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x238, 0x238, 0x24, 0x24, PF_R, 0x4),
-                (PT_GNU_EH_FRAME, 0x2f508, 0x2f508, 0x414, 0x414, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x31a50, 0x32a50, 0x5b0, 0x5b0, PF_R, 0x1),
-            )),
-    # libssl.so.3 from libssl3 3.0.19-1~deb12u2
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libssl.so.3', 3, 0x0, 688160,
-            interp=None, soname='libssl.so.3',
-            needed=('libcrypto.so.3', 'libc.so.6'),
-            dt_strtab=0x7210, reloc_bytes=72552,
-            package='libssl3 3.0.19-1~deb12u2',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0x1ea48, 0x1ea48, PF_R, 0x1000),
-                (PT_LOAD, 0x1f000, 0x1f000, 0x5cf51, 0x5cf51, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x7c000, 0x7c000, 0x1e7a0, 0x1e7a0, PF_R, 0x1000),
-                (PT_LOAD, 0x9a7f0, 0x9b7f0, 0xd040, 0xd080, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0xa2910, 0xa3910, 0x220, 0x220, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x238, 0x238, 0x24, 0x24, PF_R, 0x4),
-                (PT_GNU_EH_FRAME, 0x8a6e8, 0x8a6e8, 0x2864, 0x2864, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x9a7f0, 0x9b7f0, 0x9810, 0x9810, PF_R, 0x1),
-            )),
-    # libcrypto.so.3 from libssl3 3.0.19-1~deb12u2
-    ElfSpec('/usr/lib/x86_64-linux-gnu/libcrypto.so.3', 3, 0x0, 4734232,
-            interp=None, soname='libcrypto.so.3',
-            needed=('libc.so.6',),
-            dt_strtab=0x2ab00, reloc_bytes=506712,
-            package='libssl3 3.0.19-1~deb12u2',
-            phdrs=(
-                (PT_LOAD, 0x0, 0x0, 0xc4b30, 0xc4b30, PF_R, 0x1000),
-                (PT_LOAD, 0xc5000, 0xc5000, 0x27c6a9, 0x27c6a9, PF_R | PF_X, 0x1000),
-                (PT_LOAD, 0x342000, 0x342000, 0xdd6b0, 0xdd6b0, PF_R, 0x1000),
-                (PT_LOAD, 0x41fe90, 0x420e90, 0x63698, 0x66720, PF_R | PF_W, 0x1000),
-                (PT_DYNAMIC, 0x47aa70, 0x47ba70, 0x210, 0x210, PF_R | PF_W, 0x8),
-                (PT_NOTE, 0x238, 0x238, 0x24, 0x24, PF_R, 0x4),
-                (PT_GNU_EH_FRAME, 0x39b858, 0x39b858, 0x15504, 0x15504, PF_R, 0x4),
-                (PT_GNU_STACK, 0x0, 0x0, 0x0, 0x0, PF_R | PF_W, 0x10),
-                (PT_GNU_RELRO, 0x41fe90, 0x420e90, 0x61170, 0x61170, PF_R, 0x1),
-            )),
-)
+@dataclass(frozen=True)
+class Program:
+    """A program of the distribution and what one run of it looked like on a real machine.
 
-# Names that point at other files, as Debian installs them (usrmerge, SONAME links).
-SYMLINKS: Final[dict[str, str]] = {
-    "/bin": "usr/bin",
-    "/lib": "usr/lib",
-    "/lib64": "usr/lib64",
-    "/sbin": "usr/sbin",
-    "/usr/bin/python3": "python3.11",
-    "/usr/bin/sh": "dash",
-    "/usr/lib64/ld-linux-x86-64.so.2": "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
-    f"{LIB_DIR}/libz.so.1": "libz.so.1.2.13",
-    f"{LIB_DIR}/libexpat.so.1": "libexpat.so.1.8.10",
-    f"{LIB_DIR}/libtinfo.so.6": "libtinfo.so.6.4",
-    f"{LIB_DIR}/libpcre2-8.so.0": "libpcre2-8.so.0.11.2",
-    f"{LIB_DIR}/libcrypt.so.1": "libcrypt.so.1.1.0",
-}
+    Measured on Debian 12 (kernel 6.18, 4 KiB pages) from /proc/PID/smaps about one
+    second after start, with the program blocked on input (or on a full pipe for ls):
+    `text_resident` is (object, resident pages, pages mapped) of each r-x mapping;
+    `file_dirty` the Private_Dirty pages of each object's file mappings (relocations,
+    padzero, written .data); heap, stack and other anonymous pages are resident pages.
+    Resident file pages include the kernel's fault-around (64 KiB windows), so they
+    are an upper bound on the pages the program itself touched.
+    """
 
+    name: str
+    path: str  # the main binary in the image
+    run: str  # the command line measured
+    text_resident: tuple[tuple[str, int, int], ...] = ()
+    file_dirty: tuple[tuple[str, int], ...] = ()
+    heap_pages: int = 0
+    stack_pages: int = 0
+    anon_pages: int = 0  # .bss and anonymous mmaps other than [heap] and [stack]
+
+    @cached_property
+    def libraries(self) -> tuple[str, ...]:
+        """The DT_NEEDED closure of the main binary, breadth-first."""
+        return needed_closure(self.path)
+
+    @property
+    def interp(self) -> str | None:
+        """The PT_INTERP of the main binary."""
+        return spec(self.path).interp
+
+    def text_fraction(self, path: str) -> float:
+        """Resident share of `path`'s text after start (0.0 if the run did not map it)."""
+        real = resolve(path)
+        for obj, resident, mapped in self.text_resident:
+            if resolve(obj) == real:
+                return resident / mapped
+        return 0.0
+
+
+# --- the data file -------------------------------------------------------------
+
+class DistroTable(NamedTuple):
+    """The facts of one distribution data file: its ELF files, symlinks and program runs."""
+
+    elf: tuple[ElfSpec, ...]
+    symlinks: dict[str, str]
+    programs: dict[str, Program]
+
+
+_TOP_FIELDS: Final = ("elf", "symlinks", "program")
+_ELF_FIELDS: Final = ("path", "package", "e_type", "e_entry", "size", "interp", "soname",
+                      "needed", "dt_strtab", "reloc_bytes", "phdrs")
+_PHDR_FIELDS: Final = ("p_type", "p_offset", "p_vaddr", "p_filesz", "p_memsz", "p_flags",
+                       "p_align")
+_PROGRAM_FIELDS: Final = ("name", "path", "run", "text_resident", "file_dirty", "heap_pages",
+                          "stack_pages", "anon_pages")
+_E_TYPES: Final = {name: value for value, name in ET_NAMES.items()}
+_P_TYPES: Final = {name: value for value, name in PT_NAMES.items()}
+_P_FLAGS: Final = {"R" * bool(f & PF_R) + "W" * bool(f & PF_W) + "X" * bool(f & PF_X): f
+                   for f in range(8)}  # readelf's order: "", "R", "RX", "RW", ...
+
+
+def _bad(where: str, field: str, value: object, why: str) -> DataFileError:
+    """The error for `field` = `value` of the entry `where` ("FILE: elf[3] (/usr/bin/ls)")."""
+    return DataFileError(f"{where}: {field}={value!r}: {why}")
+
+
+def _entry(where: str, raw: object, key: str) -> str:
+    """`where` ("FILE: elf[3]") with the entry's `key` field added if it is a string."""
+    label = raw.get(key) if isinstance(raw, dict) else None
+    return f"{where} ({label})" if isinstance(label, str) else where
+
+
+def _table(where: str, field: str, value: object, fields: tuple[str, ...],
+           optional: tuple[str, ...] = ()) -> dict[str, object]:
+    """`value` as a TOML table holding every one of `fields` (but `optional`) and no other."""
+    if not isinstance(value, dict):
+        raise _bad(where, field, value, f"must be a table, not {type(value).__name__}")
+    for key in value:
+        if key not in fields:
+            raise _bad(where, key, value[key], f"unknown field (fields: {', '.join(fields)})")
+    for key in fields:
+        if key not in value and key not in optional:
+            raise DataFileError(f"{where}: {key} is missing")
+    return value
+
+
+def _array(where: str, field: str, value: object, length: int | None = None) -> list[object]:
+    """`value` as a TOML array (of `length` items if given)."""
+    if not isinstance(value, list):
+        raise _bad(where, field, value, f"must be an array, not {type(value).__name__}")
+    if length is not None and len(value) != length:
+        raise _bad(where, field, value, f"must have {length} items, not {len(value)}")
+    return value
+
+
+def _count(where: str, field: str, value: object) -> int:
+    """`value` as an integer in [0, 2**64) (a size, offset, address or page count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+        raise _bad(where, field, value, "must be an integer in [0, 2**64)")
+    return value
+
+
+def _text(where: str, field: str, value: object) -> str:
+    """`value` as a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise _bad(where, field, value, "must be a non-empty string")
+    return value
+
+
+def _path(where: str, field: str, value: object) -> str:
+    """`value` as an absolute, normalized path ("/usr/bin/dash", not "usr/bin" or "/a//b")."""
+    text = _text(where, field, value)
+    if not text.startswith("/") or text == "/" or posixpath.normpath(text) != text:
+        raise _bad(where, field, value, "must be an absolute, normalized path of a file")
+    return text
+
+
+def _file_name(where: str, field: str, value: object) -> str:
+    """`value` as a file name (a SONAME or DT_NEEDED entry): no slash."""
+    text = _text(where, field, value)
+    if "/" in text:
+        raise _bad(where, field, value, "must be a file name, without '/'")
+    return text
+
+
+def _named(where: str, field: str, value: object, names: dict[str, int]) -> int:
+    """The number of the name `value` in `names` (an e_type, p_type or p_flags)."""
+    if not isinstance(value, str) or value not in names:
+        raise _bad(where, field, value, f"must be one of {', '.join(map(repr, names))}")
+    return names[value]
+
+
+def _elf(where: str, raw: dict[str, object]) -> ElfSpec:
+    """One [[elf]] table as an ElfSpec."""
+    path = _path(where, "path", raw["path"])
+    package = _text(where, "package", raw["package"])
+    if len(package.split()) != 2:
+        raise _bad(where, "package", package, "must be 'PACKAGE VERSION'")
+    size = _count(where, "size", raw["size"])
+    interp = _path(where, "interp", raw["interp"]) if "interp" in raw else None
+    soname = _file_name(where, "soname", raw["soname"]) if "soname" in raw else None
+    needed = tuple(_file_name(where, f"needed[{i}]", name)
+                   for i, name in enumerate(_array(where, "needed", raw["needed"])))
+    phdrs: list[tuple[int, int, int, int, int, int, int]] = []
+    for i, row in enumerate(_array(where, "phdrs", raw["phdrs"])):
+        cells = _array(where, f"phdrs[{i}]", row, len(_PHDR_FIELDS))
+        field = [f"phdrs[{i}].{name}" for name in _PHDR_FIELDS]
+        p_type = _named(where, field[0], cells[0], _P_TYPES)
+        off, va, fs, ms = (_count(where, field[j], cells[j]) for j in range(1, 5))
+        flags = _named(where, field[5], cells[5], _P_FLAGS)
+        align = _count(where, field[6], cells[6])
+        if fs > ms:
+            raise _bad(where, field[3], fs, f"exceeds p_memsz={ms:#x}")
+        if off + fs > size:
+            raise _bad(where, field[1], off, f"with p_filesz={fs:#x} runs past size={size}")
+        phdrs.append((p_type, off, va, fs, ms, flags, align))
+    if (interp is not None) != any(ph[0] == PT_INTERP for ph in phdrs):
+        raise _bad(where, "interp", interp, "must be given exactly when phdrs has an INTERP")
+    return ElfSpec(path=path, e_type=_named(where, "e_type", raw["e_type"], _E_TYPES),
+                   e_entry=_count(where, "e_entry", raw["e_entry"]), size=size,
+                   interp=interp, soname=soname, needed=needed,
+                   dt_strtab=_count(where, "dt_strtab", raw["dt_strtab"]),
+                   reloc_bytes=_count(where, "reloc_bytes", raw["reloc_bytes"]),
+                   package=package, phdrs=tuple(phdrs))
+
+
+def _program(where: str, raw: dict[str, object]) -> Program:
+    """One [[program]] table as a Program."""
+    text_resident: list[tuple[str, int, int]] = []
+    for i, row in enumerate(_array(where, "text_resident", raw["text_resident"])):
+        cells = _array(where, f"text_resident[{i}]", row, 3)
+        obj = _path(where, f"text_resident[{i}].object", cells[0])
+        resident = _count(where, f"text_resident[{i}].resident", cells[1])
+        mapped = _count(where, f"text_resident[{i}].mapped", cells[2])
+        if resident > mapped:
+            raise _bad(where, f"text_resident[{i}].resident", resident, f"exceeds {mapped=}")
+        text_resident.append((obj, resident, mapped))
+    file_dirty: list[tuple[str, int]] = []
+    for i, row in enumerate(_array(where, "file_dirty", raw["file_dirty"])):
+        cells = _array(where, f"file_dirty[{i}]", row, 2)
+        file_dirty.append((_path(where, f"file_dirty[{i}].object", cells[0]),
+                           _count(where, f"file_dirty[{i}].pages", cells[1])))
+    return Program(_text(where, "name", raw["name"]), _path(where, "path", raw["path"]),
+                   _text(where, "run", raw["run"]),
+                   text_resident=tuple(text_resident), file_dirty=tuple(file_dirty),
+                   heap_pages=_count(where, "heap_pages", raw["heap_pages"]),
+                   stack_pages=_count(where, "stack_pages", raw["stack_pages"]),
+                   anon_pages=_count(where, "anon_pages", raw["anon_pages"]))
+
+
+def load_table(source: bytes | str | os.PathLike[str], name: str | None = None) -> DistroTable:
+    """The distribution facts of a TOML data file, checked field by field as they are read.
+
+    `source` is the file's bytes or its path; `name` (default: the path, or "<bytes>")
+    names the file in errors. Bad TOML, a missing or unknown field, a value of the wrong
+    type or out of range, or a repeated path or program raises DataFileError naming the
+    file, the entry, the field and the value. A file that cannot be read raises OSError.
+    """
+    if isinstance(source, bytes):
+        data, name = source, name or "<bytes>"
+    else:
+        data, name = Path(source).read_bytes(), name or os.fspath(source)
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DataFileError(f"{name}: not valid TOML: {exc}") from exc
+    top = _table(name, "document", doc, _TOP_FIELDS)
+    elf: list[ElfSpec] = []
+    for i, raw in enumerate(_array(name, "elf", top["elf"])):
+        where = _entry(f"{name}: elf[{i}]", raw, "path")
+        entry = _elf(where, _table(where, "entry", raw, _ELF_FIELDS, ("interp", "soname")))
+        if any(other.path == entry.path for other in elf):
+            raise _bad(where, "path", entry.path, "appears twice")
+        elf.append(entry)
+    links = top["symlinks"]
+    if not isinstance(links, dict):
+        raise _bad(name, "symlinks", links, f"must be a table, not {type(links).__name__}")
+    where = f"{name}: symlinks"
+    symlinks = {_path(where, "link", link): _text(where, link, target)
+                for link, target in links.items()}
+    programs: dict[str, Program] = {}
+    for i, raw in enumerate(_array(name, "program", top["program"])):
+        where = _entry(f"{name}: program[{i}]", raw, "name")
+        prog = _program(where, _table(where, "entry", raw, _PROGRAM_FIELDS))
+        if prog.name in programs:
+            raise _bad(where, "name", prog.name, "appears twice")
+        programs[prog.name] = prog
+    return DistroTable(tuple(elf), symlinks, programs)
+
+
+_DATA_FILE: Final = ("data", "distro", "debian12.toml")  # in the package, shipped in the wheel
+_TABLE: Final = load_table(importlib.resources.files("xipmodel").joinpath(*_DATA_FILE).read_bytes(),
+                           "/".join(("xipmodel", *_DATA_FILE)))
+DISTRO: Final[tuple[ElfSpec, ...]] = _TABLE.elf
+SYMLINKS: Final[dict[str, str]] = _TABLE.symlinks  # usrmerge and SONAME links, as Debian has them
+PROGRAMS: Final[dict[str, Program]] = _TABLE.programs
+
+
+# --- the generator -------------------------------------------------------------
 
 def resolve(path: str) -> str:
     """`path` with every symlink of SYMLINKS followed, component by component (as namei)."""
@@ -682,156 +566,3 @@ def needed_closure(path: str, lib_dir: str = LIB_DIR) -> tuple[str, ...]:
             order.append(lib)
             queue.append(spec(lib))
     return tuple(order)
-
-
-@dataclass(frozen=True)
-class Program:
-    """A program of the distribution and what one run of it looked like on a real machine.
-
-    Measured on Debian 12 (kernel 6.18, 4 KiB pages) from /proc/PID/smaps about one
-    second after start, with the program blocked on input (or on a full pipe for ls):
-    `text_resident` is (object, resident pages, pages mapped) of each r-x mapping;
-    `file_dirty` the Private_Dirty pages of each object's file mappings (relocations,
-    padzero, written .data); heap, stack and other anonymous pages are resident pages.
-    Resident file pages include the kernel's fault-around (64 KiB windows), so they
-    are an upper bound on the pages the program itself touched.
-    """
-
-    name: str
-    path: str  # the main binary in the image
-    run: str  # the command line measured
-    text_resident: tuple[tuple[str, int, int], ...] = ()
-    file_dirty: tuple[tuple[str, int], ...] = ()
-    heap_pages: int = 0
-    stack_pages: int = 0
-    anon_pages: int = 0  # .bss and anonymous mmaps other than [heap] and [stack]
-
-    @cached_property
-    def libraries(self) -> tuple[str, ...]:
-        """The DT_NEEDED closure of the main binary, breadth-first."""
-        return needed_closure(self.path)
-
-    @property
-    def interp(self) -> str | None:
-        """The PT_INTERP of the main binary."""
-        return spec(self.path).interp
-
-    def text_fraction(self, path: str) -> float:
-        """Resident share of `path`'s text after start (0.0 if the run did not map it)."""
-        real = resolve(path)
-        for obj, resident, mapped in self.text_resident:
-            if resolve(obj) == real:
-                return resident / mapped
-        return 0.0
-
-
-PROGRAMS: Final[dict[str, Program]] = {p.name: p for p in (
-    Program('dash', '/usr/bin/dash', "dash -c 'read x'",
-            text_resident=(
-                ('/usr/bin/dash', 19, 19),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 214, 342),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 38, 38),
-            ),
-            file_dirty=(
-                ('/usr/bin/dash', 3),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 6),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 4),
-            ),
-            heap_pages=1, stack_pages=3, anon_pages=9),
-    Program('bash', '/usr/bin/bash', "bash -c 'read x'",
-            text_resident=(
-                ('/usr/bin/bash', 160, 193),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 258, 342),
-                ('/usr/lib/x86_64-linux-gnu/libtinfo.so.6.4', 16, 17),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 38, 38),
-            ),
-            file_dirty=(
-                ('/usr/bin/bash', 13),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 6),
-                ('/usr/lib/x86_64-linux-gnu/libtinfo.so.6.4', 5),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 4),
-            ),
-            heap_pages=20, stack_pages=4, anon_pages=16),
-    Program('cat', '/usr/bin/cat', 'cat',
-            text_resident=(
-                ('/usr/bin/cat', 5, 5),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 203, 342),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 38, 38),
-            ),
-            file_dirty=(
-                ('/usr/bin/cat', 2),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 6),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 4),
-            ),
-            heap_pages=4, stack_pages=4, anon_pages=9),
-    Program('grep', '/usr/bin/grep', 'grep x',
-            text_resident=(
-                ('/usr/bin/grep', 36, 36),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 230, 342),
-                ('/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2', 16, 107),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 38, 38),
-            ),
-            file_dirty=(
-                ('/usr/bin/grep', 3),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 6),
-                ('/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2', 2),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 4),
-            ),
-            heap_pages=10, stack_pages=3, anon_pages=10),
-    Program('ls', '/usr/bin/ls', 'ls -lR /usr/share',
-            text_resident=(
-                ('/usr/bin/ls', 22, 22),
-                ('/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2', 16, 107),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 289, 342),
-                ('/usr/lib/x86_64-linux-gnu/libselinux.so.1', 16, 27),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 38, 38),
-            ),
-            file_dirty=(
-                ('/usr/bin/ls', 2),
-                ('/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2', 2),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 6),
-                ('/usr/lib/x86_64-linux-gnu/libselinux.so.1', 2),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 4),
-            ),
-            heap_pages=25, stack_pages=6, anon_pages=12),
-    Program('python3', '/usr/bin/python3.11', "python3.11 -c 'import sys; sys.stdin.read()'",
-            text_resident=(
-                ('/usr/bin/python3.11', 432, 691),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 303, 342),
-                ('/usr/lib/x86_64-linux-gnu/libexpat.so.1.8.10', 16, 28),
-                ('/usr/lib/x86_64-linux-gnu/libz.so.1.2.13', 16, 19),
-                ('/usr/lib/x86_64-linux-gnu/libm.so.6', 73, 116),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 37, 38),
-            ),
-            file_dirty=(
-                ('/usr/bin/python3.11', 289),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 6),
-                ('/usr/lib/x86_64-linux-gnu/libexpat.so.1.8.10', 3),
-                ('/usr/lib/x86_64-linux-gnu/libz.so.1.2.13', 2),
-                ('/usr/lib/x86_64-linux-gnu/libm.so.6', 2),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 4),
-            ),
-            heap_pages=134, stack_pages=8, anon_pages=243),
-    Program('nginx', '/usr/sbin/nginx', 'nginx (daemon off, master_process off, one server)',
-            text_resident=(
-                ('/usr/sbin/nginx', 191, 191),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 268, 342),
-                ('/usr/lib/x86_64-linux-gnu/libcrypto.so.3', 397, 637),
-                ('/usr/lib/x86_64-linux-gnu/libz.so.1.2.13', 16, 19),
-                ('/usr/lib/x86_64-linux-gnu/libssl.so.3', 29, 93),
-                ('/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2', 16, 107),
-                ('/usr/lib/x86_64-linux-gnu/libcrypt.so.1.1.0', 15, 22),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 38, 38),
-            ),
-            file_dirty=(
-                ('/usr/sbin/nginx', 26),
-                ('/usr/lib/x86_64-linux-gnu/libc.so.6', 6),
-                ('/usr/lib/x86_64-linux-gnu/libcrypto.so.3', 101),
-                ('/usr/lib/x86_64-linux-gnu/libz.so.1.2.13', 2),
-                ('/usr/lib/x86_64-linux-gnu/libssl.so.3', 14),
-                ('/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2', 2),
-                ('/usr/lib/x86_64-linux-gnu/libcrypt.so.1.1.0', 2),
-                ('/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 4),
-            ),
-            heap_pages=59, stack_pages=3, anon_pages=18),
-)}

@@ -14,6 +14,7 @@ works on a path missing from an image just as on a missing host file::
 
     XipModelError (Exception)
     ├── ParameterError (+ ValueError)               bad argument to the model
+    │   └── DataFileError                           a malformed data file (entry, field, value)
     └── Ext2Error                                   anything wrong with an ext2 image
         ├── CorruptImageError (+ ValueError)        a structure contradicts the format
         │   └── TruncatedImageError                 the image ends before a structure does
@@ -34,6 +35,7 @@ import errno
 
 __all__ = [
     "CorruptImageError",
+    "DataFileError",
     "Ext2Error",
     "Ext2FileNotFoundError",
     "Ext2IsADirectoryError",
@@ -56,6 +58,10 @@ class XipModelError(Exception):
 
 class ParameterError(XipModelError, ValueError):
     """A parameter given to the model is out of range or of the wrong kind."""
+
+
+class DataFileError(ParameterError):
+    """A table of facts read from a data file is malformed (file, entry, field and value named)."""
 
 
 class Ext2Error(XipModelError):
