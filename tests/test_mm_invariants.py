@@ -43,8 +43,10 @@ from xipmodel.mm.frames import (
 from xipmodel.mm.guest import Guest
 from xipmodel.mm.ksm import Ksm
 from xipmodel.mm.memory import VmFault
+from xipmodel.mm.rmap import folio_mapcount
 from xipmodel.mm.segment import SharedSegment
 from xipmodel.mm.vma import MmStruct
+from xipmodel.mm.vmscan import try_to_free_pages
 from xipmodel.params import PAGE_SHIFT, PAGE_SIZE, Pte
 
 # --- the frozen image ----------------------------------------------------------------------
@@ -308,9 +310,8 @@ def check_ptes_point_to_live_pages(guest: Guest) -> None:
 
 def free_list(guest: Guest) -> list[int]:
     """The guest's free gpfns (frames given back, then those never used yet)."""
-    if hasattr(guest, "free"):  # the model's first free list: every free gpfn, listed
-        return list(guest.free)
-    return [*guest._freed, *range(guest._top, guest.ram_pages)]
+    area = guest.free_area
+    return [*area.freed, *range(area.top, guest.ram_pages)]
 
 
 def guest_kinds(guest: Guest) -> np.ndarray:
@@ -556,7 +557,7 @@ class MmMachine(RuleBasedStateMachine):
 
     @rule(gi=st.integers(0, 3), n=st.integers(1, 64))
     def shrink(self, gi: int, n: int) -> None:
-        self.guests[gi].shrink(n)
+        try_to_free_pages(self.guests[gi], n)
 
     @rule(n=st.integers(1, 400))
     def ksm_scan(self, n: int) -> None:
@@ -803,12 +804,12 @@ def test_after_fork_the_first_writer_copies_and_the_other_reuses() -> None:
     g.access(parent, ANON, "w", content=SHARED_VALUES[0])
     shared = g.preset.pte_pfn(parent.pt.lookup_pte(ANON >> PAGE_SHIFT))
     child = g.fork(parent)
-    assert child is not None and g.mapcount(shared) == 2
+    assert child is not None and folio_mapcount(g, shared) == 2
     assert g.access(child, ANON, "r") == 0  # reads share the page
     assert g.preset.pte_pfn(child.pt.lookup_pte(ANON >> PAGE_SHIFT)) == shared
     assert g.access(child, ANON, "w", content=SHARED_VALUES[1]) == 0  # do_wp_page copies
     copy = g.preset.pte_pfn(child.pt.lookup_pte(ANON >> PAGE_SHIFT))
-    assert copy != shared and g.mapcount(shared) == 1
+    assert copy != shared and folio_mapcount(g, shared) == 1
     assert g.access(parent, ANON, "w", content=SHARED_VALUES[2]) == 0  # now reused in place
     assert g.preset.pte_pfn(parent.pt.lookup_pte(ANON >> PAGE_SHIFT)) == shared
     assert host.content[g.backing[shared]] == SHARED_VALUES[2]

@@ -13,6 +13,7 @@ from xipmodel.mm.ksm import Ksm
 from xipmodel.mm.pagecache import LRU_ACTIVE, LRU_INACTIVE, PageCache
 from xipmodel.mm.readahead import FileRaState, get_init_ra_size, get_next_ra_size
 from xipmodel.mm.segment import SharedSegment
+from xipmodel.mm.vmscan import folio_check_references
 from xipmodel.params import PAGE_SIZE
 
 # --- readahead arithmetic (mm/readahead.c) --------------------------------------------
@@ -104,13 +105,13 @@ def test_exec_pages_activate_after_first_use_data_pages_need_two(image: Ext2Imag
     text = guest.cache.find(image.lookup("/bin/tool"), 0)
     data = guest.cache.find(image.lookup("/etc/table"), 0)
     assert text is not None and data is not None
-    assert guest._check_references(text) == "activate"  # VM_EXEC file page, first use
-    assert guest._check_references(data) == "keep"  # referenced once: another round
-    assert guest._check_references(data) == "reclaim"  # not referenced since
+    assert folio_check_references(guest, text) == "activate"  # VM_EXEC file page, first use
+    assert folio_check_references(guest, data) == "keep"  # referenced once: another round
+    assert folio_check_references(guest, data) == "reclaim"  # not referenced since
     guest.access(mm, 0x800000, "r")  # the TLB still holds it: no new accessed bit...
     guest.tlb.flush()
     guest.access(mm, 0x800000, "r")  # ...until a walk sets it again
-    assert guest._check_references(data) == "keep"
+    assert folio_check_references(guest, data) == "keep"
 
 
 # --- KSM (mm/ksm.c) -------------------------------------------------------------------

@@ -11,10 +11,13 @@ dax_iomap_fault — xip_file_fault in Linux 2.6.13–3.19 — for page `pgoff`::
                             → VM_FAULT_NOPAGE (no page-cache page, nothing on the LRU)
 
 No readahead, no disk I/O in the guest, no page cache: the only cost is the
-host paging the block in the first time any guest touches it.
+host paging the block in the first time any guest touches it. The guest's EPT
+window onto the segment is Guest.map_segment_block (mm/guest.py).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from xipmodel.events import Cow
 from xipmodel.mm.frames import FrameKind
@@ -25,10 +28,16 @@ from xipmodel.mm.memory import (
     VM_FAULT_SIGBUS,
     VmFaultInfo,
     finish_fault,
+    set_pte_range,
 )
-from xipmodel.params import PAGE_SIZE
+from xipmodel.mm.page_alloc import alloc_page
+from xipmodel.mm.vma import VmOperations
+from xipmodel.params import PAGE_SHIFT, PAGE_SIZE
 
-__all__ = ["dax_iomap_fault", "xip_file_fault"]
+if TYPE_CHECKING:
+    from xipmodel.mm.guest import Guest
+
+__all__ = ["dax_iomap_fault", "dax_iomap_rw", "dax_vm_ops", "xip_file_fault"]
 
 
 def dax_iomap_fault(vmf: VmFaultInfo) -> int:
@@ -42,7 +51,7 @@ def dax_iomap_fault(vmf: VmFaultInfo) -> int:
     block = guest.disk.bmap(ino, pgoff)
     if vmf.write and not vmf.vma.shared:
         # dax_fault_cow_page: the private copy is made from the block (or zeros) at once.
-        copy = guest.alloc_page(FrameKind.COW, guest.host.unique_content())
+        copy = alloc_page(guest, FrameKind.COW, guest.host.unique_content())
         if copy is None:
             return VM_FAULT_OOM
         vmf.page = copy
@@ -57,7 +66,7 @@ def dax_iomap_fault(vmf: VmFaultInfo) -> int:
     if block == 0:
         vmf.handler = "dax_iomap_fault → dax_load_hole"
         vmf.detail = f"page {pgoff} is a hole: the zero page"
-        ok = guest.install_pte(vmf.mm, vmf.vpn, 0, False, vmf.vma.exec)
+        ok = set_pte_range(guest, vmf.mm, vmf.vpn, 0, False, vmf.vma.exec)
         return VM_FAULT_NOPAGE if ok else VM_FAULT_OOM
     gpfn = guest.map_segment_block(block)
     if gpfn is None:
@@ -66,10 +75,30 @@ def dax_iomap_fault(vmf: VmFaultInfo) -> int:
     vmf.detail = (f"page {pgoff} is image block {block}: shared-segment frame "
                   f"{guest.segment.frame_of[block]:#x}")
     # vmf_insert_mixed: never writable, so a later write is copy-on-write (do_wp_page).
-    if not guest.install_pte(vmf.mm, vmf.vpn, gpfn, False, vmf.vma.exec):
+    if not set_pte_range(guest, vmf.mm, vmf.vpn, gpfn, False, vmf.vma.exec):
         return VM_FAULT_OOM
     return VM_FAULT_NOPAGE
 
 
 # The 2.6-era name of the same handler (mm/filemap_xip.c).
 xip_file_fault = dax_iomap_fault
+
+
+def dax_iomap_rw(guest: Guest, ino: int, offset: int, count: int) -> int:
+    """Model of dax_iomap_rw for read(): copied straight from the shared segment.
+
+    No page cache: each block read is mapped into the guest's segment window (the
+    host pages it in for the first guest). Returns the bytes read.
+    """
+    size = guest.disk.file_size(ino)
+    end = min(size, offset + count)
+    for index in range(offset >> PAGE_SHIFT, -(-end >> PAGE_SHIFT)):
+        block = guest.disk.bmap(ino, index)
+        if block:
+            guest.map_segment_block(block)
+    return max(0, end - offset)
+
+
+# ext2's vm_operations_struct for DAX files (fs/ext2/file.c: ext2_dax_vm_ops): no
+# map_pages, so no fault-around.
+dax_vm_ops = VmOperations("ext2_dax_vm_ops", dax_iomap_fault)

@@ -11,10 +11,16 @@ filemap_fault, for page `pgoff` of a file mapped by a guest process::
 
 Pages read into the page cache are copies of image blocks in the guest's own
 RAM: N guests running the same binary hold N copies.
+
+Called from mm/memory.py through the VMA's vm_ops (`generic_file_vm_ops`, set by
+mm/mmap.py), it calls back into memory.py's set_pte_range to map pages, as
+mm/filemap.c calls mm/memory.c; frames come from mm/page_alloc.py, windows from
+mm/readahead.py, the cache itself is mm/pagecache.py.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from xipmodel.events import DiskRead, PageCacheInsert, Readahead
@@ -25,20 +31,26 @@ from xipmodel.mm.memory import (
     VM_FAULT_OOM,
     VM_FAULT_SIGBUS,
     VmFaultInfo,
+    set_pte_range,
 )
+from xipmodel.mm.page_alloc import alloc_page
 from xipmodel.mm.readahead import MMAP_LOTSAMISS, Window
+from xipmodel.mm.vma import VmOperations
+from xipmodel.mm.vmscan import shrink_folio
+from xipmodel.mm.workingset import workingset_size
 from xipmodel.params import PAGE_SHIFT, PAGE_SIZE
 
 if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
 
 __all__ = [
+    "add_to_page_cache",
     "do_async_mmap_readahead",
-    "do_fault_around",
     "do_sync_mmap_readahead",
     "filemap_fault",
     "filemap_map_pages",
     "filemap_read",
+    "generic_file_vm_ops",
     "page_cache_ra",
 ]
 
@@ -163,8 +175,8 @@ def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
         if victim is not None:
             if ghost:
                 cache.arc_ghost(victim)
-            guest._reclaim_page(victim, shadow=False)
-    gpfn = guest.alloc_page(FrameKind.PAGECACHE, content)
+            shrink_folio(guest, victim, shadow=False)
+    gpfn = alloc_page(guest, FrameKind.PAGECACHE, content)
     if gpfn is None:
         return None
     if block:
@@ -173,28 +185,11 @@ def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
         guest.time += guest.costs.disk_ns_per_page
         if guest.bus:
             guest.bus.emit(DiskRead(guest.time, guest.gid, block, PAGE_SIZE))
-    refault, activated = guest.cache.add(ino, index, gpfn, guest.active_floor)
+    refault, activated = guest.cache.add(ino, index, gpfn, partial(workingset_size, guest))
     if guest.bus:
         guest.bus.emit(PageCacheInsert(guest.time, guest.gid, ino, index, gpfn, refault,
                                        activated))
     return gpfn
-
-
-def do_fault_around(vmf: VmFaultInfo) -> bool:
-    """Model of do_fault_around: map up to fault_around_pages cached neighbours, aligned.
-
-    True if the faulting page itself got mapped (no ->fault needed).
-    """
-    guest, vma = vmf.guest, vmf.vma
-    nr_pages = guest.fault_around_pages
-    ptrs_per_pte = guest.preset.entries[-1]
-    pte_off = vmf.vpn % ptrs_per_pte
-    vma_off = vmf.pgoff - vma.pgoff
-    from_pte = max(pte_off - pte_off % nr_pages, pte_off - min(pte_off, vma_off))
-    to_pte = min(from_pte + nr_pages, ptrs_per_pte, pte_off + vma.pages - vma_off) - 1
-    start = vmf.pgoff + from_pte - pte_off
-    end = vmf.pgoff + to_pte - pte_off
-    return filemap_map_pages(vmf, start, end)
 
 
 def filemap_map_pages(vmf: VmFaultInfo, start_pgoff: int, end_pgoff: int) -> bool:
@@ -215,7 +210,7 @@ def filemap_map_pages(vmf: VmFaultInfo, start_pgoff: int, end_pgoff: int) -> boo
         vpn = (vma.start >> PAGE_SHIFT) + pgoff - vma.pgoff
         if guest.preset.pte_present_p(mm.pt.lookup_pte(vpn)):
             continue
-        if not guest.install_pte(mm, vpn, gpfn, False, vma.exec):
+        if not set_pte_range(guest, mm, vpn, gpfn, False, vma.exec):
             break
         mapped += 1
         hit = hit or pgoff == vmf.pgoff
@@ -256,3 +251,7 @@ def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
         guest.cache.mark_page_accessed(gpfn, just_read=missed)
     ra.prev_pos = end - 1
     return end - pos
+
+
+# The page cache's vm_operations_struct (mm/filemap.c): what a file VMA's faults call.
+generic_file_vm_ops = VmOperations("generic_file_vm_ops", filemap_fault, filemap_map_pages)

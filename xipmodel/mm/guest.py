@@ -1,4 +1,4 @@
-"""Model of one guest: its RAM on the host, its page allocator and reclaim, its processes.
+"""Model of one guest as a whole: its RAM on the host and its EPT, its processes, its page cache.
 
 Nested paging: a process's page table maps guest-virtual to guest-physical
 pages; the guest's EPT (a host page table) maps guest-physical to host frames,
@@ -12,34 +12,39 @@ Guest RAM a guest once touched stays resident on the host even after the guest
 frees it (no balloon, no free page reporting): that is FrameKind.GUEST_FREE.
 Guest frame 0 is the guest's zero page; it is backed by the host's zero page.
 
-Reclaim (mm/vmscan.c) runs when the free list is empty. Only page-cache pages
-are reclaimable: without swap, anonymous pages stay.
+This file holds the guest's state and wires the mechanisms together; each
+mechanism is the file named after its Linux counterpart::
+
+    access ─► memory.py (handle_mm_fault → do_fault …) ─► filemap.py / dax.py (vm_ops)
+    read() ─► filemap.py (filemap_read) / dax.py (dax_iomap_rw)
+    frames: page_alloc.py ─► vmscan.py (reclaim) ─► rmap.py, workingset.py, pagecache.py
+    mmap, munmap, mprotect, exit: mmap.py     new process, fork: fork.py
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
-from xipmodel.errors import ParameterError, ReadOnlyImageError
-from xipmodel.events import EventBus, Oom, PteInstall
+from xipmodel.errors import ParameterError
+from xipmodel.events import EventBus
 from xipmodel.ext2.reader import Ext2Image
-from xipmodel.mm.frames import CONTENT_ZERO, FrameKind, HostMemory
+from xipmodel.mm import dax, filemap, fork, memory, mmap
+from xipmodel.mm.frames import FrameKind, HostMemory
+from xipmodel.mm.page_alloc import FreeArea, alloc_page, free_page
 from xipmodel.mm.pagecache import PageCache
 from xipmodel.mm.pagetable import PageTable, nested_walk_refs
 from xipmodel.mm.readahead import VM_READAHEAD_PAGES, FileRaState
+from xipmodel.mm.rmap import PteMappers
 from xipmodel.mm.segment import SharedSegment
 from xipmodel.mm.tlb import TLB
 from xipmodel.mm.vma import MmStruct, Prot, Vma
 from xipmodel.params import (
     DEFAULT_COSTS,
-    PAGE_SHIFT,
-    PTE_A,
-    PTE_D,
     PTE_U,
     PTE_W,
     PTE_X,
@@ -53,7 +58,6 @@ __all__ = ["FAULT_AROUND_PAGES", "Guest", "GuestStats"]
 FAULT_AROUND_PAGES: Final = 16  # fault_around_bytes = 64 KiB
 _INITIAL_FRAMES: Final = 1024  # per-frame arrays start this long and double
 ZERO_GPFN: Final = 0
-SWAP_CLUSTER_MAX: Final = 32  # pages reclaim tries to free at once
 
 
 @dataclass
@@ -82,13 +86,6 @@ class GuestStats:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
-
-
-@dataclass
-class _Mapping:
-    """Where a guest frame is mapped: (pid, vpn) → is the mapping executable."""
-
-    users: dict[tuple[int, int], bool] = field(default_factory=dict)
 
 
 class Guest:
@@ -140,7 +137,7 @@ class Guest:
         self.walk_cost = nested_walk_refs(preset.nlevels, host_preset.nlevels)
 
         # Guest-physical memory: RAM, then (aligned, above it) the shared segment's window.
-        # Frames are handed out lowest first, so the arrays only cover [0, _top) and grow.
+        # Frames are handed out lowest first, so the arrays only cover the frames used so far.
         size = min(ram_pages, _INITIAL_FRAMES)
         self.backing = np.full(size, -1, dtype=np.int64)  # gpfn → host frame
         self.kind = np.zeros(size, dtype=np.uint8)  # what the guest uses each gpfn for
@@ -149,16 +146,15 @@ class Guest:
         self._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
         host.get(host.zero_pfn)
         self.kind[ZERO_GPFN] = FrameKind.ZERO
-        self._top = ZERO_GPFN + 1  # frames [_top, ram_pages) were never used
-        self._freed: list[int] = []  # frames given back, reused first (LIFO)
+        self.free_area = FreeArea(ram_pages, top=ZERO_GPFN + 1)  # mm/page_alloc.py
         self.dcss_mapped: set[int] = set()  # segment blocks this guest's EPT maps
 
         self.cache = PageCache(size, policy)
         self.ra: dict[int, FileRaState] = {}
-        self.rmap: dict[int, _Mapping] = {}
+        self.rmap: dict[int, PteMappers] = {}  # mm/rmap.py
         self.procs: dict[int, MmStruct] = {}
         self.tlb = TLB(tlb_entries, tlb_ways)
-        self._next_pid = 1
+        self.next_pid = 1
 
     # --- guest-physical memory on the host ---------------------------------------------
 
@@ -172,8 +168,13 @@ class Guest:
         flags = (PTE_W if writable else 0) | PTE_X | PTE_U
         return self.ept.map(gpfn, hpfn, flags, replace=True)
 
-    def _back(self, gpfn: int, kind: FrameKind, content: int) -> bool:
-        """Give `gpfn` a host frame on first use (an EPT violation), else retag its frame."""
+    def back_page(self, gpfn: int, kind: FrameKind, content: int) -> bool:
+        """Give `gpfn` a host frame on first use (an EPT violation), else retag its frame.
+
+        False if the host is out of frames. The per-frame arrays grow to cover `gpfn`.
+        """
+        if gpfn >= len(self.backing):
+            self._grow(min(self.ram_pages, 2 * len(self.backing)))
         hpfn = int(self.backing[gpfn])
         if hpfn < 0:
             new = self.host.alloc(kind, self.gid, content)
@@ -232,49 +233,13 @@ class Guest:
     @property
     def free_pages(self) -> int:
         """Guest frames on the free list (never used or given back)."""
-        return len(self._freed) + self.ram_pages - self._top
-
-    def _take_free(self) -> int | None:
-        if self._freed:
-            return self._freed.pop()
-        if self._top == self.ram_pages:
-            return None
-        gpfn = self._top
-        self._top += 1
-        if gpfn >= len(self.backing):
-            self._grow(min(self.ram_pages, 2 * len(self.backing)))
-        return gpfn
+        return self.free_area.nr_free
 
     def _grow(self, size: int) -> None:
         old = len(self.backing)
         self.backing = np.concatenate([self.backing, np.full(size - old, -1, np.int64)])
         self.kind = np.concatenate([self.kind, np.zeros(size - old, np.uint8)])
         self.cache.grow(size)
-
-    def alloc_page(self, kind: FrameKind, content: int = CONTENT_ZERO) -> int | None:
-        """Model of alloc_pages: a guest frame, reclaiming page cache if none is free."""
-        if not self.free_pages:
-            textbook = self.cache.policy != "linux"
-            self.shrink(1 if textbook else SWAP_CLUSTER_MAX)
-        gpfn = self._take_free()
-        if gpfn is not None:
-            if self._back(gpfn, kind, content):
-                return gpfn
-            self._freed.append(gpfn)  # the host is out of memory
-        self.stats.oom += 1
-        if self.bus:
-            self.bus.emit(Oom(self.time, self.gid, "host" if gpfn is not None else "guest"))
-        return None
-
-    def free_page(self, gpfn: int) -> None:
-        """Give `gpfn` back to the guest's free list (its host frame stays resident)."""
-        assert 0 < gpfn < self.ram_pages, f"free_page: gpfn {gpfn} is not guest RAM"
-        assert gpfn not in self.rmap, f"free_page: gpfn {gpfn} is still mapped"
-        self.kind[gpfn] = FrameKind.GUEST_FREE
-        hpfn = int(self.backing[gpfn])
-        if self.host.kind[hpfn] != FrameKind.KSM:  # a merged frame keeps serving others
-            self.host.retag(hpfn, FrameKind.GUEST_FREE)
-        self._freed.append(gpfn)
 
     # --- cloning ---------------------------------------------------------------------------
 
@@ -318,7 +283,7 @@ class Guest:
         new.backing = np.full(len(self.backing), -1, dtype=np.int64)
         new.backing[backed] = pfns
         new.kind = self.kind.copy()
-        new._freed = list(self._freed)
+        new.free_area = self.free_area.copy()
         new.dcss_mapped = set(self.dcss_mapped)
         if retired:
             new.retired = None
@@ -329,8 +294,8 @@ class Guest:
         else:
             new.cache = self.cache.copy()
             new.ra = {ino: dataclasses.replace(ra) for ino, ra in self.ra.items()}
-            new.rmap = {gpfn: _Mapping(dict(m.users)) for gpfn, m in self.rmap.items()}
-            new.procs = {pid: mm.copy(mm.pt.copy(new._alloc_table_page, new._free_table_page))
+            new.rmap = {gpfn: PteMappers(dict(m.users)) for gpfn, m in self.rmap.items()}
+            new.procs = {pid: mm.copy(mm.pt.copy(new.alloc_table_page, new.free_table_page))
                          for pid, mm in self.procs.items()}
             new.tlb = copy.deepcopy(self.tlb)
         # The EPT: RAM writable, the zero page and the segment read-only.
@@ -373,174 +338,41 @@ class Guest:
     # --- processes ---------------------------------------------------------------------
 
     def new_process(self, name: str = "") -> MmStruct | None:
-        """fork+exec's empty address space: a root page table in guest RAM, a fresh ASID.
+        """An empty address space to exec into (fork.mm_alloc); None: ENOMEM."""
+        return fork.mm_alloc(self, name)
 
-        None when the guest has no frame left for the root table (fork fails: ENOMEM).
-        """
-        if not self.free_pages and not self.shrink(1):
-            self.stats.oom += 1
-            return None
-        pid = self._next_pid
-        self._next_pid += 1
-        pt = PageTable(self.preset, self._alloc_table_page, self._free_table_page)
-        mm = MmStruct(pid=pid, asid=pid, pt=pt, name=name)
-        self.procs[pid] = mm
-        return mm
+    def alloc_table_page(self) -> int | None:
+        """A guest frame for one of its processes' page tables (pte_alloc_one)."""
+        return alloc_page(self, FrameKind.PAGETABLE, self.host.unique_content())
 
-    def _alloc_table_page(self) -> int | None:
-        return self.alloc_page(FrameKind.PAGETABLE, self.host.unique_content())
-
-    def _free_table_page(self, gpfn: int) -> None:
-        self.free_page(gpfn)
+    def free_table_page(self, gpfn: int) -> None:
+        """Give a page-table frame back (pte_free)."""
+        free_page(self, gpfn)
 
     def mmap(self, mm: MmStruct, start: int, length: int, prot: Prot | str, *,
              path: str | None = None, offset: int = 0, shared: bool = False,
              name: str = "", advice: str = "normal") -> Vma:
-        """do_mmap: a VMA for `path` of the image (or anonymous memory); nothing is mapped yet.
-
-        A shared writable mapping of a file on the frozen XIP mount is refused.
-        """
-        prot = Prot.parse(prot) if isinstance(prot, str) else prot
-        mask = (1 << PAGE_SHIFT) - 1
-        end = (start + length + mask) & ~mask
-        ino = None
-        dax = False
-        if path is not None:
-            ino = self.disk.lookup(path)
-            dax = self.segment is not None
-            if dax and shared and prot & Prot.W:
-                raise ReadOnlyImageError(
-                    f"mmap: {path} is on the frozen XIP image: a shared writable mapping "
-                    f"would write it", path)
-        if offset & mask:
-            raise ParameterError(f"mmap: offset {offset:#x} is not page aligned")
-        vma = Vma(start & ~mask, end, prot, shared=shared, ino=ino,
-                  pgoff=offset >> PAGE_SHIFT, name=name or (path or ""), advice=advice, dax=dax)
-        return mm.insert_vma(vma)
-
-    def fork(self, mm: MmStruct) -> MmStruct | None:
-        """Model of dup_mmap → copy_page_range: a child sharing every page of `mm`.
-
-        Pages of private writable mappings become copy-on-write in both (their PTEs
-        write-protected), so whichever writes first gets a copy (do_wp_page) and the
-        other then reuses the page. None if the guest has no memory for the child.
-        """
-        child = self.new_process(mm.name)
-        if child is None:
-            return None
-        for area in mm.vmas:
-            child.insert_vma(dataclasses.replace(area))
-        for vpn in mm.pt.mapped_vpns().tolist():
-            pte = mm.pt.lookup_pte(vpn)
-            if not self.preset.pte_present_p(pte):
-                continue
-            flags = int(self.preset.pte_flags(pte))
-            vma = mm.find_vma(vpn << PAGE_SHIFT)
-            cow = vma is not None and not vma.shared and bool(vma.prot & Prot.W)
-            writable = bool(flags & PTE_W) and not cow
-            if cow and flags & PTE_W:
-                mm.pt.clear_flags(vpn, PTE_W)  # the parent's copy is write-protected too
-                self.tlb.invalidate(mm.asid, vpn)
-            if not self.install_pte(child, vpn, self.preset.pte_pfn(pte), writable,
-                                    bool(flags & PTE_X), dirty=bool(flags & PTE_D)):
-                self.exit_process(child)  # out of memory for the child's tables
-                self.stats.oom += 1
-                return None
-        return child
+        """The mmap system call: a VMA for `path` of the image or anonymous memory (do_mmap)."""
+        return mmap.do_mmap(self, mm, start, length, prot, path=path, offset=offset,
+                            shared=shared, name=name, advice=advice)
 
     def munmap(self, mm: MmStruct, start: int, length: int) -> None:
-        """do_munmap: remove [start, start + length) from `mm`, splitting VMAs at its ends."""
-        mask = (1 << PAGE_SHIFT) - 1
-        if start & mask:
-            raise ParameterError(f"munmap: start {start:#x} is not page aligned")
-        end = (start + length + mask) & ~mask
-        for vma in self._split(mm, start, end):
-            for vpn in range(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT):
-                self.unmap_pte(mm, vpn)
-            mm.vmas.remove(vma)
+        """The munmap system call (mmap.do_munmap)."""
+        mmap.do_munmap(self, mm, start, length)
 
     def mprotect(self, mm: MmStruct, start: int, length: int, prot: Prot | str) -> None:
-        """do_mprotect_pkey: new permissions for [start, start + length), splitting VMAs.
+        """The mprotect system call (mmap.do_mprotect)."""
+        mmap.do_mprotect(self, mm, start, length, prot)
 
-        Revoked write or execute rights are taken out of the present PTEs (and the TLB);
-        granted ones are left for the next fault to install, as Linux does for private
-        file mappings (so a later write still copies).
-        """
-        prot = Prot.parse(prot) if isinstance(prot, str) else prot
-        mask = (1 << PAGE_SHIFT) - 1
-        if start & mask:
-            raise ParameterError(f"mprotect: start {start:#x} is not page aligned")
-        end = (start + length + mask) & ~mask
-        inside = self._split(mm, start, end)
-        if sum(v.end - v.start for v in inside) != end - start:
-            raise ParameterError(f"mprotect: [{start:#x}, {end:#x}) is not all mapped")
-        revoke = (0 if prot & Prot.W else PTE_W) | (0 if prot & Prot.X else PTE_X)
-        for vma in inside:
-            vma.prot = prot
-            if not revoke:
-                continue
-            for vpn in range(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT):
-                if self.preset.pte_present_p(mm.pt.lookup_pte(vpn)):
-                    mm.pt.clear_flags(vpn, revoke)
-                    self.tlb.invalidate(mm.asid, vpn)
-
-    def _split(self, mm: MmStruct, start: int, end: int) -> list[Vma]:
-        """Split VMAs at `start` and `end` (__split_vma); return those inside [start, end)."""
-        for cut in (start, end):
-            vma = mm.find_vma(cut)
-            if vma is not None and vma.start < cut:
-                tail = dataclasses.replace(vma, start=cut,
-                                           pgoff=vma.pgoff + ((cut - vma.start) >> PAGE_SHIFT)
-                                           if vma.ino is not None else 0)
-                vma.end = cut
-                mm.insert_vma(tail)
-        return [v for v in mm.vmas if start <= v.start and v.end <= end]
+    def fork(self, mm: MmStruct) -> MmStruct | None:
+        """fork(): a child sharing every page of `mm` (fork.dup_mmap); None: ENOMEM."""
+        return fork.dup_mmap(self, mm)
 
     def exit_process(self, mm: MmStruct) -> None:
-        """exit_mmap: unmap everything, drop anonymous pages, free the page tables."""
-        for vpn in mm.pt.mapped_vpns().tolist():
-            self.unmap_pte(mm, vpn)
-        self.tlb.flush(mm.asid)
-        mm.pt.free()
-        del self.procs[mm.pid]
+        """A process exits (mmap.exit_mmap)."""
+        mmap.exit_mmap(self, mm)
 
-    # --- PTEs and the reverse map ---------------------------------------------------------
-
-    def install_pte(self, mm: MmStruct, vpn: int, gpfn: int, writable: bool, exec_: bool,
-                    dirty: bool = False) -> bool:
-        """set_pte_at: map `vpn` → `gpfn` (accessed, and dirty if written); track the rmap."""
-        flags = PTE_U | PTE_A
-        if writable:
-            flags |= PTE_W
-        if exec_:
-            flags |= PTE_X
-        if dirty:
-            flags |= PTE_D
-        old = mm.pt.lookup_pte(vpn)
-        if self.preset.pte_present_p(old):
-            self._rmap_del(self.preset.pte_pfn(old), mm.pid, vpn)
-        if not mm.pt.map(vpn, gpfn, flags, replace=True):
-            return False  # no memory for a page-table page
-        self.tlb.invalidate(mm.asid, vpn)
-        if 0 < gpfn < self.ram_pages and self.kind[gpfn] != FrameKind.ZERO:
-            self.rmap.setdefault(gpfn, _Mapping()).users[(mm.pid, vpn)] = exec_
-        if self.bus:
-            self._emit_pte_install(mm, vpn, gpfn, writable)
-        return True
-
-    def _emit_pte_install(self, mm: MmStruct, vpn: int, gpfn: int, writable: bool) -> None:
-        kind, block, ino, pgoff = "anon", -1, -1, -1
-        if gpfn >= self.dcss_base and self.segment is not None:
-            kind, block = "segment", gpfn - self.dcss_base
-        elif gpfn == ZERO_GPFN:
-            kind = "zero"
-        elif gpfn in self.cache.key_of:
-            kind = "pagecache"
-            ino, pgoff = self.cache.key_of[gpfn]
-        elif self.kind[gpfn] == FrameKind.COW:
-            kind = "cow"
-        self.bus.emit(PteInstall(self.time, self.gid, mm.pid, vpn, gpfn, self.host_frame(gpfn),
-                                 writable, self.describe_gpfn(gpfn), kind, block, ino, pgoff))
+    # --- what a frame is ---------------------------------------------------------------
 
     def describe_gpfn(self, gpfn: int) -> str:
         """What guest frame `gpfn` holds, in words (for events and explanations)."""
@@ -554,30 +386,6 @@ class Guest:
         return {FrameKind.ANON: "anonymous", FrameKind.COW: "private copy (CoW)",
                 FrameKind.PAGETABLE: "page table"}.get(FrameKind(self.kind[gpfn]), "guest RAM")
 
-    def unmap_pte(self, mm: MmStruct, vpn: int) -> None:
-        """Clear one PTE (zap_pte_range / try_to_unmap_one), freeing a private anonymous page."""
-        old = mm.pt.unmap(vpn)
-        self.tlb.invalidate(mm.asid, vpn)
-        if not self.preset.pte_present_p(old):
-            return
-        gpfn = self.preset.pte_pfn(old)
-        self._rmap_del(gpfn, mm.pid, vpn)
-        kind = self.kind[gpfn] if 0 <= gpfn < self.ram_pages else None
-        if kind in (FrameKind.ANON, FrameKind.COW) and gpfn not in self.rmap:
-            self.free_page(gpfn)
-
-    def _rmap_del(self, gpfn: int, pid: int, vpn: int) -> None:
-        mapping = self.rmap.get(gpfn)
-        if mapping is not None:
-            mapping.users.pop((pid, vpn), None)
-            if not mapping.users:
-                del self.rmap[gpfn]
-
-    def mapcount(self, gpfn: int) -> int:
-        """page_mapcount: PTEs mapping `gpfn`."""
-        mapping = self.rmap.get(gpfn)
-        return len(mapping.users) if mapping else 0
-
     # --- the page cache ---------------------------------------------------------------------
 
     def ra_state(self, ino: int) -> FileRaState:
@@ -586,119 +394,6 @@ class Guest:
         if ra is None:
             ra = self.ra[ino] = FileRaState(ra_pages=self.ra_pages)
         return ra
-
-    def active_floor(self) -> int:
-        """What a refault distance is compared with: active file + anonymous pages."""
-        anon = int(np.count_nonzero((self.kind == FrameKind.ANON) | (self.kind == FrameKind.COW)))
-        return self.cache.nr_active + anon
-
-    def shrink(self, nr_to_reclaim: int) -> int:
-        """Model of mm/vmscan.c:shrink_lruvec for file pages: free up to `nr_to_reclaim` frames.
-
-        The textbook policies free exactly one page, the one they would choose.
-        """
-        cache = self.cache
-        if cache.policy in ("arc", "opt"):
-            if not len(cache):
-                return 0
-            if cache.policy == "opt":
-                victim = cache.opt_victim()
-            else:
-                victim = cache._arc_replace(False)
-                cache.arc_ghost(victim)
-            self._reclaim_page(victim, shadow=False)
-            return 1
-        if cache.policy == "linux":
-            self._shrink_active_list()
-        reclaimed = 0
-        budget = 2 * (cache.nr_inactive + cache.nr_active) + 1
-        while reclaimed < nr_to_reclaim and budget > 0 and (cache.inactive or cache.active):
-            budget -= 1
-            if not cache.inactive:
-                self._shrink_active_list(force=True)
-                continue
-            gpfn = next(iter(cache.inactive))  # the tail: the oldest page
-            self.stats.pgscan += 1
-            if gpfn in cache.pinned:
-                cache.rotate(gpfn)  # a fault handler holds it
-                continue
-            verdict = self._check_references(gpfn)
-            if verdict == "activate":
-                cache.activate(gpfn)
-                continue
-            if verdict == "keep":
-                cache.rotate(gpfn)
-                continue
-            self._reclaim_page(gpfn)
-            reclaimed += 1
-        return reclaimed
-
-    def _check_references(self, gpfn: int) -> str:
-        """Model of folio_check_references: "activate", "keep" or "reclaim"."""
-        cache = self.cache
-        if cache.policy in ("fifo", "lru"):
-            return "reclaim"
-        referenced_folio = bool(cache.referenced[gpfn])
-        cache.referenced[gpfn] = False
-        if cache.policy == "clock":
-            return "keep" if referenced_folio else "reclaim"  # second chance
-        referenced_ptes, exec_mapped = self._folio_referenced(gpfn)
-        if referenced_ptes:
-            cache.referenced[gpfn] = True
-            if referenced_folio or referenced_ptes > 1:
-                return "activate"
-            # Activate file-backed executable folios after first usage.
-            if exec_mapped:
-                return "activate"
-            return "keep"
-        return "reclaim"
-
-    def _folio_referenced(self, gpfn: int) -> tuple[int, bool]:
-        """folio_referenced: count and clear the accessed bits of the PTEs mapping `gpfn`."""
-        mapping = self.rmap.get(gpfn)
-        if mapping is None:
-            return 0, False
-        young = 0
-        exec_mapped = False
-        for (pid, vpn), is_exec in mapping.users.items():
-            mm = self.procs[pid]
-            old = mm.pt.clear_flags(vpn, PTE_A)
-            if int(self.preset.pte_flags(old)) & PTE_A:
-                young += 1
-                self.tlb.invalidate(mm.asid, vpn)  # ptep_clear_flush_young
-            exec_mapped = exec_mapped or is_exec
-        return young, exec_mapped
-
-    def _shrink_active_list(self, force: bool = False) -> None:
-        """Demote from the active tail while the inactive list is low (inactive_is_low)."""
-        cache = self.cache
-        total_gb = (cache.nr_active + cache.nr_inactive) >> (30 - PAGE_SHIFT)
-        ratio = int((10 * total_gb) ** 0.5) if total_gb else 1
-        moves = cache.nr_active if force else 0
-        while cache.active and (moves > 0 or cache.nr_inactive * ratio < cache.nr_active):
-            moves -= 1
-            gpfn = next(iter(cache.active))
-            young, exec_mapped = self._folio_referenced(gpfn)
-            if young and exec_mapped and not force:
-                cache.rotate(gpfn)  # referenced executable pages get another trip
-                continue
-            cache.deactivate(gpfn)
-            if force:
-                break
-
-    def _reclaim_page(self, gpfn: int, shadow: bool = True) -> None:
-        """shrink_folio_list for one clean page: unmap it everywhere, drop it, free the frame."""
-        mapping = self.rmap.get(gpfn)
-        if mapping is not None:
-            for pid, vpn in list(mapping.users):
-                self.unmap_pte(self.procs[pid], vpn)
-        key = self.cache.remove(gpfn, shadow=shadow)
-        self.stats.pgsteal += 1
-        if self.bus:
-            from xipmodel.events import PageCacheEvict
-
-            self.bus.emit(PageCacheEvict(self.time, self.gid, key[0], key[1], gpfn))
-        self.free_page(gpfn)
 
     # --- accounting ---------------------------------------------------------------------
 
@@ -723,22 +418,11 @@ class Guest:
     def access(self, mm: MmStruct, address: int, kind: str = "r",
                content: int | None = None) -> int:
         """One CPU access ("r", "w", "x") by `mm` at `address`; VM_FAULT_* flags (0: none)."""
-        from xipmodel.mm.memory import access
-
-        return int(access(self, mm, address, kind, content))
+        return memory.access(self, mm, address, kind, content)
 
     def read(self, path: str, offset: int = 0, count: int = 1 << 62) -> int:
         """The read() system call on `path`: through the page cache (readahead), or in place."""
         ino = self.disk.lookup(path)
         if self.segment is not None:
-            # dax_iomap_rw: copied straight from the shared segment, no page cache.
-            size = self.disk.file_size(ino)
-            end = min(size, offset + count)
-            for index in range(offset >> PAGE_SHIFT, -(-end >> PAGE_SHIFT)):
-                block = self.disk.bmap(ino, index)
-                if block:
-                    self.map_segment_block(block)
-            return max(0, end - offset)
-        from xipmodel.mm.filemap import filemap_read
-
-        return filemap_read(self, ino, offset, count)
+            return dax.dax_iomap_rw(self, ino, offset, count)
+        return filemap.filemap_read(self, ino, offset, count)

@@ -14,7 +14,10 @@ The call chain, as in the kernel::
                     │                                      └─ write, shared     → do_shared_fault
                     └─► PTE read-only, write   → do_wp_page (copy-on-write)
 
-    vma->vm_ops->fault is filemap_fault (page cache) or dax_iomap_fault (XIP/DAX).
+    vma->vm_ops->fault is filemap_fault (page cache, mm/filemap.py) or dax_iomap_fault
+    (XIP/DAX, mm/dax.py), chosen when the file was mapped (mm/mmap.py); both call back
+    into finish_fault / set_pte_range here, as the kernel's files do. Frames come from
+    mm/page_alloc.py, the reverse map is mm/rmap.py.
 
 Handlers return VM_FAULT_* flags as a plain int bitmask (vm_fault_t), never
 raise: a SIGBUS or an OOM is a value. `VmFault` names the bits for display.
@@ -28,9 +31,13 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from xipmodel.events import Cow, Fault, TlbLookup, WalkStep
+from xipmodel.events import Cow, Fault, PteInstall, TlbLookup, WalkStep
 from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
-from xipmodel.params import PAGE_SHIFT, PTE_A, PTE_D, PTE_W, PTE_X
+from xipmodel.mm.page_alloc import alloc_page, free_page
+from xipmodel.mm.pagetable import nested_walk
+from xipmodel.mm.rmap import folio_add_rmap, folio_mapcount, folio_remove_rmap
+from xipmodel.mm.vma import Prot
+from xipmodel.params import PAGE_SHIFT, PTE_A, PTE_D, PTE_U, PTE_W, PTE_X
 
 if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
@@ -48,13 +55,19 @@ __all__ = [
     "VmFault",
     "VmFaultInfo",
     "access",
+    "copy_page_range",
     "do_anonymous_page",
     "do_cow_fault",
     "do_fault",
+    "do_fault_around",
     "do_read_fault",
     "do_shared_fault",
     "do_wp_page",
+    "finish_fault",
     "handle_mm_fault",
+    "set_pte_range",
+    "should_fault_around",
+    "zap_pte",
 ]
 
 
@@ -160,8 +173,6 @@ def _emit_lookup(guest: Guest, mm: MmStruct, address: int, hit: bool) -> None:
     guest.bus.emit(TlbLookup(guest.time, guest.gid, mm.asid, address >> PAGE_SHIFT, hit))
     if hit:
         return
-    from xipmodel.mm.pagetable import nested_walk
-
     for step in nested_walk(mm.pt, guest.ept, address).steps:
         s = step.step
         guest.bus.emit(WalkStep(guest.time, guest.gid, s.level, s.table, s.index, s.pte,
@@ -225,39 +236,57 @@ def do_fault(vmf: VmFaultInfo) -> int:
     return do_shared_fault(vmf)
 
 
-def _vma_fault(vmf: VmFaultInfo) -> int:
-    """vma->vm_ops->fault: dax_iomap_fault on the XIP mount, filemap_fault otherwise."""
-    if vmf.vma.dax:
-        from xipmodel.mm.dax import dax_iomap_fault
-
-        return dax_iomap_fault(vmf)
-    from xipmodel.mm.filemap import filemap_fault
-
-    return filemap_fault(vmf)
+def __do_fault(vmf: VmFaultInfo) -> int:
+    """__do_fault: vma->vm_ops->fault, filemap_fault or dax_iomap_fault."""
+    vm_ops = vmf.vma.vm_ops
+    assert vm_ops is not None, "__do_fault: a file VMA without vm_ops"
+    return vm_ops.fault(vmf)
 
 
 def do_read_fault(vmf: VmFaultInfo) -> int:
     """Model of do_read_fault: try fault-around, then ->fault, then map the page read-only."""
-    guest = vmf.guest
-    if not vmf.vma.dax and guest.fault_around_pages > 1:
-        # Let's call ->map_pages() first and use ->fault() as fallback if the page is
-        # not in the page cache yet (DAX has no map_pages).
-        from xipmodel.mm.filemap import do_fault_around
-
-        if do_fault_around(vmf):
-            vmf.handler = "do_read_fault → filemap_map_pages"
-            return VM_FAULT_NOPAGE
-    result = _vma_fault(vmf)
+    # Let's call ->map_pages() first and use ->fault() as fallback if the page is
+    # not in the page cache yet (DAX has no map_pages).
+    if should_fault_around(vmf) and do_fault_around(vmf):
+        vmf.handler = "do_read_fault → filemap_map_pages"
+        return VM_FAULT_NOPAGE
+    result = __do_fault(vmf)
     if result & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
         return result
     return result | finish_fault(vmf, writable=vmf.vma.shared and vmf.write)
 
 
+def should_fault_around(vmf: VmFaultInfo) -> bool:
+    """Model of should_fault_around: the VMA has ->map_pages and the window is > 1 page."""
+    vm_ops = vmf.vma.vm_ops
+    return vm_ops is not None and vm_ops.map_pages is not None \
+        and vmf.guest.fault_around_pages > 1
+
+
+def do_fault_around(vmf: VmFaultInfo) -> bool:
+    """Model of do_fault_around: map up to fault_around_pages cached neighbours, aligned.
+
+    The window is aligned to fault_around_pages and clipped to the VMA and the leaf
+    page table; vma->vm_ops->map_pages maps what is cached. True if the faulting page
+    itself got mapped (no ->fault needed).
+    """
+    guest, vma = vmf.guest, vmf.vma
+    assert vma.vm_ops is not None and vma.vm_ops.map_pages is not None
+    nr_pages = guest.fault_around_pages
+    ptrs_per_pte = guest.preset.entries[-1]
+    pte_off = vmf.vpn % ptrs_per_pte
+    vma_off = vmf.pgoff - vma.pgoff
+    from_pte = max(pte_off - pte_off % nr_pages, pte_off - min(pte_off, vma_off))
+    to_pte = min(from_pte + nr_pages, ptrs_per_pte, pte_off + vma.pages - vma_off) - 1
+    start = vmf.pgoff + from_pte - pte_off
+    end = vmf.pgoff + to_pte - pte_off
+    return vma.vm_ops.map_pages(vmf, start, end)
+
+
 def finish_fault(vmf: VmFaultInfo, writable: bool) -> int:
     """Model of finish_fault: install the PTE for vmf.page."""
-    guest = vmf.guest
-    if not guest.install_pte(vmf.mm, vmf.vpn, vmf.page, writable, vmf.vma.exec,
-                             dirty=vmf.write):
+    if not set_pte_range(vmf.guest, vmf.mm, vmf.vpn, vmf.page, writable, vmf.vma.exec,
+                         dirty=vmf.write):
         return VM_FAULT_OOM
     return 0
 
@@ -265,14 +294,10 @@ def finish_fault(vmf: VmFaultInfo, writable: bool) -> int:
 def do_cow_fault(vmf: VmFaultInfo) -> int:
     """Model of do_cow_fault: a write to a private file mapping gets a private copy at once."""
     guest = vmf.guest
-    if vmf.vma.dax:
-        from xipmodel.mm.dax import dax_iomap_fault
-
-        return dax_iomap_fault(vmf)  # dax_fault_cow_page does the copy itself
-    result = _vma_fault(vmf)
-    if result & VM_FAULT_ERROR:
-        return result
-    copy = guest.alloc_page(FrameKind.COW, guest.host.unique_content())
+    result = __do_fault(vmf)
+    if result & (VM_FAULT_ERROR | VM_FAULT_DONE_COW):
+        return result  # DAX's fault handler made the copy itself (dax_fault_cow_page)
+    copy = alloc_page(guest, FrameKind.COW, guest.host.unique_content())
     if copy is None:
         return result | VM_FAULT_OOM
     vmf.page = copy
@@ -285,7 +310,7 @@ def do_cow_fault(vmf: VmFaultInfo) -> int:
 
 def do_shared_fault(vmf: VmFaultInfo) -> int:
     """Model of do_shared_fault: a write to a shared file mapping dirties the page-cache page."""
-    result = _vma_fault(vmf)
+    result = __do_fault(vmf)
     if result & VM_FAULT_ERROR:
         return result
     vmf.handler = "do_shared_fault → " + vmf.handler
@@ -302,9 +327,9 @@ def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> int:
     guest = vmf.guest
     in_ram = 0 <= gpfn < guest.ram_pages
     kind = FrameKind(guest.kind[gpfn]) if in_ram else FrameKind.SHARED
-    if kind in (FrameKind.ANON, FrameKind.COW) and guest.mapcount(gpfn) == 1:
+    if kind in (FrameKind.ANON, FrameKind.COW) and folio_mapcount(guest, gpfn) == 1:
         vmf.handler = "do_wp_page → wp_page_reuse"
-        guest.install_pte(vmf.mm, vmf.vpn, gpfn, True, vmf.vma.exec, dirty=True)
+        set_pte_range(guest, vmf.mm, vmf.vpn, gpfn, True, vmf.vma.exec, dirty=True)
         return 0
     if not in_ram:
         source, content = "shared segment", CONTENT_BLOCK + gpfn - guest.dcss_base
@@ -314,17 +339,17 @@ def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> int:
         source, content = "page cache", int(guest.host.content[guest.backing[gpfn]])
     else:
         source, content = "anonymous", int(guest.host.content[guest.backing[gpfn]])
-    copy = guest.alloc_page(FrameKind.COW, content)
+    copy = alloc_page(guest, FrameKind.COW, content)
     if copy is None:
         return VM_FAULT_OOM
     vmf.handler = "do_wp_page → wp_page_copy"
     vmf.page = copy
     guest.stats.cow_faults += 1
     _emit_cow(vmf, source, copy)
-    if not guest.install_pte(vmf.mm, vmf.vpn, copy, True, vmf.vma.exec, dirty=True):
+    if not set_pte_range(guest, vmf.mm, vmf.vpn, copy, True, vmf.vma.exec, dirty=True):
         return VM_FAULT_OOM
     if kind in (FrameKind.ANON, FrameKind.COW) and in_ram and gpfn not in guest.rmap:
-        guest.free_page(gpfn)
+        free_page(guest, gpfn)
     return 0
 
 
@@ -333,10 +358,10 @@ def do_anonymous_page(vmf: VmFaultInfo) -> int:
     guest = vmf.guest
     if not vmf.write:
         vmf.handler = "do_anonymous_page (zero page)"
-        ok = guest.install_pte(vmf.mm, vmf.vpn, 0, False, vmf.vma.exec)
+        ok = set_pte_range(guest, vmf.mm, vmf.vpn, 0, False, vmf.vma.exec)
         return 0 if ok else VM_FAULT_OOM
     vmf.handler = "do_anonymous_page"
-    gpfn = guest.alloc_page(FrameKind.ANON, CONTENT_ZERO)
+    gpfn = alloc_page(guest, FrameKind.ANON, CONTENT_ZERO)
     if gpfn is None:
         return VM_FAULT_OOM
     vmf.page = gpfn
@@ -348,3 +373,87 @@ def _emit_cow(vmf: VmFaultInfo, source: str, new_gpfn: int) -> None:
     guest.time += guest.costs.copy_page_ns
     if guest.bus:
         guest.bus.emit(Cow(guest.time, guest.gid, vmf.mm.pid, vmf.vpn, source, new_gpfn))
+
+
+# --- PTEs: installing, zapping, copying at fork ---------------------------------------------
+
+
+def set_pte_range(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable: bool,
+                  exec_: bool, dirty: bool = False) -> bool:
+    """Model of set_pte_range for one page: folio_add_*_rmap, then set_pte_at.
+
+    Maps `vpn` → `gpfn` (accessed, and dirty if written) over whatever was there
+    (the CoW path swaps in a private copy), flushing the TLB entry. False if no
+    frame was left for a page-table page.
+    """
+    flags = PTE_U | PTE_A
+    if writable:
+        flags |= PTE_W
+    if exec_:
+        flags |= PTE_X
+    if dirty:
+        flags |= PTE_D
+    old = mm.pt.lookup_pte(vpn)
+    if guest.preset.pte_present_p(old):
+        folio_remove_rmap(guest, guest.preset.pte_pfn(old), mm.pid, vpn)
+    if not mm.pt.map(vpn, gpfn, flags, replace=True):
+        return False  # no memory for a page-table page
+    guest.tlb.invalidate(mm.asid, vpn)
+    if 0 < gpfn < guest.ram_pages and guest.kind[gpfn] != FrameKind.ZERO:
+        folio_add_rmap(guest, gpfn, mm.pid, vpn, exec_)
+    if guest.bus:
+        _emit_pte_install(guest, mm, vpn, gpfn, writable)
+    return True
+
+
+def _emit_pte_install(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable: bool) -> None:
+    kind, block, ino, pgoff = "anon", -1, -1, -1
+    if gpfn >= guest.dcss_base and guest.segment is not None:
+        kind, block = "segment", gpfn - guest.dcss_base
+    elif gpfn == 0:
+        kind = "zero"
+    elif gpfn in guest.cache.key_of:
+        kind = "pagecache"
+        ino, pgoff = guest.cache.key_of[gpfn]
+    elif guest.kind[gpfn] == FrameKind.COW:
+        kind = "cow"
+    guest.bus.emit(PteInstall(guest.time, guest.gid, mm.pid, vpn, gpfn, guest.host_frame(gpfn),
+                              writable, guest.describe_gpfn(gpfn), kind, block, ino, pgoff))
+
+
+def zap_pte(guest: Guest, mm: MmStruct, vpn: int) -> None:
+    """Model of zap_pte_range for one PTE: clear it; free a private page nobody maps now."""
+    old = mm.pt.unmap(vpn)
+    guest.tlb.invalidate(mm.asid, vpn)
+    if not guest.preset.pte_present_p(old):
+        return
+    gpfn = guest.preset.pte_pfn(old)
+    folio_remove_rmap(guest, gpfn, mm.pid, vpn)
+    kind = guest.kind[gpfn] if 0 <= gpfn < guest.ram_pages else None
+    if kind in (FrameKind.ANON, FrameKind.COW) and gpfn not in guest.rmap:
+        free_page(guest, gpfn)
+
+
+def copy_page_range(guest: Guest, dst: MmStruct, src: MmStruct) -> bool:
+    """Model of copy_page_range (fork): map every present page of `src` in `dst` too.
+
+    Pages of private writable mappings become copy-on-write in both (their PTEs
+    write-protected), so whichever writes first gets a copy (do_wp_page) and the
+    other then reuses the page. False if `dst` ran out of memory for its tables.
+    """
+    preset = guest.preset
+    for vpn in src.pt.mapped_vpns().tolist():
+        pte = src.pt.lookup_pte(vpn)
+        if not preset.pte_present_p(pte):
+            continue
+        flags = int(preset.pte_flags(pte))
+        vma = src.find_vma(vpn << PAGE_SHIFT)
+        cow = vma is not None and not vma.shared and bool(vma.prot & Prot.W)
+        writable = bool(flags & PTE_W) and not cow
+        if cow and flags & PTE_W:
+            src.pt.clear_flags(vpn, PTE_W)  # the parent's copy is write-protected too
+            guest.tlb.invalidate(src.asid, vpn)
+        if not set_pte_range(guest, dst, vpn, preset.pte_pfn(pte), writable,
+                             bool(flags & PTE_X), dirty=bool(flags & PTE_D)):
+            return False
+    return True

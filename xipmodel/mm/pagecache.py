@@ -13,8 +13,9 @@ Linux's (mm/swap.c, mm/vmscan.c, mm/workingset.c)::
 * mapped pages are aged by their PTE accessed bits when reclaim looks at them
   (folio_check_references): a second reference activates them, except
   executable file pages, which are activated after their first use.
-* a refault whose distance (evictions + activations since the eviction) is at
-  most the active file + anonymous pages is activated at once.
+* an evicted page leaves a shadow entry; a refault whose distance (evictions +
+  activations since the eviction) is small enough is activated at once
+  (mm/workingset.py).
 
 The textbook policies replace the two lists for teaching, seeing every access
 (the idealised, full-knowledge version): FIFO, LRU and CLOCK (reference bit set
@@ -37,6 +38,7 @@ from typing import Final
 import numpy as np
 
 from xipmodel.errors import ParameterError
+from xipmodel.mm.workingset import workingset_activation, workingset_eviction, workingset_refault
 
 __all__ = ["CACHE_POLICIES", "LRU_ACTIVE", "LRU_INACTIVE", "LRU_NONE", "PageCache"]
 
@@ -122,8 +124,8 @@ class PageCache:
             active_floor: int | Callable[[], int]) -> tuple[bool, bool]:
         """filemap_add_folio + lru_cache_add: cache `gpfn` as page `pgoff` of `ino`.
 
-        `active_floor` is what a refault distance is compared with (active file + anon
-        pages), or a function computing it (called only for a refault).
+        `active_floor` is what a refault distance is compared with (workingset_size),
+        or a function computing it (called only for a refault).
         Returns (refault, activated).
         """
         key = (ino, pgoff)
@@ -132,16 +134,7 @@ class PageCache:
         self.key_of[gpfn] = key
         self.referenced[gpfn] = False
         self.readahead[gpfn] = False
-        eviction = self.shadows.pop(key, None)
-        refault = eviction is not None
-        activate = False
-        if refault:
-            # workingset_refault: was it evicted recently enough to deserve the active list?
-            self.refaults += 1
-            assert eviction is not None
-            distance = self.nonresident_age - eviction
-            floor = active_floor() if callable(active_floor) else active_floor
-            activate = self.policy == "linux" and distance <= floor
+        refault, activate = workingset_refault(self, key, active_floor)
         if self.policy == "arc" and self._arc_to_t2:
             self._arc_to_t2 = False
             self.lru[gpfn] = LRU_ACTIVE  # a ghost hit: straight to T2
@@ -168,9 +161,7 @@ class PageCache:
         self.readahead[gpfn] = False
         self.referenced[gpfn] = False
         if shadow:
-            self.shadows[key] = self.nonresident_age  # workingset_eviction
-            self.nonresident_age += 1
-            self.evictions += 1
+            workingset_eviction(self, key)
         return key
 
     def _to_active(self, gpfn: int) -> None:
@@ -179,8 +170,7 @@ class PageCache:
         self.lru[gpfn] = LRU_ACTIVE
         self.active[gpfn] = None
         self.referenced[gpfn] = False
-        self.nonresident_age += 1  # workingset_age_nonresident on activation
-        self.activations += 1
+        workingset_activation(self)
 
     def activate(self, gpfn: int) -> None:
         """folio_activate: move an inactive page to the active list's head."""
@@ -248,26 +238,26 @@ class PageCache:
             self.p = min(float(c), self.p + max(len(b2) / len(b1), 1.0))
             del b1[key]
             self._arc_to_t2 = True
-            return (self._arc_replace(False), True) if full else (None, False)
+            return (self.arc_replace(False), True) if full else (None, False)
         if key in b2:  # Case III: frequency deserves more room
             self.p = max(0.0, self.p - max(len(b1) / len(b2), 1.0))
             del b2[key]
             self._arc_to_t2 = True
-            return (self._arc_replace(True), True) if full else (None, False)
+            return (self.arc_replace(True), True) if full else (None, False)
         self._arc_to_t2 = False  # Case IV: a complete miss
         if len(t1) + len(b1) == c:
             if len(t1) < c:
                 b1.popitem(last=False)
-                return self._arc_replace(False), True
+                return self.arc_replace(False), True
             return next(iter(t1)), False  # T1 is the whole cache: evict, no ghost
         if len(t1) + len(b1) < c and len(t1) + len(t2) + len(b1) + len(b2) >= c:
             if len(t1) + len(t2) + len(b1) + len(b2) == 2 * c:
                 b2.popitem(last=False)
             if full:
-                return self._arc_replace(False), True
+                return self.arc_replace(False), True
         return None, False
 
-    def _arc_replace(self, in_b2: bool) -> int:
+    def arc_replace(self, in_b2: bool) -> int:
         """REPLACE: evict from T1 when it is over its target p, else from T2."""
         t1 = self.inactive
         lst = t1 if t1 and (len(t1) > self.p or (in_b2 and len(t1) == self.p)) else self.active

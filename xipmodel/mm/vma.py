@@ -8,7 +8,9 @@ permissions; a file-backed VMA maps file pages starting at `pgoff`::
       file page vma.pgoff + (address - vma.start) >> PAGE_SHIFT
 
 exec (fs/binfmt_elf.c) makes each PT_LOAD segment a *private* file mapping
-(text R-X, data RW-), and .bss, heap and stack anonymous ones.
+(text R-X, data RW-), and .bss, heap and stack anonymous ones. A file VMA's
+`vm_ops` (struct vm_operations_struct) name its fault handlers: the page cache's
+(mm/filemap.py) or DAX's (mm/dax.py); mm/mmap.py picks them when it maps the file.
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from xipmodel.errors import ParameterError
 from xipmodel.mm.pagetable import PageTable
 from xipmodel.params import PAGE_SHIFT
 
-__all__ = ["MmStruct", "Prot", "Vma"]
+if TYPE_CHECKING:
+    from xipmodel.mm.memory import VmFaultInfo
+
+__all__ = ["MmStruct", "Prot", "VmOperations", "Vma"]
 
 
 class Prot(enum.IntFlag):
@@ -50,6 +57,20 @@ class Prot(enum.IntFlag):
 ADVICE = ("normal", "random", "sequential")  # MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL
 
 
+@dataclass(frozen=True)
+class VmOperations:
+    """struct vm_operations_struct: what a file VMA's faults call.
+
+    `fault(vmf)` finds or makes the page (VM_FAULT_* flags); `map_pages(vmf, start,
+    end)` maps cached pages of [start, end] without I/O for fault-around (None: the
+    mapping has none, as DAX has not), True if the faulting page got mapped.
+    """
+
+    name: str
+    fault: Callable[[VmFaultInfo], int] = field(repr=False)
+    map_pages: Callable[[VmFaultInfo, int, int], bool] | None = field(default=None, repr=False)
+
+
 @dataclass
 class Vma:
     """struct vm_area_struct: [start, end) with permissions, maybe backed by file `ino`."""
@@ -62,7 +83,8 @@ class Vma:
     pgoff: int = 0  # file page mapped at `start`
     name: str = ""
     advice: str = "normal"
-    dax: bool = False  # the file lives on the XIP/DAX mount: vm_ops are dax's, not filemap's
+    dax: bool = False  # the file lives on the XIP/DAX mount (the inode's S_DAX)
+    vm_ops: VmOperations | None = None  # a file VMA's fault handlers (None: anonymous)
 
     def __post_init__(self) -> None:
         mask = (1 << PAGE_SHIFT) - 1
