@@ -9,6 +9,7 @@ update FigureWidgets in place::
                  smaller counts answered by RunResult.prefix (ksm: run on demand)
     widgets.py   comparison_dashboard, memory_map, page_walk_explorer, ext2_explorer,
                  timeline (ipywidgets + plotly FigureWidget; needs the `lab` extra)
+    exercises/   the course's seeded, self-checking exercises, one module per notebook
 
 `views` and `runs` import without the lab extra; the widget functions load
 `widgets` (and with it ipywidgets and plotly) on first use.

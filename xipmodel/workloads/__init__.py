@@ -1,4 +1,11 @@
-"""Workloads: what guests run, as page-level traces (seeded models or recorded programs)."""
+"""Workloads: what guests run, as page-level traces (seeded models or recorded programs).
+
+    trace.py        PageTrace, the format every workload shares, and replay (start here)
+    synthetic.py    seeded program models: locality, hot code, data writes, heap growth
+    recorded.py     the four shipped recordings and the image their files come from
+    record.py       python -m xipmodel record: a real program under valgrind, page by page
+    make_traces.py  how the shipped recordings were made
+"""
 
 from __future__ import annotations
 
