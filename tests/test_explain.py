@@ -63,9 +63,9 @@ class World:
         self.bus = EventBus()
         self.segment = SharedSegment(self.host, image, bus=self.bus)
 
-    def guest(self, gid: int, xip: bool, ram_pages: int = 256) -> Guest:
+    def guest(self, gid: int, xip: bool, ram_pages: int = 256, kernel: str = "6.18") -> Guest:
         return Guest(gid, self.host, ram_pages, self.image,
-                     segment=self.segment if xip else None, bus=self.bus)
+                     segment=self.segment if xip else None, bus=self.bus, kernel=kernel)
 
     def app(self, guest: Guest) -> MmStruct:
         mm = guest.new_process("app")
@@ -139,8 +139,11 @@ def test_xip_hole_maps_the_zero_page(world: World) -> None:
 # ── the page cache ───────────────────────────────────────────────────────────────────────────
 
 def test_page_cache_major_fault_shows_read_around_and_disk_bytes(world: World) -> None:
-    """A page-cache guest faults on page 20 of a binary: which window is read, how many bytes?"""
-    guest = world.guest(5, xip=False)
+    """A page-cache guest faults on page 20 of a binary: which window is read, how many bytes?
+
+    (The classic centred read-around that executable mappings had up to Linux 6.15.)
+    """
+    guest = world.guest(5, xip=False, kernel="6.1")
     mm = world.app(guest)
     lines = run(world, guest, mm, (TEXT + 20 * PAGE_SIZE, "x"))
     ino = world.image.lookup("/bin/app")
@@ -163,7 +166,7 @@ def test_page_cache_major_fault_shows_read_around_and_disk_bytes(world: World) -
 
 def test_page_cache_neighbour_is_mapped_by_fault_around(world: World) -> None:
     """After a major fault, the next page faults again: does it go to the disk?"""
-    guest = world.guest(5, xip=False)
+    guest = world.guest(5, xip=False, kernel="6.1")
     mm = world.app(guest)
     guest.access(mm, TEXT + 3 * PAGE_SIZE, "x")
     lines = run(world, guest, mm, (TEXT + 4 * PAGE_SIZE, "x"))

@@ -121,7 +121,7 @@ class Readahead(Event):
     start: int
     size: int
     async_size: int
-    kind: str  # "read-around", "sync", "async"
+    kind: str  # "read-around", "exec read-around", "sync", "async", "single"
     pages_read: int
 
 

@@ -347,6 +347,7 @@ def _cow(e: Cow) -> str:
 # ── the page cache ───────────────────────────────────────────────────────────────────────
 
 _READAHEAD_NAMES = {"read-around": "read-around", "sync": "readahead",
+                    "exec read-around": "exec read-around (from the fault, Linux 6.16+)",
                     "async": "async readahead", "single": "single-page read"}
 
 

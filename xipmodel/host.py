@@ -325,7 +325,7 @@ class Host:
         for kind, count in self.memory.counts_by_kind().items():
             out[_KIND_CATEGORY[kind]] += count * PAGE_SIZE
         if self.ksm is not None:
-            out["ksm"] += len(self.ksm.checksum) * RMAP_ITEM_BYTES
+            out["ksm"] += len(self.ksm.rmap_items) * RMAP_ITEM_BYTES
         return out
 
     def result(self) -> RunResult:

@@ -38,7 +38,9 @@ from xipmodel.errors import ParameterError
 
 __all__ = [
     "DEFAULT_COSTS",
+    "DEFAULT_KERNEL",
     "DEFAULT_PRESET",
+    "KERNELS",
     "PAGE_SHIFT",
     "PAGE_SIZE",
     "PRESETS",
@@ -47,8 +49,10 @@ __all__ = [
     "TINY",
     "X86_64",
     "Costs",
+    "KernelProfile",
     "MMUPreset",
     "Pte",
+    "kernel_profile",
     "preset",
 ]
 
@@ -419,3 +423,56 @@ class Costs:
 
 
 DEFAULT_COSTS = Costs()
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """The page-cache and fault rules of one guest kernel version.
+
+    Linux changed how it reads files in over the years; a profile names the rules
+    that differ between the versions the course talks about:
+
+    * `readahead`: "ondemand" (ondemand_readahead, up to 6.9) or "split"
+      (page_cache_sync_ra / page_cache_async_ra, 6.10 on);
+    * `exec_readaround`: mmap read-around of a VM_EXEC mapping starts at the fault
+      (rounded down to exec_folio_order), is clipped to the VMA and has no async
+      lookahead, even under MADV_RANDOM (6.16 on, commit 3b61a3f08949);
+    * `exec_folio_order`: 0 on x86-64 (the page itself), 4 on arm64 (64 KiB);
+    * `large_folio_fs`: filesystems whose page cache holds large folios
+      (mapping_large_folio_support): XFS since 5.18, ext4 since 6.16. The model's
+      frozen images are ext2, which never does; kernelcheck's ext4 files do;
+    * `dax_fault`: "xip_file_fault" (2.6.13-3.19, mm/filemap_xip.c: no CoW of its
+      own, a private write faults twice) or "dax_iomap_fault" (4.0 on, fs/dax.c).
+    """
+
+    name: str
+    readahead: str
+    exec_readaround: bool
+    large_folio_fs: frozenset[str]
+    dax_fault: str
+    exec_folio_order: int = 0
+
+    def large_folios(self, fstype: str) -> bool:
+        """Does a file on `fstype` get large folios under this kernel?"""
+        return fstype in self.large_folio_fs
+
+
+KERNELS: dict[str, KernelProfile] = {
+    p.name: p for p in (
+        KernelProfile("2.6-xip", "ondemand", False, frozenset(), "xip_file_fault"),
+        KernelProfile("6.1", "ondemand", False, frozenset({"xfs"}), "dax_iomap_fault"),
+        KernelProfile("6.18", "split", True, frozenset({"xfs", "ext4"}), "dax_iomap_fault"),
+    )
+}
+DEFAULT_KERNEL = KERNELS["6.18"]
+
+
+def kernel_profile(name: str | KernelProfile) -> KernelProfile:
+    """The kernel profile called `name` (2.6-xip, 6.1, 6.18), or `name` itself if a profile."""
+    if isinstance(name, KernelProfile):
+        return name
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise ParameterError(
+            f"kernel: name={name!r}: expected one of {', '.join(KERNELS)}") from None

@@ -21,7 +21,7 @@ mm/readahead.py, the cache itself is mm/pagecache.py.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from xipmodel.events import DiskRead, PageCacheInsert, Readahead
 from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
@@ -34,11 +34,18 @@ from xipmodel.mm.memory import (
     set_pte_range,
 )
 from xipmodel.mm.page_alloc import alloc_page
-from xipmodel.mm.readahead import MMAP_LOTSAMISS, Window
+from xipmodel.mm.readahead import (
+    MMAP_LOTSAMISS,
+    Window,
+    page_cache_async_ra,
+    page_cache_sync_ra,
+)
 from xipmodel.mm.vma import VmOperations
 from xipmodel.mm.vmscan import shrink_folio
 from xipmodel.mm.workingset import workingset_size
 from xipmodel.params import PAGE_SHIFT, PAGE_SIZE
+
+MAX_PAGECACHE_ORDER: Final = 9  # a PMD's worth of 4 KiB pages (x86-64)
 
 if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
@@ -97,31 +104,46 @@ def filemap_fault(vmf: VmFaultInfo) -> int:
 
 def do_sync_mmap_readahead(vmf: VmFaultInfo) -> None:
     """Model of do_sync_mmap_readahead: decide the window a major fault reads."""
-    guest, ino, pgoff = vmf.guest, vmf.vma.ino, vmf.pgoff
+    guest, vma, pgoff = vmf.guest, vmf.vma, vmf.pgoff
+    ino = vma.ino
     assert ino is not None
     ra = guest.ra_state(ino)
-    if vmf.vma.advice == "random" or ra.ra_pages == 0:
+    exec_rule = vma.exec and guest.kernel.exec_readaround
+    # If we don't want any read-ahead, don't bother (the exec rule is meant for random
+    # access already, so MADV_RANDOM does not switch it off).
+    if (vma.advice == "random" and not exec_rule) or ra.ra_pages == 0:
         return
-    if vmf.vma.advice == "sequential":
-        page_cache_ra(guest, ino, ra.ondemand(pgoff, 1, hit_marker=False), "sync")
+    if vma.advice == "sequential":
+        if guest.kernel.readahead == "split":
+            window = page_cache_sync_ra(ra, pgoff, ra.ra_pages, partial(prev_miss, guest, ino))
+        else:
+            window = ra.ondemand(pgoff, ra.ra_pages, hit_marker=False)
+        page_cache_ra_order(guest, ino, window, "sync")
         return
     # Do we miss much more than hit in this file? If so, stop bothering with read-around.
     if ra.mmap_miss < MMAP_LOTSAMISS * 10:
         ra.mmap_miss += 1
     if ra.mmap_miss > MMAP_LOTSAMISS:
         return
-    if vmf.vma.exec and guest.exec_aligned_readaround:
-        # Linux ≥ 6.16: executable mappings read an aligned window, no lookahead.
-        ra.start, ra.size, ra.async_size = pgoff - pgoff % ra.ra_pages, ra.ra_pages, 0
+    if exec_rule:
+        # Linux >= 6.16: executable memory rarely benefits from readahead: a window from
+        # the fault (rounded down to exec_folio_order), within the VMA, no lookahead.
+        order = guest.kernel.exec_folio_order
+        first, end = vma.pgoff, vma.pgoff + vma.pages
+        ra.order = order
+        ra.start = max(pgoff >> order << order, first)
+        ra_end = min(-(-(ra.start + ra.ra_pages) >> order) << order, end)
+        ra.size, ra.async_size = ra_end - ra.start, 0
     else:
         # mmap read-around: a window centred on the fault.
         ra.start = max(0, pgoff - ra.ra_pages // 2)
-        ra.size, ra.async_size = ra.ra_pages, ra.ra_pages // 4
-    page_cache_ra(guest, ino, Window(ra.start, ra.size, ra.async_size), "read-around")
+        ra.size, ra.async_size, ra.order = ra.ra_pages, ra.ra_pages // 4, 0
+    page_cache_ra_order(guest, ino, Window(ra.start, ra.size, ra.async_size, ra.order),
+                        "exec read-around" if exec_rule else "read-around")
 
 
 def do_async_mmap_readahead(vmf: VmFaultInfo, gpfn: int) -> None:
-    """Model of do_async_mmap_readahead: a hit on a PG_readahead page reads the next window."""
+    """Model of do_async_mmap_readahead: a hit on a PG_readahead folio reads the next window."""
     guest, ino, pgoff = vmf.guest, vmf.vma.ino, vmf.pgoff
     assert ino is not None
     ra = guest.ra_state(ino)
@@ -130,38 +152,137 @@ def do_async_mmap_readahead(vmf: VmFaultInfo, gpfn: int) -> None:
     if ra.mmap_miss > 0:
         ra.mmap_miss -= 1
     if guest.cache.readahead[gpfn]:
-        guest.cache.readahead[gpfn] = False
-        window = ra.ondemand(pgoff, 1, hit_marker=True,
-                             next_miss=guest.cache.next_miss(ino, pgoff + 1, ra.ra_pages))
-        page_cache_ra(guest, ino, window, "async")
+        filemap_async_readahead(guest, ino, pgoff, gpfn, ra.ra_pages)
+
+
+def filemap_async_readahead(guest: Guest, ino: int, index: int, gpfn: int,
+                            req_count: int) -> None:
+    """page_cache_async_readahead: clear the folio's PG_readahead, read the next window."""
+    cache = guest.cache
+    cache.set_folio_readahead(gpfn, False)
+    ra = guest.ra_state(ino)
+    if guest.kernel.readahead == "split":
+        window = page_cache_async_ra(ra, index, cache.folio_nr_pages(gpfn), req_count,
+                                     partial(next_miss, guest, ino))
+    else:
+        window = ra.ondemand(index, req_count, hit_marker=True,
+                             next_miss=cache.next_miss(ino, index + 1, ra.ra_pages))
+    if window is not None:
+        page_cache_ra_order(guest, ino, window, "async")
+
+
+def prev_miss(guest: Guest, ino: int, index: int, max_scan: int) -> int:
+    """page_cache_prev_miss: the first uncached page at or below `index`, within max_scan.
+
+    -1 when every page down to 0 is cached; index - max_scan when none is missing.
+    """
+    for i in range(index, index - max_scan, -1):
+        if i < 0:
+            return -1
+        if guest.cache.find(ino, i) is None:
+            return i
+    return index - max_scan
+
+
+def next_miss(guest: Guest, ino: int, index: int, max_scan: int) -> int | None:
+    """page_cache_next_miss: the first uncached page at or above `index`, within max_scan."""
+    return guest.cache.next_miss(ino, index, max_scan)
+
+
+def page_cache_ra_order(guest: Guest, ino: int, window: Window, kind: str) -> int:
+    """Model of page_cache_ra_order: read `window` in folios of up to window.order pages.
+
+    Where the file's filesystem caches only single pages (ext2, or a kernel without
+    large folios) this is page_cache_ra_unbounded. Otherwise folios are naturally
+    aligned, shrink at the window's end and the file's end, and the PG_readahead mark
+    goes on the folio holding the marked page; a page already cached ends the large
+    folios and the rest is read page by page. Returns pages read.
+    """
+    start, size, async_size, order = window
+    last = file_pages(guest, ino) - 1
+    ra = guest.ra_state(ino)
+    if not guest.large_folios:
+        ra.order = 0
+        return page_cache_ra(guest, ino, window, kind)
+    if size <= 0 or start > last:
+        return 0
+    limit, mark = start + size - 1, start + size - async_size
+    if limit >= last:
+        limit, mark = last, -1  # we've reached the end: no readahead marker
+    new_order = min(MAX_PAGECACHE_ORDER, order, size.bit_length() - 1)
+    ra.order = new_order
+    index, read = start, 0
+    while index <= limit:
+        folio_order = new_order
+        if index & ((1 << folio_order) - 1):
+            folio_order = (index & -index).bit_length() - 1  # align with smaller folios
+        while folio_order > 0 and index + (1 << folio_order) - 1 > limit:
+            folio_order -= 1  # don't allocate pages past the end
+        pages = 1 << folio_order
+        if any(guest.cache.find(ino, i) is not None for i in range(index, index + pages)):
+            break  # filemap_add_folio: -EEXIST
+        marked = mark >= 0 and index == mark >> folio_order << folio_order
+        got = add_folio_to_page_cache(guest, ino, index, folio_order, marked)
+        if got is None:
+            break
+        read += pages
+        index += pages
+    else:
+        _emit_readahead(guest, ino, window, kind, read)
+        return read
+    # Pages already cached left gaps: the regular readahead takes care of the rest.
+    rest = page_cache_ra(guest, ino, Window(index, size - (index - start), async_size), kind)
+    return read + rest
 
 
 def page_cache_ra(guest: Guest, ino: int, window: Window, kind: str) -> int:
-    """Model of page_cache_ra_unbounded: read the window's uncached pages; mark the lookahead.
+    """Model of do_page_cache_ra → page_cache_ra_unbounded: read the window's uncached pages.
 
-    Stops at the end of the file. Holes are zero-filled without disk I/O. Returns pages read.
+    Stops at the end of the file, and marks the page async_size before the end of what
+    it reads (the clipped window) PG_readahead. Holes are zero-filled without disk I/O.
+    Returns pages read.
     """
-    start, size, async_size = window
+    start, size, async_size = window.start, window.size, window.async_size
     last = file_pages(guest, ino) - 1
     if size <= 0 or start > last:
         return 0
-    end = min(start + size, last + 1)
-    mark = start + size - async_size if async_size else -1
+    nr_to_read = min(size, last - start + 1)  # don't read past the last page of the file
+    mark = start + nr_to_read - async_size if async_size <= nr_to_read else -1
     read = 0
-    for index in range(start, end):
+    for index in range(start, start + nr_to_read):
         if guest.cache.find(ino, index) is not None:
             continue
-        gpfn = add_to_page_cache(guest, ino, index)
-        if gpfn is None:
+        if add_folio_to_page_cache(guest, ino, index, 0, index == mark) is None:
             break
         read += 1
-        if index == mark:
-            guest.cache.readahead[gpfn] = True
+    _emit_readahead(guest, ino, window, kind, read)
+    return read
+
+
+def _emit_readahead(guest: Guest, ino: int, window: Window, kind: str, read: int) -> None:
     guest.stats.readahead_pages += max(0, read - 1)
     if guest.bus:
-        guest.bus.emit(Readahead(guest.time, guest.gid, ino, start, size, async_size, kind,
-                                 read))
-    return read
+        guest.bus.emit(Readahead(guest.time, guest.gid, ino, window.start, window.size,
+                                 window.async_size, kind, read))
+
+
+def add_folio_to_page_cache(guest: Guest, ino: int, index: int, order: int,
+                            readahead: bool) -> int | None:
+    """A folio of 2**order pages at `index` read into the page cache; its first frame.
+
+    Each page gets a guest frame of its own (add_to_page_cache); a large folio is
+    recorded as such, so readahead sees its size and flag. None if out of memory
+    (pages of the folio already added stay).
+    """
+    first = None
+    for i in range(index, index + (1 << order)):
+        gpfn = add_to_page_cache(guest, ino, i)
+        if gpfn is None:
+            return None
+        guest.cache.order[gpfn] = order
+        guest.cache.readahead[gpfn] = readahead
+        first = gpfn if first is None else first
+    return first
 
 
 def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
@@ -222,35 +343,81 @@ def filemap_map_pages(vmf: VmFaultInfo, start_pgoff: int, end_pgoff: int) -> boo
 
 
 def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
-    """Model of filemap_read (the read() system call): copy out, with sequential readahead.
+    """Model of filemap_read (the read() system call): copy out, with readahead.
 
+    Like the kernel, it works in batches of cached pages (filemap_get_pages): a miss
+    starts synchronous readahead for the rest of the request, a batch ends at a
+    PG_readahead folio, which starts the next window asynchronously. Only the first
+    folio of a batch is marked accessed, and not when the read starts in the folio the
+    previous read ended in (pos_same_folio): a use-once stream stays inactive.
     Returns the bytes read (short at the end of the file).
     """
     size = guest.disk.file_size(ino)
     end = min(pos + count, size)
     if end <= pos:
         return 0
-    ra = guest.ra_state(ino)
-    first, last = pos >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
-    for index in range(first, last + 1):
-        gpfn = guest.cache.find(ino, index)
-        missed = gpfn is None
+    ra, cache = guest.ra_state(ino), guest.cache
+    start, last_pos = pos, ra.prev_pos
+    last_index = -(-(pos + count) >> PAGE_SHIFT)
+    while pos < end:
+        index = pos >> PAGE_SHIFT
+        batch = filemap_get_read_batch(guest, ino, index, last_index - 1)
+        missed = not batch
+        if missed:
+            if guest.kernel.readahead == "split":
+                window = page_cache_sync_ra(ra, index, last_index - index,
+                                            partial(prev_miss, guest, ino))
+            else:
+                window = ra.ondemand(index, last_index - index, False)
+            page_cache_ra_order(guest, ino, window, "sync")
+            batch = filemap_get_read_batch(guest, ino, index, last_index - 1)
+        if not batch:
+            page_cache_ra(guest, ino, Window(index, 1, 0), "single")  # filemap_create_folio
+            batch = filemap_get_read_batch(guest, ino, index, index)
+        if not batch:
+            break  # out of memory: a short read
+        tail = batch[-1]
+        if cache.readahead[tail]:
+            head = cache.key_of[tail][1] & ~(cache.folio_nr_pages(tail) - 1)
+            filemap_async_readahead(guest, ino, head, tail, last_index - head)
+        if cache.policy == "linux":
+            # When a read accesses the same folio several times, mark it accessed only
+            # the first time; and only the batch's first folio.
+            shift = PAGE_SHIFT + int(cache.order[batch[0]])
+            if last_pos < 1 or pos >> shift != (last_pos - 1) >> shift:
+                for gpfn in cache.folio_of(batch[0]):
+                    cache.mark_page_accessed(gpfn)
+        else:
+            # A textbook policy sees every page the read copies (the idealised version).
+            for gpfn in batch:
+                if cache.key_of[gpfn][1] << PAGE_SHIFT < end:
+                    cache.mark_page_accessed(gpfn, just_read=missed)
+        pos = min(end, (cache.key_of[tail][1] + 1) << PAGE_SHIFT)
+        last_pos = pos
+    ra.prev_pos = last_pos
+    return pos - start
+
+
+def filemap_get_read_batch(guest: Guest, ino: int, index: int, max_index: int) -> list[int]:
+    """Model of filemap_get_read_batch: the cached pages from `index` on, up to max_index.
+
+    Stops at the first page not cached, and after the folio carrying PG_readahead.
+    """
+    cache = guest.cache
+    batch: list[int] = []
+    i = index
+    while i <= max_index:
+        gpfn = cache.find(ino, i)
         if gpfn is None:
-            page_cache_ra(guest, ino, ra.ondemand(index, last - index + 1, False), "sync")
-            gpfn = guest.cache.find(ino, index)
-            if gpfn is None:
-                page_cache_ra(guest, ino, Window(index, 1, 0), "single")
-                gpfn = guest.cache.find(ino, index)
-            if gpfn is None:
-                return (index << PAGE_SHIFT) - pos if index > first else 0
-        elif guest.cache.readahead[gpfn]:
-            guest.cache.readahead[gpfn] = False
-            window = ra.ondemand(index, last - index + 1, True,
-                                 guest.cache.next_miss(ino, index + 1, ra.ra_pages))
-            page_cache_ra(guest, ino, window, "async")
-        guest.cache.mark_page_accessed(gpfn, just_read=missed)
-    ra.prev_pos = end - 1
-    return end - pos
+            break
+        batch.append(gpfn)
+        if cache.readahead[gpfn]:
+            folio_end = (i | (cache.folio_nr_pages(gpfn) - 1))
+            batch += [g for g in (cache.find(ino, j) for j in range(i + 1, folio_end + 1))
+                      if g is not None]
+            break
+        i += 1
+    return batch
 
 
 # The page cache's vm_operations_struct (mm/filemap.c): what a file VMA's faults call.

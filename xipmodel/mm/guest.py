@@ -45,12 +45,15 @@ from xipmodel.mm.tlb import TLB
 from xipmodel.mm.vma import MmStruct, Prot, Vma
 from xipmodel.params import (
     DEFAULT_COSTS,
+    DEFAULT_KERNEL,
     PTE_U,
     PTE_W,
     PTE_X,
     X86_64,
     Costs,
+    KernelProfile,
     MMUPreset,
+    kernel_profile,
 )
 
 __all__ = ["FAULT_AROUND_PAGES", "Guest", "GuestStats"]
@@ -105,15 +108,18 @@ class Guest:
         policy: str = "linux",
         fault_around_pages: int = FAULT_AROUND_PAGES,
         ra_pages: int = VM_READAHEAD_PAGES,
-        exec_aligned_readaround: bool = False,
+        kernel: KernelProfile | str = DEFAULT_KERNEL,
+        large_folios: bool = False,
         tlb_entries: int = 64,
         tlb_ways: int = 4,
         costs: Costs = DEFAULT_COSTS,
     ) -> None:
         """Boot a guest; with `segment`, files of `disk` are mounted -o xip from it.
 
-        `exec_aligned_readaround`: the mid-2025 kernels' read-around for executable
-        mappings (an aligned window, no lookahead) instead of the classic centred one.
+        `kernel`: the guest kernel's rules (params.KERNELS: "2.6-xip", "6.1", "6.18").
+        `large_folios`: the guest's files live on a filesystem whose page cache holds
+        large folios under that kernel (ext4 on 6.16+, XFS); the frozen ext2 image never
+        does, so this is for comparing with other filesystems (kernelcheck).
         """
         if ram_pages < 64:
             raise ParameterError(f"Guest: ram_pages {ram_pages} is too small (at least 64)")
@@ -129,7 +135,8 @@ class Guest:
         self.bus = bus if bus is not None else EventBus()
         self.fault_around_pages = fault_around_pages
         self.ra_pages = ra_pages
-        self.exec_aligned_readaround = exec_aligned_readaround
+        self.kernel = kernel_profile(kernel)
+        self.large_folios = large_folios
         self.time = 0  # model nanoseconds, advanced by accesses, walks, faults and I/O
         self.page_in_ns = 0  # of which waiting for the host to page in segment blocks
         self.costs = costs

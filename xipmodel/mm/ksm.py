@@ -81,6 +81,7 @@ class Ksm:
         self.stable: dict[int, list[int]] = {}  # content → stable KSM frames (a chain)
         self.unstable: dict[int, tuple[int, int]] = {}  # content → (guest index, gpfn)
         self.checksum: dict[tuple[int, int], int] = {}  # rmap_item.oldchecksum
+        self.rmap_items: set[tuple[int, int]] = set()  # (guest, gpfn) of every page scanned
         self._pass_guests = np.zeros(0, dtype=np.int64)  # this pass: which guest …
         self._pass_pages = np.zeros(0, dtype=np.int64)  # … and which of its frames
         self._cursor = 0
@@ -157,6 +158,8 @@ class Ksm:
         for gi in np.unique(guest_ids).tolist():
             sel = guest_ids == gi
             hpfns[sel] = self.guests[gi].backing[gpfns[sel]]
+        # get_next_rmap_item: every page ksmd scans has an rmap_item from its first scan on.
+        self.rmap_items.update(zip(guest_ids.tolist(), gpfns.tolist(), strict=True))
         # Merged pages (and frames given back meanwhile) need no look.
         live = (hpfns >= 0) & (self.host.kind[np.maximum(hpfns, 0)] != _KSM)
         contents = self.host.content[hpfns[live]].tolist()
@@ -243,7 +246,7 @@ class Ksm:
         c.pages_shared = int(np.count_nonzero(ksm))
         c.pages_sharing = int(host.refcount[:top][ksm].sum()) - c.pages_shared
         c.pages_unshared = len(self.unstable)
-        c.rmap_items = len(self.checksum)
+        c.rmap_items = len(self.rmap_items)
         # As pages_volatile_show computes it: what is in no tree.
         c.pages_volatile = max(0, c.rmap_items - c.pages_shared - c.pages_sharing
                                - c.pages_unshared)

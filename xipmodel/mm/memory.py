@@ -148,11 +148,17 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
             guest.time += guest.walk_cost * guest.costs.walk_ref_ns
         pte = mm.pt.lookup_pte(vpn)
         preset = guest.preset
-        if not (preset.pte_present_p(pte) and _allowed(int(preset.pte_flags(pte)), write, exec_)):
-            result = handle_mm_fault(guest, mm, address, write, exec_)
+        # The CPU retries the access after each fault; a handler may resolve it in two
+        # steps (2.6's xip_file_fault maps the frame read-only, a write then copies it).
+        for _ in range(_MAX_RETRIES):
+            if preset.pte_present_p(pte) and _allowed(int(preset.pte_flags(pte)), write, exec_):
+                break
+            result |= handle_mm_fault(guest, mm, address, write, exec_)
             if result & VM_FAULT_ERROR:
                 return result
             pte = mm.pt.lookup_pte(vpn)
+        else:
+            raise AssertionError(f"access: {address:#x} still faults after {_MAX_RETRIES} tries")
         bits = PTE_A | (PTE_D if write else 0)
         mm.pt.set_flags(vpn, bits)
         gpfn = preset.pte_pfn(pte)
@@ -166,6 +172,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
 
 
 _PRIVATE = (int(FrameKind.ANON), int(FrameKind.COW))
+_MAX_RETRIES = 3  # no fault path here needs more than two faults for one access
 
 
 def _emit_lookup(guest: Guest, mm: MmStruct, address: int, hit: bool) -> None:
@@ -295,8 +302,10 @@ def do_cow_fault(vmf: VmFaultInfo) -> int:
     """Model of do_cow_fault: a write to a private file mapping gets a private copy at once."""
     guest = vmf.guest
     result = __do_fault(vmf)
-    if result & (VM_FAULT_ERROR | VM_FAULT_DONE_COW):
-        return result  # DAX's fault handler made the copy itself (dax_fault_cow_page)
+    if result & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_DONE_COW):
+        # DAX's handler made the copy itself (dax_fault_cow_page); 2.6's xip_file_fault
+        # mapped the frame read-only (NOPAGE): the retried write copies it (do_wp_page).
+        return result
     copy = alloc_page(guest, FrameKind.COW, guest.host.unique_content())
     if copy is None:
         return result | VM_FAULT_OOM
@@ -311,7 +320,7 @@ def do_cow_fault(vmf: VmFaultInfo) -> int:
 def do_shared_fault(vmf: VmFaultInfo) -> int:
     """Model of do_shared_fault: a write to a shared file mapping dirties the page-cache page."""
     result = __do_fault(vmf)
-    if result & VM_FAULT_ERROR:
+    if result & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
         return result
     vmf.handler = "do_shared_fault → " + vmf.handler
     vmf.guest.write_page(vmf.page, vmf.guest.host.unique_content())
@@ -321,12 +330,22 @@ def do_shared_fault(vmf: VmFaultInfo) -> int:
 def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> int:
     """Model of do_wp_page: a write to a present read-only PTE.
 
-    An anonymous page mapped only here is reused (made writable); anything else
-    (a page-cache page, a shared-segment frame, the zero page) is copied (wp_page_copy).
+    A page-cache page of a shared mapping is written in place (wp_page_shared); an
+    anonymous page mapped only here is reused (wp_page_reuse); anything else (a
+    page-cache page of a private mapping, a shared-segment frame, the zero page) is
+    copied (wp_page_copy).
     """
     guest = vmf.guest
     in_ram = 0 <= gpfn < guest.ram_pages
     kind = FrameKind(guest.kind[gpfn]) if in_ram else FrameKind.SHARED
+    if vmf.vma.shared and kind == FrameKind.PAGECACHE:
+        # wp_page_shared: a shared mapping writes the page-cache page itself (made dirty),
+        # so every process mapping the file sees the write.
+        vmf.handler = "do_wp_page → wp_page_shared"
+        vmf.page = gpfn
+        guest.write_page(gpfn, guest.host.unique_content())
+        set_pte_range(guest, vmf.mm, vmf.vpn, gpfn, True, vmf.vma.exec, dirty=True)
+        return 0
     if kind in (FrameKind.ANON, FrameKind.COW) and folio_mapcount(guest, gpfn) == 1:
         vmf.handler = "do_wp_page → wp_page_reuse"
         set_pte_range(guest, vmf.mm, vmf.vpn, gpfn, True, vmf.vma.exec, dirty=True)
@@ -443,6 +462,10 @@ def copy_page_range(guest: Guest, dst: MmStruct, src: MmStruct) -> bool:
     """
     preset = guest.preset
     for vpn in src.pt.mapped_vpns().tolist():
+        # The child's page table first (copy_pte_range allocates it before it takes any
+        # page): allocating may reclaim, and must not free a page already being copied.
+        if not dst.pt.pte_alloc(vpn):
+            return False
         pte = src.pt.lookup_pte(vpn)
         if not preset.pte_present_p(pte):
             continue

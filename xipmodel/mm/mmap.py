@@ -18,7 +18,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from xipmodel.errors import ParameterError, ReadOnlyImageError
-from xipmodel.mm.dax import dax_vm_ops
+from xipmodel.mm.dax import dax_vm_ops, xip_file_vm_ops
 from xipmodel.mm.filemap import generic_file_vm_ops
 from xipmodel.mm.memory import zap_pte
 from xipmodel.mm.vma import MmStruct, Prot, Vma
@@ -51,7 +51,10 @@ def do_mmap(guest: Guest, mm: MmStruct, start: int, length: int, prot: Prot | st
                 f"would write it", path)
     if offset & mask:
         raise ParameterError(f"mmap: offset {offset:#x} is not page aligned")
-    vm_ops = None if ino is None else dax_vm_ops if dax else generic_file_vm_ops
+    vm_ops = None if ino is None else generic_file_vm_ops
+    if ino is not None and dax:
+        xip = guest.kernel.dax_fault == "xip_file_fault"
+        vm_ops = xip_file_vm_ops if xip else dax_vm_ops
     vma = Vma(start & ~mask, end, prot, shared=shared, ino=ino,
               pgoff=offset >> PAGE_SHIFT, name=name or (path or ""), advice=advice, dax=dax,
               vm_ops=vm_ops)

@@ -24,9 +24,11 @@ and T2 in the inactive and active lists and ghosts B1/B2 of evicted keys; OPT
 (Belady) evicts the page used farthest in the future, which the caller supplies
 with `plan()` (each reference then goes through `reference()`).
 
-Not modelled: locking, large folios, memory cgroups, writeback of dirty pages
-(the frozen image is never written), and anonymous memory on the LRU (there is
-no swap, so anonymous pages are never reclaimed).
+Large folios are recorded per page (`order`), so readahead sees their size and
+PG_readahead flag; each page is still its own LRU entry. Not modelled: locking,
+memory cgroups, writeback of dirty pages (the frozen image is never written),
+and anonymous memory on the LRU (there is no swap, so anonymous pages are never
+reclaimed).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class PageCache:
         self.lru = np.zeros(frames, dtype=np.uint8)
         self.referenced = np.zeros(frames, dtype=bool)
         self.readahead = np.zeros(frames, dtype=bool)
+        self.order = np.zeros(frames, dtype=np.uint8)  # the folio order of the page's folio
         self.inactive: OrderedDict[int, None] = OrderedDict()  # first = tail (oldest)
         self.active: OrderedDict[int, None] = OrderedDict()
         self.shadows: dict[Key, int] = {}  # workingset_eviction stamps
@@ -92,7 +95,7 @@ class PageCache:
         new.pages, new.key_of, new.shadows = dict(self.pages), dict(self.key_of), \
             dict(self.shadows)
         new.lru, new.referenced = self.lru.copy(), self.referenced.copy()
-        new.readahead = self.readahead.copy()
+        new.readahead, new.order = self.readahead.copy(), self.order.copy()
         new.inactive, new.active = OrderedDict(self.inactive), OrderedDict(self.active)
         return new
 
@@ -103,6 +106,7 @@ class PageCache:
             self.lru = np.concatenate([self.lru, np.zeros(extra, np.uint8)])
             self.referenced = np.concatenate([self.referenced, np.zeros(extra, bool)])
             self.readahead = np.concatenate([self.readahead, np.zeros(extra, bool)])
+            self.order = np.concatenate([self.order, np.zeros(extra, np.uint8)])
 
     def __contains__(self, key: Key) -> bool:
         return key in self.pages
@@ -110,6 +114,29 @@ class PageCache:
     def find(self, ino: int, pgoff: int) -> int | None:
         """filemap_get_folio: the guest frame caching page `pgoff` of `ino`, or None."""
         return self.pages.get((ino, pgoff))
+
+    def folio_nr_pages(self, gpfn: int) -> int:
+        """folio_nr_pages: pages in the folio holding `gpfn`."""
+        return 1 << int(self.order[gpfn])
+
+    def folio_of(self, gpfn: int) -> list[int]:
+        """The frames of the folio holding `gpfn` (those still cached), head first.
+
+        Large folios are naturally aligned in the file; each page has a frame of its own
+        here and is reclaimed on its own (the kernel reclaims a folio whole).
+        """
+        nr = self.folio_nr_pages(gpfn)
+        if nr == 1:
+            return [gpfn]
+        ino, pgoff = self.key_of[gpfn]
+        head = pgoff & ~(nr - 1)
+        found = (self.pages.get((ino, i)) for i in range(head, head + nr))
+        return [g for g in found if g is not None]
+
+    def set_folio_readahead(self, gpfn: int, flag: bool) -> None:
+        """folio_set_readahead / folio_clear_readahead on the folio holding `gpfn`."""
+        for g in self.folio_of(gpfn):
+            self.readahead[g] = flag
 
     def next_miss(self, ino: int, index: int, max_scan: int) -> int | None:
         """page_cache_next_miss: the first page ≥ index not cached, within max_scan pages."""
@@ -134,6 +161,7 @@ class PageCache:
         self.key_of[gpfn] = key
         self.referenced[gpfn] = False
         self.readahead[gpfn] = False
+        self.order[gpfn] = 0
         refault, activate = workingset_refault(self, key, active_floor)
         if self.policy == "arc" and self._arc_to_t2:
             self._arc_to_t2 = False

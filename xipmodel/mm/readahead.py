@@ -11,12 +11,25 @@ maximum of 32 pages (128 KiB), 1-page reads see windows of 4, 8, 16, 32, 32 …:
     read page 4 → hits the mark → window [12, 28)  mark page 12
     read page 12 →                window [28, 60)  mark page 28 … then 32 at a time
 
-Left out: try_context_readahead (a cache miss far from the previous position is
-treated as a random read) and large folios (every page is order 0).
+Two generations of the algorithm, chosen by the kernel profile (params.KernelProfile):
+
+* up to 6.9, one function decides both cases, `FileRaState.ondemand`
+  (ondemand_readahead);
+* since 6.10 a cache miss and a hit on a PG_readahead folio are separate:
+  `page_cache_sync_ra` (a miss: the initial window, or a window sized from the
+  cached history behind the miss) and `page_cache_async_ra` (the marker: push
+  the window forward, raise the folio order by 2 and trim the window's end to
+  that alignment). The folio order only matters where the filesystem caches
+  large folios (page_cache_ra_order in mm/filemap.py); ext2 never does.
+
+Left out: try_context_readahead of the old algorithm, bdi->io_pages (requests
+larger than ra_pages are capped at ra_pages), FMODE_RANDOM (POSIX_FADV_RANDOM)
+and cgroup congestion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -29,6 +42,8 @@ __all__ = [
     "Window",
     "get_init_ra_size",
     "get_next_ra_size",
+    "page_cache_async_ra",
+    "page_cache_sync_ra",
 ]
 
 VM_READAHEAD_PAGES: Final = 32  # 128 KiB of 4 KiB pages: the default ra_pages
@@ -36,11 +51,15 @@ MMAP_LOTSAMISS: Final = 100  # mmap read-around stops after this many more misse
 
 
 class Window(NamedTuple):
-    """Read pages [start, start + size); mark page start + size - async_size PG_readahead."""
+    """Read pages [start, start + size); mark page start + size - async_size PG_readahead.
+
+    `order`: the folio order readahead would like (0: single pages).
+    """
 
     start: int
     size: int
     async_size: int
+    order: int = 0
 
 
 def _roundup_pow_of_two(n: int) -> int:
@@ -75,7 +94,8 @@ class FileRaState:
     size: int = 0
     async_size: int = 0
     mmap_miss: int = 0
-    prev_pos: int = -1  # byte position of the last read(), -1 before the first
+    prev_pos: int = -1  # where the last read() ended (a byte position), -1 before the first
+    order: int = 0  # the folio order of the last window (split readahead)
 
     def ondemand(self, index: int, req_size: int, hit_marker: bool,
                  next_miss: int | None = None) -> Window:
@@ -128,3 +148,70 @@ class FileRaState:
                 self.size = max_pages
                 self.async_size = max_pages >> 1
         return Window(self.start, self.size, self.async_size)
+
+
+# --- Linux 6.10 and later: sync and async readahead apart ------------------------------------
+
+def page_cache_sync_ra(ra: FileRaState, index: int, req_count: int,
+                       prev_miss: Callable[[int, int], int]) -> Window:
+    """Model of page_cache_sync_ra: a cache miss at page `index` of a `req_count`-page request.
+
+    `prev_miss(index, max_scan)` is page_cache_prev_miss: the first uncached page at or
+    below `index` within `max_scan` pages (-1 if all of [0, index] is cached, index -
+    max_scan if none is missing). Returns the window to read; a standalone small
+    random read leaves the state alone.
+    """
+    if not ra.ra_pages:
+        return Window(index, 1, 0)  # readahead off: force_page_cache_ra of just this page
+    max_pages = ra.ra_pages
+    prev_index = ra.prev_pos >> PAGE_SHIFT if ra.prev_pos >= 0 else -2
+    # A start of file, an oversized read, or a sequential cache miss?
+    if not index or req_count > max_pages or 0 <= index - prev_index <= 1:
+        ra.start = index
+        ra.size = get_init_ra_size(req_count, max_pages)
+        ra.async_size = ra.size - req_count if ra.size > req_count else ra.size >> 1
+    else:
+        # Look for the traces a sequential stream would have left behind the miss.
+        miss = prev_miss(index - 1, max_pages)
+        contig_count = index - miss - 1
+        if contig_count <= req_count:
+            return Window(index, req_count, 0)  # standalone, small random read
+        if miss < 0:
+            contig_count *= 2  # cached from the start: a long-run stream
+        ra.start = index
+        ra.size = min(contig_count + req_count, max_pages)
+        ra.async_size = 1
+    ra.order = 0
+    return Window(ra.start, ra.size, ra.async_size, 0)
+
+
+def page_cache_async_ra(ra: FileRaState, index: int, folio_pages: int, req_count: int,
+                        next_miss: Callable[[int, int], int | None]) -> Window | None:
+    """Model of page_cache_async_ra: the reader hit the PG_readahead folio at `index`.
+
+    `folio_pages` is that folio's size; `next_miss(index, max_scan)` is
+    page_cache_next_miss (None: nothing missing within max_scan). None: no readahead.
+    """
+    if not ra.ra_pages:
+        return None
+    max_pages = ra.ra_pages
+    # The expected callback index: assume sequential access, push the window forward.
+    expected = ra.start + ra.size - ra.async_size
+    if index == expected - expected % folio_pages:
+        ra.start += ra.size
+        ra.size = max(ra.size, get_next_ra_size(ra.size, max_pages))
+    else:
+        # A marked folio without valid state (interleaved reads): rebuild from the cache.
+        start = next_miss(index + 1, max_pages)
+        if start is None or start - index > max_pages:
+            return None
+        ra.start = start
+        ra.size = get_next_ra_size(start - index + req_count, max_pages)
+    ra.order += 2
+    align = 1 << min(ra.order, (max_pages & -max_pages).bit_length() - 1)
+    end = ra.start + ra.size
+    aligned_end = end - end % align
+    if aligned_end > ra.start:
+        ra.size -= end - aligned_end
+    ra.async_size = ra.size
+    return Window(ra.start, ra.size, ra.async_size, ra.order)

@@ -21,10 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from xipmodel.mm.frames import FrameKind
-
 if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
     from xipmodel.mm.pagecache import Key, PageCache
@@ -57,10 +53,13 @@ def workingset_activation(cache: PageCache) -> None:
 
 
 def workingset_size(guest: Guest) -> int:
-    """What a refault distance is compared with: the active file + anonymous pages."""
-    kind = guest.kind
-    anon = int(np.count_nonzero((kind == FrameKind.ANON) | (kind == FrameKind.COW)))
-    return guest.cache.nr_active + anon
+    """What a file refault's distance is compared with (workingset_test_recent).
+
+    The active file pages, plus the anonymous pages only when swap space exists:
+    without swap, anonymous memory cannot make room for the file's pages. The model's
+    guests have no swap.
+    """
+    return guest.cache.nr_active
 
 
 def workingset_test_recent(cache: PageCache, eviction: int, workingset: int) -> bool:
