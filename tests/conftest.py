@@ -43,6 +43,12 @@ def need_tool(name: str) -> str:
     return path
 
 
+def need_root(why: str) -> None:
+    """Skip locally, fail under CI=true, unless running as root (CI runs as root)."""
+    if os.geteuid() != 0:
+        _missing(f"root ({why})")
+
+
 @pytest.fixture
 def require_tool() -> Callable[[str], str]:
     """`require_tool("mke2fs")` → the tool's path, or skip (fail in CI)."""

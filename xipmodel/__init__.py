@@ -17,6 +17,7 @@ Where things are (start with host.py for experiments, mm/ for the mechanisms)::
     host.py        guests on a host in four modes; Scenario, compare and sweep
     policies.py    textbook replacement policies and miss-ratio curves
     explain.py     events to step-by-step text        quiz.py   seeded OSTEP-style questions
+    kernelcheck.py the running kernel as the oracle: the same accesses, page for page
     lab/           widgets, figures and exercises (the only place ipywidgets and plotly load)
     __main__.py    the command line (python -m xipmodel)
     data/          shipped traces and the distribution's ELF facts

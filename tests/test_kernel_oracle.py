@@ -1,0 +1,100 @@
+"""Does the model's page cache hold exactly what the running kernel's does? (kernelcheck)
+
+Each pattern runs on a fresh file of a loop-device filesystem this test makes (root, as
+in CI) and in a model guest with the same parameters; mincore(2) on the real file and
+the guest's page cache must name the same pages. ext4 with data=journal caches order-0
+folios; plain ext4 on Linux 6.16+ caches large folios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import need_root, need_tool
+
+from xipmodel import kernelcheck as kc
+from xipmodel.params import DEFAULT_KERNEL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _need_loop_devices() -> None:
+    need_root("loop devices and mounts")
+    for tool in ("losetup", "mkfs.ext4", "mkfs.ext2", "mount", "umount"):
+        need_tool(tool)
+
+
+@pytest.fixture(scope="module", params=sorted(kc.FILESYSTEMS))
+def checked(request: pytest.FixtureRequest) -> Iterator[tuple[kc.FsInfo, list[kc.CheckResult]]]:
+    _need_loop_devices()
+    fstype, options = kc.FILESYSTEMS[request.param]
+    with kc.scratch_filesystem(fstype, options, read_ahead_kb=128) as fs:
+        yield fs, kc.run_check(fs, repeats=1)
+
+
+def test_every_pattern_agrees_with_the_kernel(
+        checked: tuple[kc.FsInfo, list[kc.CheckResult]]) -> None:
+    """mmap faults (read and exec), MADV_RANDOM/SEQUENTIAL and read(): page for page."""
+    fs, results = checked
+    assert fs.ra_pages == 32
+    assert not any(r.noisy for r in results), kc.format_table(fs, results)
+    assert all(r.agree for r in results), kc.format_table(fs, results)
+
+
+def test_the_filesystems_differ_where_the_kernel_says(
+        checked: tuple[kc.FsInfo, list[kc.CheckResult]]) -> None:
+    """Large folios change sequential read(): 5 pages read leave 0-15 cached, not 0-27."""
+    fs, results = checked
+    five = next(r for r in results if r.pattern.name == "read() 4 KiB x 5")
+    expect = "0-15" if fs.large_folios and DEFAULT_KERNEL.large_folios(fs.fstype) else "0-27"
+    assert kc.ranges(five.kernel) == expect
+
+
+def test_scratch_filesystem_goes_away_also_on_failure() -> None:
+    """The loop device, the mount and the image are removed even when the body fails."""
+    _need_loop_devices()
+    with pytest.raises(RuntimeError, match="boom"), \
+            kc.scratch_filesystem("ext2") as fs:
+        device, directory = fs.device, fs.directory
+        assert Path(directory).is_dir()
+        raise RuntimeError("boom")
+    losetup = subprocess.run([need_tool("losetup"), "-a"], capture_output=True, text=True,
+                             check=True).stdout
+    assert device not in losetup.split(":")[0::2]
+    with open("/proc/self/mounts") as f:
+        assert directory not in f.read()
+    assert not Path(directory).exists()
+
+
+def test_a_filesystem_without_readahead_is_refused() -> None:
+    """tmpfs keeps every page in memory: there is nothing to compare, so it says so."""
+    with open("/proc/self/mounts") as f:
+        tmpfs = [line.split()[1] for line in f if line.split()[2] == "tmpfs"]
+    assert tmpfs, "no tmpfs is mounted (Linux mounts /dev/shm or /run as tmpfs)"
+    with pytest.raises(kc.KernelCheckError, match="tmpfs"):
+        kc.describe_directory(tmpfs[0])
+
+
+def test_the_command_line_prints_the_table_as_json() -> None:
+    """`python -m xipmodel kernelcheck --fs ext4-journal --json`: every pattern, agreeing."""
+    _need_loop_devices()
+    done = subprocess.run([sys.executable, "-m", "xipmodel", "kernelcheck", "--fs",
+                           "ext4-journal", "--json"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (report,) = json.loads(done.stdout)
+    assert report["ra_pages"] == 32 and not report["large_folios"]
+    assert len(report["patterns"]) == len(kc.PATTERNS)
+    assert all(p["agree"] for p in report["patterns"])
+
+
+def test_ranges_reads_like_the_table() -> None:
+    """Pages are printed as ranges, so a student can compare them by eye."""
+    assert kc.ranges(frozenset({0, 1, 2, 5, 7, 8})) == "0-2,5,7-8"
+    assert kc.ranges(frozenset()) == "-"
