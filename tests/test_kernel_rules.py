@@ -271,3 +271,26 @@ def test_copy_page_range_allocates_the_child_table_first(image: Ext2Image) -> No
             gpfn = g.preset.pte_pfn(child.pt.lookup_pte(vpn))
             broken += bool(gpfn and g.kind[gpfn] == FrameKind.GUEST_FREE)
     assert broken == 0
+
+
+def test_load_elf_binary_reads_the_headers_before_any_fault() -> None:
+    """execve reads the ELF header, program headers and PT_INTERP with kernel_read, so
+    the first thing a page-cache guest does with a binary is read() readahead from page
+    0; ld.so then read()s each library's first 832 bytes the same way."""
+    from xipmodel.distro import default_image
+    from xipmodel.elf import exec_image
+
+    image = default_image()
+    g = Guest(0, HostMemory(), 16384, image)
+    events: list[object] = []
+    g.bus = EventBus()
+    g.bus.subscribe(events.append)
+    mm = g.new_process("dash")
+    assert mm is not None
+    exec_image(g, mm, "/usr/bin/dash")
+    first = [e for e in events if isinstance(e, Readahead)][0]
+    assert (first.ino, first.kind, first.start, first.size) == \
+        (image.lookup("/usr/bin/dash"), "sync", 0, 4)
+    libc = image.lookup("/usr/lib/x86_64-linux-gnu/libc.so.6")
+    reads = [e for e in events if isinstance(e, Readahead) and e.ino == libc]
+    assert reads[0].kind == "sync" and reads[0].start == 0

@@ -622,6 +622,7 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
         raise ElfError(f"{path}: e_type={main_elf.header.e_type} "
                        f"({ET_NAMES.get(main_elf.header.e_type, '?')}): exec needs "
                        f"ET_EXEC or ET_DYN")
+    kernel_read_headers(guest, path, main_elf, BINPRM_BUF_SIZE, with_interp=True)
     loader = _Loader(guest, mm, reloc_fraction)
     if base is None:
         base = ELF_ET_DYN_BASE if main_elf.header.e_type == ET_DYN else 0
@@ -633,6 +634,7 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
     interp = None
     if main_elf.interp is not None:
         interp_elf = _open(image, main_elf.interp, f"{path}: PT_INTERP")
+        kernel_read_headers(guest, main_elf.interp, interp_elf, ELF_HEADER_BYTES)
         interp = loader.load(main_elf.interp, "interp", interp_elf, loader.below_mmap(interp_elf))
 
     # The kernel: brk starts after the program's end; the stack's top page gets argv/envp/auxv.
@@ -657,6 +659,7 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
                 if ino in loader.seen_ino:
                     continue
                 lib_elf = _open(image, found, f"{obj.path}: DT_NEEDED {name!r}")
+                kernel_read_headers(guest, found, lib_elf, LD_SO_READ_BYTES, by_ld_so=True)
                 if lib_elf.header.e_type != ET_DYN:
                     raise ElfError(f"{found} (DT_NEEDED {name!r} of {obj.path}): e_type="
                                    f"{lib_elf.header.e_type}: a shared library must be ET_DYN")
@@ -667,6 +670,32 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
             loader.relocate(obj)
     entry = interp.entry if interp is not None else main.entry
     return ExecResult(path, mm, loader.objects, heap, stack, entry, loader.faults)
+
+
+BINPRM_BUF_SIZE: Final = 256  # what execve reads of a file before looking at it
+ELF_HEADER_BYTES: Final = 64  # load_elf_binary reads the interpreter's ELF header
+LD_SO_READ_BYTES: Final = 832  # ld.so's open_verify reads this much of each library
+
+
+def kernel_read_headers(guest: Guest, path: str, elf: ElfFile, first: int,
+                        with_interp: bool = False, by_ld_so: bool = False) -> None:
+    """The reads before any mapping: headers through read(), so through the page cache.
+
+    execve's prepare_binprm reads the first BINPRM_BUF_SIZE bytes, load_elf_phdrs the
+    program headers, and (`with_interp`) the PT_INTERP string; the interpreter's header
+    and program headers are read the same way, and ld.so read()s the start of each
+    library (and its program headers if they lie beyond). In a page-cache guest these
+    reads start readahead at page 0 before the first fault; on DAX they touch the
+    segment directly.
+    """
+    h = elf.header
+    guest.read(path, 0, first)
+    phdrs = (h.e_phoff, h.e_phnum * h.e_phentsize)
+    if not by_ld_so or phdrs[0] + phdrs[1] > first:
+        guest.read(path, *phdrs)  # load_elf_phdrs: always; ld.so: only what it lacks
+    if with_interp:
+        for ph in elf.segments(PT_INTERP):
+            guest.read(path, ph.p_offset, ph.p_filesz)
 
 
 def _open(image: Ext2Image, path: str, who: str) -> ElfFile:

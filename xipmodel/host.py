@@ -42,7 +42,7 @@ from xipmodel.mm.frames import FrameKind, HostMemory
 from xipmodel.mm.guest import Guest
 from xipmodel.mm.ksm import RMAP_ITEM_BYTES, Ksm, KsmCounters
 from xipmodel.mm.segment import SharedSegment
-from xipmodel.params import PAGE_SHIFT, PAGE_SIZE, PRESETS
+from xipmodel.params import DEFAULT_KERNEL, PAGE_SHIFT, PAGE_SIZE, PRESETS, kernel_profile
 from xipmodel.workloads.synthetic import PROGRAMS, ProgramModel, synthesize
 from xipmodel.workloads.trace import PageTrace, replay
 
@@ -89,8 +89,10 @@ class Scenario:
     preset: str = "x86_64"
     runs_per_guest: int = 1
     variants: int | None = 4  # distinct seeded runs per program (None: every guest its own)
+    kernel: str = DEFAULT_KERNEL.name  # the guests' kernel rules (params.KERNELS)
 
     def __post_init__(self) -> None:
+        kernel_profile(self.kernel)  # refuses an unknown profile, naming it
         if self.guests < 1:
             raise ParameterError(f"Scenario: guests {self.guests} must be at least 1")
         if self.guest_ram_mib < 1:
@@ -276,7 +278,7 @@ class Host:
             else:
                 guest = Guest(i, self.memory, ram_pages, self.image, segment=self.segment,
                               preset=preset, host_preset=preset, bus=self.bus,
-                              policy=s.policy)
+                              policy=s.policy, kernel=s.kernel)
                 guest.time = start
                 for run in range(s.runs_per_guest):
                     self.run_program(guest, program, seed=_guest_seed(s.seed, program,
