@@ -7,7 +7,13 @@ filemap_fault, for page `pgoff` of a file mapped by a guest process::
       yes → minor fault; PG_readahead set? → do_async_mmap_readahead (next window)
       no  → major fault: do_sync_mmap_readahead reads a window from the virtual disk
             (read-around: 32 pages centred on the fault, 8 of lookahead; off once the
-            file has MMAP_LOTSAMISS more misses than hits; MADV_RANDOM: just the page)
+            file has MMAP_LOTSAMISS more misses than hits; MADV_RANDOM: just the page.
+            A VM_EXEC mapping on Linux 6.16+: 32 pages from the fault, within the VMA,
+            no lookahead, also under MADV_RANDOM)
+
+read() (filemap_read) goes through the same page cache with sequential readahead;
+where the filesystem caches large folios (ext4 on 6.16+, never ext2), readahead
+reads them (page_cache_ra_order) and each async window raises their order.
 
 Pages read into the page cache are copies of image blocks in the guest's own
 RAM: N guests running the same binary hold N copies.
