@@ -56,18 +56,28 @@ __all__ = [
 
 def dax_iomap_fault(vmf: VmFaultInfo) -> int:
     """Model of dax_iomap_fault → dax_fault_iter for one 4 KiB page."""
-    guest, ino, pgoff = vmf.guest, vmf.vma.ino, vmf.pgoff
-    assert ino is not None and guest.segment is not None, "dax_iomap_fault: not on XIP"
-    vmf.handler = "dax_iomap_fault"
-    if pgoff >= -(-guest.disk.file_size(ino) // PAGE_SIZE):
-        vmf.detail = f"page {pgoff} is beyond the end of the file"
+    block = _iomap_begin(vmf, "dax_iomap_fault")
+    if block < 0:
         return VM_FAULT_SIGBUS
-    block = guest.disk.bmap(ino, pgoff)
     if vmf.write and not vmf.vma.shared:
         return dax_fault_cow_page(vmf, block)
     if block == 0:
         return dax_load_hole(vmf)
     return _insert_block(vmf, block)
+
+
+def _iomap_begin(vmf: VmFaultInfo, handler: str) -> int:
+    """The handler's first steps: beyond EOF (-1)? else the image block of vmf.pgoff (0: hole).
+
+    ext2_iomap_begin / ext2_get_xip_mem: the file page's block from the ext2 block map.
+    """
+    guest, ino, pgoff = vmf.guest, vmf.vma.ino, vmf.pgoff
+    assert ino is not None and guest.segment is not None, f"{handler}: not on XIP"
+    vmf.handler = handler
+    if pgoff >= -(-guest.disk.file_size(ino) // PAGE_SIZE):
+        vmf.detail = f"page {pgoff} is beyond the end of the file"
+        return -1
+    return guest.disk.bmap(ino, pgoff)
 
 
 def dax_fault_cow_page(vmf: VmFaultInfo, block: int) -> int:
@@ -130,13 +140,9 @@ def xip_file_fault(vmf: VmFaultInfo) -> int:
     retried write finds it read-only and do_wp_page copies it. A hole maps the sparse
     (zero) page; a private write to a hole gets its copy at once (__do_fault's anon page).
     """
-    guest, ino, pgoff = vmf.guest, vmf.vma.ino, vmf.pgoff
-    assert ino is not None and guest.segment is not None, "xip_file_fault: not on XIP"
-    vmf.handler = "xip_file_fault"
-    if pgoff >= -(-guest.disk.file_size(ino) // PAGE_SIZE):
-        vmf.detail = f"page {pgoff} is beyond the end of the file"
+    block = _iomap_begin(vmf, "xip_file_fault")
+    if block < 0:
         return VM_FAULT_SIGBUS
-    block = guest.disk.bmap(ino, pgoff)
     if block == 0:
         if vmf.write and not vmf.vma.shared:
             return dax_fault_cow_page(vmf, 0)
