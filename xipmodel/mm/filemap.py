@@ -120,11 +120,7 @@ def do_sync_mmap_readahead(vmf: VmFaultInfo) -> None:
     if (vma.advice == "random" and not exec_rule) or ra.ra_pages == 0:
         return
     if vma.advice == "sequential":
-        if guest.kernel.readahead == "split":
-            window = page_cache_sync_ra(ra, pgoff, ra.ra_pages, partial(prev_miss, guest, ino))
-        else:
-            window = ra.ondemand(pgoff, ra.ra_pages, hit_marker=False)
-        page_cache_ra_order(guest, ino, window, "sync")
+        page_cache_sync_readahead(guest, ino, pgoff, ra.ra_pages)
         return
     # Do we miss much more than hit in this file? If so, stop bothering with read-around.
     if ra.mmap_miss < MMAP_LOTSAMISS * 10:
@@ -159,6 +155,20 @@ def do_async_mmap_readahead(vmf: VmFaultInfo, gpfn: int) -> None:
         ra.mmap_miss -= 1
     if guest.cache.readahead[gpfn]:
         filemap_async_readahead(guest, ino, pgoff, gpfn, ra.ra_pages)
+
+
+def page_cache_sync_readahead(guest: Guest, ino: int, index: int, req_count: int) -> None:
+    """page_cache_sync_readahead: a miss at `index` of a `req_count`-page request.
+
+    The window comes from the kernel profile's algorithm (page_cache_sync_ra since
+    6.10, ondemand_readahead before).
+    """
+    ra = guest.ra_state(ino)
+    if guest.kernel.readahead == "split":
+        window = page_cache_sync_ra(ra, index, req_count, partial(prev_miss, guest, ino))
+    else:
+        window = ra.ondemand(index, req_count, hit_marker=False)
+    page_cache_ra_order(guest, ino, window, "sync")
 
 
 def filemap_async_readahead(guest: Guest, ino: int, index: int, gpfn: int,
@@ -370,12 +380,7 @@ def filemap_read(guest: Guest, ino: int, pos: int, count: int) -> int:
         batch = filemap_get_read_batch(guest, ino, index, last_index - 1)
         missed = not batch
         if missed:
-            if guest.kernel.readahead == "split":
-                window = page_cache_sync_ra(ra, index, last_index - index,
-                                            partial(prev_miss, guest, ino))
-            else:
-                window = ra.ondemand(index, last_index - index, False)
-            page_cache_ra_order(guest, ino, window, "sync")
+            page_cache_sync_readahead(guest, ino, index, last_index - index)
             batch = filemap_get_read_batch(guest, ino, index, last_index - 1)
         if not batch:
             page_cache_ra(guest, ino, Window(index, 1, 0), "single")  # filemap_create_folio
