@@ -288,7 +288,7 @@ def test_load_elf_binary_reads_the_headers_before_any_fault() -> None:
     mm = g.new_process("dash")
     assert mm is not None
     exec_image(g, mm, "/usr/bin/dash")
-    first = [e for e in events if isinstance(e, Readahead)][0]
+    first = next(e for e in events if isinstance(e, Readahead))
     assert (first.ino, first.kind, first.start, first.size) == \
         (image.lookup("/usr/bin/dash"), "sync", 0, 4)
     libc = image.lookup("/usr/lib/x86_64-linux-gnu/libc.so.6")

@@ -258,42 +258,48 @@ class FsInfo:
     options: str
     read_ahead_kb: int
     device: str = ""
+    driver: str = ""  # the driver serving it: ext2 may be served by ext4's (EXT4_USE_FOR_EXT2)
 
     @property
     def ra_pages(self) -> int:
         """bdi->ra_pages: read_ahead_kb in pages."""
         return self.read_ahead_kb * 1024 // PAGE_SIZE
 
+    def large_folios_under(self, kernel: KernelProfile) -> bool:
+        """Does the page cache hold large folios here under `kernel`?
+
+        mapping_large_folio_support: ext4's driver since 6.16 unless data=journal (also
+        for an ext2 it serves), XFS since 5.18; ext2's own driver never.
+        """
+        return kernel.large_folios(self.driver or self.fstype) \
+            and "data=journal" not in self.options
+
     @property
     def large_folios(self) -> bool:
-        """Does the page cache hold large folios here (mapping_large_folio_support)?
-
-        ext4 since 6.16 unless data=journal; XFS; tmpfs with huge=. Not ext2.
-        """
-        if self.fstype == "ext4":
-            return "data=journal" not in self.options
-        return self.fstype == "xfs"
+        """large_folios_under the newest kernel profile (this machine's, Linux 6.18)."""
+        return self.large_folios_under(DEFAULT_KERNEL)
 
     def describe(self) -> str:
         folios = "large folios" if self.large_folios else "order-0 folios"
-        return (f"{self.directory}: {self.fstype} ({self.options or 'defaults'}) on "
+        served = f", {self.driver} driver" if self.driver not in ("", self.fstype) else ""
+        return (f"{self.directory}: {self.fstype}{served} ({self.options or 'defaults'}) on "
                 f"{self.device or 'an unknown device'}, read_ahead_kb {self.read_ahead_kb} "
                 f"(ra_pages {self.ra_pages}), {folios}")
 
 
-def _mount_of(path: Path) -> tuple[str, str, str, str]:
-    """(mount point, fstype, super options + mount options, major:minor) of `path`."""
-    best: tuple[str, str, str, str] | None = None
+def _mount_of(path: Path) -> tuple[str, str, str, str, str]:
+    """(mount point, fstype, super options + mount options, major:minor, source) of `path`."""
+    best: tuple[str, str, str, str, str] | None = None
     real = str(path.resolve())
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, right = line.split(" - ", 1)
             fields = left.split()
             point, devno, mount_opts = fields[4], fields[2], fields[5]
-            fstype, _source, super_opts = ([*right.split(), "", "", ""])[:3]
+            fstype, source, super_opts = ([*right.split(), "", "", ""])[:3]
             inside = real == point or real.startswith(point.rstrip("/") + "/")
             if inside and (best is None or len(point) >= len(best[0])):
-                best = (point, fstype, f"{mount_opts},{super_opts}", devno)
+                best = (point, fstype, f"{mount_opts},{super_opts}", devno, source)
     if best is None:
         raise KernelCheckError(f"kernelcheck: {path} is on no mounted filesystem")
     return best
@@ -312,7 +318,7 @@ def describe_directory(directory: str | os.PathLike[str]) -> FsInfo:
     path = Path(directory)
     if not path.is_dir():
         raise KernelCheckError(f"kernelcheck: {directory} is not a directory")
-    point, fstype, options, devno = _mount_of(path)
+    point, fstype, options, devno, source = _mount_of(path)
     if fstype in ("tmpfs", "ramfs", "proc", "sysfs", "overlay", "fuse", "9p", "virtiofs"):
         raise KernelCheckError(
             f"kernelcheck: {directory} is on {fstype}, which has no block-device readahead "
@@ -321,7 +327,11 @@ def describe_directory(directory: str | os.PathLike[str]) -> FsInfo:
     if kb is None:
         raise KernelCheckError(f"kernelcheck: cannot read read_ahead_kb of device {devno} "
                                f"under {point}")
-    return FsInfo(str(path), fstype, options, kb, devno)
+    # ext2 and ext3 may be served by ext4's driver: its sysfs directory tells.
+    driver = fstype
+    if fstype in ("ext2", "ext3") and (Path("/sys/fs/ext4") / Path(source).name).is_dir():
+        driver = "ext4"
+    return FsInfo(str(path), fstype, options, kb, devno, driver)
 
 
 @contextlib.contextmanager
@@ -456,8 +466,8 @@ def exec_check(fs: FsInfo, pattern: ExecPattern,
             seen = _settled(libc, fd, pages)
         finally:
             os.close(fd)
-        large = fs.large_folios and kernel.large_folios(fs.fstype)
-        model = model_exec_residency(trace, str(path), fs.ra_pages, kernel, large)
+        model = model_exec_residency(trace, str(path), fs.ra_pages, kernel,
+                                     fs.large_folios_under(kernel))
     finally:
         path.unlink()
     return CheckResult(pattern, seen, model, allowance=EXEC_ALLOWANCE_PAGES)
@@ -569,8 +579,8 @@ def run_check(fs: FsInfo, patterns: Sequence[Pattern] = PATTERNS, repeats: int =
     for i, pattern in enumerate(patterns):
         seen = [kernel_residency(fs.directory, pattern, seed=i * 100 + r)
                 for r in range(1 + repeats)]
-        large = fs.large_folios and kernel.large_folios(fs.fstype)
-        model = model_residency(pattern, fs.ra_pages, kernel, large, seed=i)
+        model = model_residency(pattern, fs.ra_pages, kernel, fs.large_folios_under(kernel),
+                                seed=i)
         results.append(CheckResult(pattern, seen[0], model, seen[1:]))
     results += [exec_check(fs, pattern, kernel) for pattern in execs]
     return results
