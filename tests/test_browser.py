@@ -12,6 +12,12 @@ same notebook in its default mode, loading while the lab runs (no progressive
 rendering: the dashboard's refresh_bundle keeps the figures from going stale,
 JUPYTER.md pitfall 3).
 
+Before reading the plotted numbers the test waits until all three figures show what it
+expects (titles, modes, curve points): each figure is a widget model of its own, and the
+browser handles their messages one model at a time, so one redrawn figure does not mean
+the others are. Any uncaught error in a page fails the test: "[anywidget] Failed to
+initialize model." there means a figure that will never move again (xipmodel/lab/widgets.py).
+
 Screenshots go to test-artifacts/browser/. With CI=true a missing browser fails.
 """
 
@@ -90,8 +96,52 @@ class Shown:
         return sorted({*self.curve_guests, self.scenario["guests"]})
 
 
+# True once every figure of the dashboard shows `shown`'s guest count and modes, as drawn
+# when no mode is running any more (what _check then reads): the bars' titles and modes,
+# a number in every bar (a running mode's are empty), which lines of the guests curve are
+# visible, with their points (given curve_guests; else the slider's value among them).
+_SHOWN = """([sel, guests, modes, points]) => {
+    const box = document.querySelector(sel);
+    if (!box) return false;
+    const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+    const figs = {};
+    for (const p of box.querySelectorAll('.js-plotly-plot')) {
+        const t = (p.layout && p.layout.title && p.layout.title.text) || '';
+        figs[t.startsWith('Host memory versus') ? 'guests' : t.startsWith('Host memory')
+             ? 'memory' : 'faults'] = {title: t, data: p.data || []};
+    }
+    const {memory, faults, guests: curve} = figs;
+    if (!memory || !faults || !curve) return false;
+    if (memory.title !== `Host memory, ${guests} guests`) return false;
+    if (faults.title !== `Faults and disk reads (all ${guests} guests)`) return false;
+    for (const t of [...memory.data, ...faults.data])
+        if (!same(Array.from(t.x || []), modes)
+            || !Array.from(t.y || []).every(v => typeof v === 'number')) return false;
+    return curve.data.every(t => {
+        const x = Array.from(t.x || []);
+        if (!modes.includes(t.name)) return t.visible === false;
+        return t.visible !== false && (points ? same(x, points) : x.includes(guests));
+    });
+}"""
+
+
+def _wait_shown(probe: harness.DashboardProbe, shown: Shown, timeout_ms: int = 240_000
+                ) -> None:
+    """Until all three figures show `shown` (guest count, modes, curve points); the time
+    allowed is the harness's for an update with runs (DashboardProbe.wait_settled)."""
+    n = shown.scenario["guests"]
+    try:
+        probe.page.wait_for_function(
+            _SHOWN, arg=[probe.sel, n, shown.modes, shown.points() if shown.curve_guests
+                         else None], polling="raf", timeout=timeout_ms)
+    except Exception as e:
+        raise AssertionError(f"the figures do not show {n} guests, {shown.modes} after "
+                             f"{timeout_ms / 1000:.0f} s: {probe.describe()}") from e
+
+
 def _check(probe: harness.DashboardProbe, shown: Shown, want: dict[str, Any]) -> None:
-    """The plotted numbers are the model's."""
+    """The plotted numbers are the model's (once all three figures show `shown`)."""
+    _wait_shown(probe, shown)
     figs = probe.figures()
     n, modes = shown.scenario["guests"], shown.modes
     memory = figs["memory"]
@@ -121,16 +171,20 @@ def _check(probe: harness.DashboardProbe, shown: Shown, want: dict[str, Any]) ->
 
 
 @contextlib.contextmanager
-def _diagnosed(probe: harness.DashboardProbe, server: harness.Server, name: str
-               ) -> Iterator[None]:
-    """On failure: a screenshot of the page and the server's log in the report."""
+def _diagnosed(probe: harness.DashboardProbe, server: harness.Server, name: str,
+               errors: list[str]) -> Iterator[None]:
+    """On failure: a screenshot of the page, the server's log and the page's uncaught
+    errors in the report. At the end: no uncaught error in the page."""
     try:
         yield
+        assert not errors, f"uncaught errors in the {name} page: {errors}"
     except BaseException:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(Exception):
             probe.page.screenshot(path=str(ARTIFACTS / f"{name}-failure.png"))
         print(f"--- {server.name} log (tail) ---\n{server.log()}", file=sys.stderr)
+        print(f"--- {name} page: uncaught errors ---\n" + "\n".join(errors),
+              file=sys.stderr)
         raise
 
 
@@ -150,12 +204,20 @@ class Session:
         self.servers: dict[str, harness.Server] = {}
         self.runs: dict[tuple[str, str], Future[dict[str, Any]]] = {}
         self._voila: Any = None  # the Voilà page, loading while the lab runs
+        self.errors: dict[str, list[str]] = {"lab": [], "voila": []}  # uncaught, per page
 
     def _browser(self) -> Any:
         if self.browser is None:
             self.browser = harness.launch_chromium(self.playwright)
             self.stack.append(self.browser.close)
         return self.browser
+
+    def _page(self, name: str) -> Any:
+        """A new page of the browser (big enough for the whole dashboard) whose uncaught
+        errors go to errors[name]."""
+        page = harness.new_page(self._browser(), 1800, 1900)
+        page.on("pageerror", lambda e: self.errors[name].append(str(e)))
+        return page
 
     def notebooks(self) -> Path:
         nb = self.tmp / "notebooks"
@@ -170,7 +232,7 @@ class Session:
             server = self.servers["lab"] = harness.lab_server(self.notebooks(),
                                                               self.tmp / "lab")
             self.stack.append(server.stop)
-            page = harness.new_page(self._browser(), 1800, 1900)  # the whole dashboard
+            page = self._page("lab")
             harness.open_lab_notebook(page, server, NOTEBOOK)
             self._open_voila()  # Voilà runs the notebook meanwhile
             probe = harness.DashboardProbe(page)
@@ -190,7 +252,7 @@ class Session:
             server = self.servers["voila"] = harness.voila_server(self.notebooks(),
                                                                  self.tmp / "voila")
             self.stack.append(server.stop)
-            self._voila = harness.new_page(self._browser(), 1800, 1900)
+            self._voila = self._page("voila")
             self._voila.goto(server.url(f"voila/render/{NOTEBOOK}"), wait_until="commit")
 
     def voila(self) -> harness.DashboardProbe:
@@ -269,7 +331,7 @@ def test_dashboard_in_jupyterlab(chromium: str, session: Session) -> None:
     after = shown.at(n + 1)
     with_dax = after.at(n + 1, [m for m in MODES if m in (*shown.modes, "dax")])
     want_now, want_after, want_dax = (session.expect(s) for s in (shown, after, with_dax))
-    with _diagnosed(probe, session.servers["lab"], "lab"):
+    with _diagnosed(probe, session.servers["lab"], "lab", session.errors["lab"]):
         _shot(probe, "lab-1-initial")
         _check(probe, shown, want_now())
 
@@ -279,7 +341,6 @@ def test_dashboard_in_jupyterlab(chromium: str, session: Session) -> None:
         _shot(probe, "lab-2-slider")
 
         probe.toggle("dax")  # on: a run at the slider's maximum, unless the cache has it
-        _wait_modes(probe, len(with_dax.modes))
         _check(probe, with_dax, want_dax())
         _shot(probe, "lab-3-dax")
     print(f"jupyterlab: slider move to the model's numbers in {ms:.0f} ms "
@@ -294,7 +355,7 @@ def test_dashboard_in_voila(chromium: str, session: Session) -> None:
     after = shown.at(n + 1)
     without = after.at(n + 1, [m for m in after.modes if m != "ksm"] or ["pagecache"])
     want_now, want_after, want_without = (session.expect(s) for s in (shown, after, without))
-    with _diagnosed(probe, session.servers["voila"], "voila"):
+    with _diagnosed(probe, session.servers["voila"], "voila", session.errors["voila"]):
         assert probe.guests() == n
         _shot(probe, "voila-1-initial")
         _check(probe, shown, want_now())
@@ -304,15 +365,6 @@ def test_dashboard_in_voila(chromium: str, session: Session) -> None:
         _shot(probe, "voila-2-slider")
 
         probe.toggle("ksm")  # off: nothing to run
-        _wait_modes(probe, len(without.modes))
         _check(probe, without, want_without())
         _shot(probe, "voila-3-no-ksm")
 
-
-def _wait_modes(probe: harness.DashboardProbe, count: int) -> None:
-    """Until the bars have `count` modes and the update is done."""
-    probe.page.wait_for_function(
-        "([sel, n]) => [...document.querySelectorAll(sel + ' .js-plotly-plot')].some("
-        "p => p.data && p.data[0].x && p.data[0].x.length === n)",
-        arg=[probe.sel, count], timeout=120_000)
-    probe.wait_settled()

@@ -424,3 +424,16 @@ def test_timeline_shows_the_results_timeline(lab: ModuleType) -> None:
     for i, trace in enumerate(memory.data):
         assert list(trace.y) == pytest.approx((r.timeline_bytes[:, i] / MIB).tolist())
     assert list(memory.data[0].x) == pytest.approx((r.timeline_ns / 1e9).tolist())
+
+
+def test_figures_load_a_small_front_end_module() -> None:
+    """anywidget drops, for good, the messages of a widget whose front-end module has not
+    loaded within 2 s of its creation: our figures' module must stay small (plotly's 5 MB
+    bundle travels as state and is imported once per page), else a loaded browser shows
+    figures that never move again (the Voila browser test's stuck titles)."""
+    from xipmodel.lab import widgets
+
+    fig = widgets._figure({"data": [], "layout": {}})
+    assert isinstance(fig, widgets.FigureWidget)
+    assert len(fig._esm) < 4096 < len(fig._xip_plotly_esm)
+    assert type(fig).__name__ == "FigureWidget"  # the text repr notebooks store is unchanged

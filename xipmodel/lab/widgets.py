@@ -19,6 +19,20 @@ after every `batch_update()` (`refresh_bundle`), so a new view always draws the
 current numbers; the cost is one full-state message per update (small here:
 the memory map, the largest figure, sends ≤ 4096 cells).
 
+Figures that stop moving. Our figures are `FigureWidget`, plotly's with a small
+front-end module of its own (`_PLOTLY_LOADER`). anywidget 0.11 drops, for good, every
+message a widget model receives if that model's front-end module has not been imported
+and initialized within 2 s of the model's creation (the model's `ready` promise is then
+rejected: "[anywidget] Failed to initialize model." in the browser console). plotly's
+module is its whole 5 MB bundle, imported once per figure: on a loaded machine a page
+that creates several figures at once (Voilà creates every model of the kernel at page
+load) misses those 2 s, and the figures then never move again while the rest of the
+dashboard does. The loader initializes at once and imports plotly's bundle (carried by
+the figure's `_xip_plotly_esm`) when a figure is first drawn, once per page. What is
+left inside those 2 s is the page's own start (ipywidgets creating the other models and
+views): notebook 01 in Voilà now keeps moving with Chromium's CPU slowed 6 times (plotly's
+module as `_esm`: stuck at 4 times, and now and then on a busy 2-core machine).
+
 Speed. `update_figure` sends only what changed since the figure's last spec (one
 small restyle/relayout), several figures' changes before their full states
 (`update_figures`), and our figures do not have ipywidgets echo back the deltas a
@@ -29,6 +43,8 @@ dashboard redraws only the figures whose data change.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import html
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +53,7 @@ from typing import Any, Final
 
 import ipywidgets as W  # type: ignore[import-untyped]
 import plotly.graph_objects as go  # type: ignore[import-untyped]
+import traitlets
 
 from xipmodel.distro import default_image
 from xipmodel.ext2.reader import Ext2Image
@@ -48,6 +65,7 @@ from xipmodel.workloads.synthetic import PROGRAMS
 
 __all__ = [
     "MIXES",
+    "FigureWidget",
     "comparison_dashboard",
     "ext2_explorer",
     "memory_map",
@@ -162,8 +180,84 @@ _JS2PY: Final = ("_js2py_traceDeltas", "_js2py_layoutDelta", "_js2py_restyle",
                  "_js2py_relayout", "_js2py_update", "_js2py_pointsCallback")
 
 
+# The front-end module of our FigureWidget (see the module's docstring). anywidget imports
+# it once per widget model: `initialize` only keeps the model, and the first view of a
+# model imports plotly's bundle (once per page: later figures share the import) and
+# hands the model and the view to plotly's own widget code. plotly's model-side code
+# thus starts listening when the figure is first drawn; the kernel's messages before that
+# change nothing in the browser's copy of `_widget_data` / `_widget_layout`, which our
+# figures do not need: each update is followed by the full state (refresh_bundle).
+_PLOTLY_LOADER: Final = """\
+const modules = (globalThis[Symbol.for("xipmodel.plotly-widget-modules")] ??= new Map());
+
+function plotlyModule(model) {
+  const id = model.get("_xip_plotly_id");
+  let module = modules.get(id);
+  if (module === undefined) {
+    const url = URL.createObjectURL(
+      new Blob([model.get("_xip_plotly_esm")], { type: "text/javascript" }));
+    module = import(url);
+    modules.set(id, module);
+    module.then(() => URL.revokeObjectURL(url),
+                () => { URL.revokeObjectURL(url); modules.delete(id); });
+  }
+  return module;
+}
+
+export default () => {
+  let model;   // the model as anywidget hands it to initialize (plotly's model code keeps it)
+  let plotly;  // a promise of plotly's widget for this model, initialized
+  return {
+    initialize(context) {
+      model = context.model;
+    },
+    async render({ el }) {
+      plotly ??= plotlyModule(model).then((module) => {
+        const widget = typeof module.default === "function" ? module.default()
+                                                            : module.default;
+        widget.initialize({ model });
+        return widget;
+      }).catch((error) => {
+        plotly = undefined;
+        throw error;
+      });
+      return (await plotly).render({ el });
+    },
+  };
+};
+"""
+
+
+@functools.cache
+def _plotly_bundle() -> tuple[str, str]:
+    """plotly's own widget module (the text of go.FigureWidget._esm) and a digest of it."""
+    text = str(go.FigureWidget._esm)
+    return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class FigureWidget(go.FigureWidget):  # type: ignore[misc]  # plotly is untyped
+    """plotly's FigureWidget whose front end is `_PLOTLY_LOADER` (see the module docstring).
+
+    Same Python API, same class name (a figure's text repr is unchanged); its state also
+    carries plotly's bundle (`_xip_plotly_esm`, what go.FigureWidget's `_esm` carries)
+    and the bundle's digest (`_xip_plotly_id`: the browser imports each bundle once).
+    """
+
+    _esm = _PLOTLY_LOADER
+    _xip_plotly_esm = traitlets.Unicode().tag(sync=True)
+    _xip_plotly_id = traitlets.Unicode().tag(sync=True)
+
+    @traitlets.default("_xip_plotly_esm")
+    def _default_plotly_esm(self) -> str:
+        return _plotly_bundle()[0]
+
+    @traitlets.default("_xip_plotly_id")
+    def _default_plotly_id(self) -> str:
+        return _plotly_bundle()[1]
+
+
 def _figure(spec: Mapping[str, Any]) -> Any:
-    fig = go.FigureWidget({"data": spec["data"], "layout": spec["layout"]})
+    fig = FigureWidget({"data": spec["data"], "layout": spec["layout"]})
     for name in _JS2PY:
         if fig.has_trait(name):
             setattr(fig, f"_{name}_metadata", {"echo_update": False})
