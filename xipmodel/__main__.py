@@ -8,22 +8,28 @@
     bmap IMAGE PATH         which image block holds each page of a file (holes shown)
     cat IMAGE PATH          a file's bytes to standard output
 
-Bad input gets one clear line on standard error and exit status 2.
+Bad input gets one clear line on standard error, naming the option (or the file) and
+what is allowed, and exit status 2; nothing hangs (an image must be a regular file of at
+most MAX_IMAGE_BYTES, a run within host.LIMITS). No traceback ever reaches the user:
+an unexpected exception is a bug in xipmodel, reported in one line (exit status 70,
+EX_SOFTWARE) that says so and where to report it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
-from xipmodel.errors import ParameterError, XipModelError
+from xipmodel.errors import FileTooLargeError, ParameterError, XipModelError
 from xipmodel.ext2 import Ext2Image
 from xipmodel.ext2 import layout as L
 
@@ -171,9 +177,19 @@ MIB = 1 << 20
 
 
 def parse_workload(text: str) -> str | tuple[tuple[str, float], ...]:
-    """`webserver` → "webserver"; `webserver=0.8,shell=0.2` → the mix as (name, share) pairs."""
+    """`webserver` → "webserver"; `webserver=0.8,shell=0.2` → the mix as (name, share) pairs.
+
+    Each name one of the programs, each share a finite number >= 0, not all 0.
+    """
+    from xipmodel.workloads.synthetic import PROGRAMS
+
+    programs = ", ".join(PROGRAMS)
     if "=" not in text and "," not in text:
-        return text.strip()
+        name = text.strip()
+        if name not in PROGRAMS:
+            raise ParameterError(f"--workload: {name!r} is not one of {programs} (or a mix "
+                                 f"such as webserver=0.8,shell=0.2)")
+        return name
     mix: list[tuple[str, float]] = []
     for part in text.split(","):
         name, eq, share = part.partition("=")
@@ -182,9 +198,14 @@ def parse_workload(text: str) -> str | tuple[tuple[str, float], ...]:
         except ValueError:
             raise ParameterError(f"--workload: share {share!r} of {name!r} is not a number"
                                  ) from None
-        if not name.strip() or value < 0:
-            raise ParameterError(f"--workload: {part!r} is not NAME=SHARE with SHARE >= 0")
+        if not name.strip() or not math.isfinite(value) or value < 0:
+            raise ParameterError(f"--workload: {part!r} is not NAME=SHARE with SHARE a "
+                                 f"finite number >= 0")
+        if name.strip() not in PROGRAMS:
+            raise ParameterError(f"--workload: {name.strip()!r} is not one of {programs}")
         mix.append((name.strip(), value))
+    if not any(share > 0 for _, share in mix):
+        raise ParameterError(f"--workload: {text!r} has no share above 0")
     return tuple(mix)
 
 
@@ -196,21 +217,47 @@ def parse_modes(text: str) -> tuple[str, ...]:
     for mode in modes:
         if mode not in MODES:
             raise ParameterError(f"--modes: {mode!r} is not one of {', '.join(MODES)}")
-    if not modes or len(set(modes)) != len(modes):
+    if not modes:
+        raise ParameterError(f"--modes: {text!r} names no mode (choose from "
+                             f"{', '.join(MODES)})")
+    if len(set(modes)) != len(modes):
         raise ParameterError(f"--modes: {text!r} must name each mode at most once")
     return modes
 
 
+MAX_IMAGE_BYTES: Final = 1 << 30  # an image `compare --image` loads (or builds) at most
+
+
 def load_image_bytes(path: str) -> bytes:
-    """An ext2 image file's bytes, or a host directory populated and frozen by build_image."""
+    """An ext2 image file's bytes, or a host directory populated and frozen by build_image.
+
+    The file must be a regular file (a FIFO would block, /dev/zero never ends) and the
+    image, or the directory's files, at most MAX_IMAGE_BYTES; it is validated before any
+    run. Else XipModelError naming --image, the path and the value.
+    """
     from xipmodel.ext2 import build_image
 
     if os.path.isdir(path):
-        return build_image(path, volume_name=os.path.basename(os.path.abspath(path))[:16])
-    with open(path, "rb") as f:
-        data = f.read()
-    Ext2Image.open(data).close()  # validate eagerly: a bad image fails before any run
-    return data
+        _check_tree_size(path)
+        name = L.fit_volume_name(os.path.basename(os.path.abspath(path)))
+        return build_image(path, volume_name=name)
+    with Ext2Image.open(path) as img:  # a regular file only, mapped and validated
+        if img.size > MAX_IMAGE_BYTES:
+            raise FileTooLargeError(f"--image {path}: {img.size} bytes, more than the "
+                                    f"{MAX_IMAGE_BYTES} an image may have here", path)
+        return bytes(img.buffer)
+
+
+def _check_tree_size(top: str) -> None:
+    """A directory to freeze holds at most MAX_IMAGE_BYTES of files (stops counting there)."""
+    total = 0
+    for dirpath, _, files in os.walk(top):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            if total > MAX_IMAGE_BYTES:
+                raise FileTooLargeError(f"--image {top}: its files hold more than the "
+                                        f"{MAX_IMAGE_BYTES} bytes an image may have here", top)
 
 
 def _run_mode(job: tuple[Scenario, str, bytes | None]) -> RunResult:
@@ -377,8 +424,66 @@ def demo_scenario() -> Scenario:
     return Scenario(guests=4, workload="shell", guest_ram_mib=64, ksm_seconds=5.0)
 
 
+EX_USAGE: Final = 2  # bad input: one line naming what was wrong
+EX_SOFTWARE: Final = 70  # an unexpected exception: a bug in xipmodel (sysexits.h)
+MAX_JOBS: Final = 64
+BUG_REPORT: Final = ("this is a bug in xipmodel: please report it, with the command line "
+                     "and this message, on the xipmodel issue tracker")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on standard error (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EX_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in low..high, else a message naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid int value: {text!r} (allowed: {low}..{high})") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in the allowed range {low}..{high}")
+        return value
+
+    return parse
+
+
+def real_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high], else a message naming the range."""
+    shown = f"[{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid float value: {text!r} (allowed: {shown})") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not in the allowed range {shown}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from xipmodel.host import (
+        MAX_GUEST_RAM_MIB,
+        MAX_GUESTS,
+        MAX_HEAP_SHARE,
+        MAX_PROGRAM_RUNS,
+        MAX_SEED,
+        Scenario,
+    )
+    from xipmodel.workloads.synthetic import PROGRAMS
+
+    max_ksm_seconds = Scenario().max_ksm_seconds  # the CLI keeps ksmd's rate and no spread
+    parser = OneLineParser(
         prog="xipmodel", description="Execute-in-place versus the page cache, as a model.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the story in the terminal")
@@ -386,31 +491,33 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="one scenario in each mode, side by side",
                        description="Run the same scenario in each mode and print host memory, "
                        "faults and disk reads side by side (MiB, one decimal).")
-    c.add_argument("--guests", type=int, default=8, metavar="N", help="guests (default 8)")
+    c.add_argument("--guests", type=int_in(1, MAX_GUESTS), default=8, metavar="N",
+                   help=f"guests (default 8; at most {MAX_GUESTS})")
     c.add_argument("--workload", default="webserver", metavar="NAME|MIX",
-                   help="a program (webserver, shell, python, compiler) or a mix such as "
+                   help=f"a program ({', '.join(PROGRAMS)}) or a mix such as "
                    "webserver=0.8,shell=0.2 (default webserver)")
     c.add_argument("--modes", default=None, metavar="M,M",
                    help="modes to run, from pagecache,xip,ksm,dax (default all)")
-    c.add_argument("--guest-ram", dest="guest_ram_mib", type=int, default=None, metavar="MIB",
-                   help="RAM per guest in MiB (default 512)")
-    c.add_argument("--heap-share", type=float, default=None, metavar="F",
-                   help="share of each run's touched memory that is heap, in [0, 1)")
-    c.add_argument("--seed", type=int, default=0, metavar="N")
-    c.add_argument("--variants", type=int, default=None, metavar="K",
+    c.add_argument("--guest-ram", dest="guest_ram_mib", type=int_in(1, MAX_GUEST_RAM_MIB),
+                   default=None, metavar="MIB", help="RAM per guest in MiB (default 512)")
+    c.add_argument("--heap-share", type=real_in(0.0, MAX_HEAP_SHARE), default=None,
+                   metavar="F", help="share of each run's touched memory that is heap, "
+                   f"in [0, {MAX_HEAP_SHARE:g}]")
+    c.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, metavar="N")
+    c.add_argument("--variants", type=int_in(0, MAX_PROGRAM_RUNS), default=None, metavar="K",
                    help="distinct seeded runs per program, guests cycle through them "
                    "(default 4; 0: every guest its own run)")
-    c.add_argument("--ksm-seconds", type=float, default=None, metavar="S",
-                   help="how long ksmd keeps scanning after the last guest started "
-                   "(default 120)")
+    c.add_argument("--ksm-seconds", type=real_in(0.0, max_ksm_seconds), default=None,
+                   metavar="S", help="how long ksmd keeps scanning after the last guest "
+                   f"started (default 120; at most {max_ksm_seconds:g})")
     c.add_argument("--image", default=None, metavar="PATH",
                    help="an ext2 image file, or a directory to populate and freeze "
                    "(it must hold the programs' binaries)")
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    c.add_argument("--jobs", type=int, default=1, metavar="N",
+    c.add_argument("--jobs", type=int_in(1, MAX_JOBS), default=1, metavar="N",
                    help="run modes in N processes (default 1)")
     q = sub.add_parser("quiz", help="an OSTEP-style seeded question (--solve: the answer)")
-    q.add_argument("--seed", type=int, default=0, metavar="N")
+    q.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, metavar="N")
     q.add_argument("--kind", default=None, choices=("translate", "faults", "memory"),
                    help="which kind of question (default: chosen by the seed)")
     q.add_argument("--solve", action="store_true", help="also print the worked answer")
@@ -429,13 +536,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    """A message on one line (a newline inside would look like a second message)."""
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0, 2 for bad input, 70 for a bug).
+
+    Every failure is one line on standard error, never a traceback.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else "xipmodel"
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(f"xipmodel {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # not bad input (that is handled in _main): a bug
+        where = ""
+        tb = exc.__traceback__
+        while tb is not None:
+            where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        print(_one_line(f"xipmodel {command}: internal error, {type(exc).__name__}: {exc}"
+                        f"{where} ({BUG_REPORT})"), file=sys.stderr)
+        return EX_SOFTWARE
+
+
+def _main(argv: list[str]) -> int:
+    """main() without the last-resort handler."""
     if argv and argv[0] == "record":
         # Everything after `--` is the recorded program's: argparse must not see it.
         from xipmodel.workloads.record import main_record
 
-        return main_record(argv[1:])
+        return main_record(argv[1:], parser_class=OneLineParser)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -459,8 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif args.command == "cat":
                 sys.stdout.buffer.write(img.read(args.path))
     except (XipModelError, OSError) as exc:
-        print(f"xipmodel {args.command}: {exc}", file=sys.stderr)
-        return 2
+        print(_one_line(f"xipmodel {args.command}: {exc}"), file=sys.stderr)
+        return EX_USAGE
     return 0
 
 

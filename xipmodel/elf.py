@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +127,8 @@ _DYN: Final = {ELFCLASS32: "iI", ELFCLASS64: "qQ"}
 EI_NIDENT: Final = 16
 MAX_PHDR_BYTES: Final = 65536  # binfmt_elf.c:elf_read_phdrs refuses a larger table
 MAX_DYN_ENTRIES: Final = 4096  # a sanity bound: real objects have a few dozen
+MAX_ELF_FILE_BYTES: Final = 1 << 30  # ElfFile.from_path reads at most this
+PATH_MAX: Final = 4096  # the longest PT_INTERP binfmt_elf.c accepts
 
 
 def _endian(ei_data: int) -> str:
@@ -261,8 +265,22 @@ class ElfFile:
 
     @classmethod
     def from_path(cls, path: str | Path) -> ElfFile:
-        """Parse a file of the host (read whole: executables are a few MiB)."""
-        return cls.from_bytes(Path(path).read_bytes(), str(path))
+        """Parse a regular file of the host (read whole: executables are a few MiB).
+
+        A FIFO or device is refused before it is read (it could block or never end), as
+        is a file larger than MAX_ELF_FILE_BYTES.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ElfError(f"{path}: not a regular file (mode 0o{st.st_mode:o})")
+            if st.st_size > MAX_ELF_FILE_BYTES:
+                raise ElfError(f"{path}: {st.st_size} bytes, larger than the "
+                               f"{MAX_ELF_FILE_BYTES} an ELF file may have here")
+            os.set_blocking(fd, True)
+            data = f.read(MAX_ELF_FILE_BYTES + 1)
+        return cls.from_bytes(data, str(path))
 
     @classmethod
     def from_image(cls, image: Ext2Image, path: str) -> ElfFile:
@@ -282,7 +300,11 @@ class ElfFile:
         if offset < 0 or offset + size > self.size:
             raise self._error(f"{what} [{offset:#x}, {offset + size:#x}) lies outside the "
                               f"file ({self.size} bytes)")
-        data = self._read(offset, size)
+        try:
+            data = self._read(offset, size)
+        except Ext2Error as exc:  # the image holding the file is damaged where we read
+            raise self._error(f"{what}: cannot read [{offset:#x}, {offset + size:#x}): "
+                              f"{exc}") from exc
         if len(data) != size:
             raise self._error(f"{what}: read {len(data)} of {size} bytes at {offset:#x}")
         return data
@@ -378,6 +400,9 @@ class ElfFile:
         if not found:
             return None
         ph = found[0]
+        if not 2 <= ph.p_filesz <= PATH_MAX:  # binfmt_elf.c refuses these, before reading
+            raise self._error(f"PT_INTERP at {ph.p_offset:#x}: p_filesz={ph.p_filesz:#x} is "
+                              f"not a path of 2..{PATH_MAX} bytes")
         raw = self._bytes(ph.p_offset, ph.p_filesz, "PT_INTERP")
         if ph.p_filesz < 2 or raw[-1] != 0 or 0 in raw[:-1]:
             raise self._error(f"PT_INTERP at {ph.p_offset:#x}: {raw[:64]!r} is not one "
@@ -622,8 +647,15 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
         raise ElfError(f"{path}: e_type={main_elf.header.e_type} "
                        f"({ET_NAMES.get(main_elf.header.e_type, '?')}): exec needs "
                        f"ET_EXEC or ET_DYN")
+    # Every mapping exec makes lies below the stack, inside the guest's address space.
+    stack_start = STACK_TOP - (stack_pages << PAGE_SHIFT)
+    task_size = 1 << (guest.preset.vpn_bits + guest.preset.page_shift)
+    if task_size < STACK_TOP or stack_start < 0:
+        raise ElfError(f"exec_image: a {stack_pages}-page stack below STACK_TOP="
+                       f"{STACK_TOP:#x} does not fit the {guest.preset.name} address space "
+                       f"({task_size:#x} bytes)")
     kernel_read_headers(guest, path, main_elf, BINPRM_BUF_SIZE, with_interp=True)
-    loader = _Loader(guest, mm, reloc_fraction)
+    loader = _Loader(guest, mm, reloc_fraction, stack_start)
     if base is None:
         base = ELF_ET_DYN_BASE if main_elf.header.e_type == ET_DYN else 0
     elif base & PAGE_MASK:
@@ -641,6 +673,13 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
     brk = _pagealign(main.load_bias + main_elf.span[1])
     heap = None
     if heap_pages:
+        heap_end = brk + (heap_pages << PAGE_SHIFT)
+        clash = next((v for v in mm.vmas if v.start < heap_end and brk < v.end), None)
+        if heap_end > stack_start or clash is not None:
+            raise ElfError(f"{path}: the {heap_pages}-page [heap] at brk={brk:#x} (after the "
+                           f"highest PT_LOAD's p_vaddr + p_memsz) would overlap "
+                           + (f"{clash.name or 'a mapping'} at {clash.start:#x}"
+                              if clash is not None else f"the stack at {stack_start:#x}"))
         heap = guest.mmap(mm, brk, heap_pages << PAGE_SHIFT, "rw-", name="[heap]")
     stack_start = STACK_TOP - (stack_pages << PAGE_SHIFT)
     stack = guest.mmap(mm, stack_start, stack_pages << PAGE_SHIFT, "rw-", name="[stack]")
@@ -722,10 +761,12 @@ def _find_library(image: Ext2Image, name: str, lib_path: tuple[str, ...], needed
 class _Loader:
     """The state of one exec: objects mapped so far, the mmap cursor, the fault flags."""
 
-    def __init__(self, guest: Guest, mm: MmStruct, reloc_fraction: float) -> None:
+    def __init__(self, guest: Guest, mm: MmStruct, reloc_fraction: float,
+                 limit: int) -> None:
         self.guest = guest
         self.mm = mm
         self.reloc_fraction = reloc_fraction
+        self.limit = limit  # every segment ends at or below this (the stack's start)
         self.objects: list[LoadedObject] = []
         self.mmap_top = MMAP_BASE
         self.seen_ino: dict[int, LoadedObject] = {}
@@ -754,9 +795,25 @@ class _Loader:
             raise ElfError(f"{path}: no PT_LOAD segment: nothing to map")
         obj = LoadedObject(path, role, elf, bias)
         self.objects.append(obj)
-        for ph in elf.loads:
-            obj.segments.append(self._load_segment(obj, ph))
+        for index, ph in enumerate(elf.phdrs):
+            if ph.p_type == PT_LOAD:
+                self._check_fits(obj, index, ph)
+                obj.segments.append(self._load_segment(obj, ph))
         return obj
+
+    def _check_fits(self, obj: LoadedObject, index: int, ph: ProgramHeader) -> None:
+        """The segment, placed at its load bias, lies in [0, the stack's start).
+
+        Checked before anything is mapped, so the time is independent of p_memsz.
+        """
+        start = obj.load_bias + ph.p_vaddr
+        end = _pagealign(start + ph.p_memsz)
+        if start < 0 or end > self.limit:
+            raise ElfError(
+                f"{obj.path}: program header {index} (LOAD): p_vaddr={ph.p_vaddr:#x}, "
+                f"p_memsz={ph.p_memsz:#x} at load bias {obj.load_bias:#x} span "
+                f"[{start:#x}, {end:#x}), outside the user address space below the stack "
+                f"[0, {self.limit:#x})")
 
     def _load_segment(self, obj: LoadedObject, ph: ProgramHeader) -> MappedSegment:
         """Model of elf_load for one PT_LOAD of `obj` (see the drawing at the top)."""
@@ -810,7 +867,8 @@ class _Loader:
             in_relro = [vpn for vpn in pages
                         if any(lo < (vpn + 1) << PAGE_SHIFT and vpn << PAGE_SHIFT < hi
                                for lo, hi in relro)]
-            rest = [vpn for vpn in pages if vpn not in in_relro]
+            relro_set = set(in_relro)
+            rest = [vpn for vpn in pages if vpn not in relro_set]
             chosen = in_relro + rest[:math.ceil(self.reloc_fraction * len(rest))]
             for vpn in chosen:
                 pgoff = vma.file_pgoff(vpn << PAGE_SHIFT)

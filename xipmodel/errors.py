@@ -15,6 +15,7 @@ works on a path missing from an image just as on a missing host file::
     XipModelError (Exception)
     ├── ParameterError (+ ValueError)               bad argument to the model
     │   └── DataFileError                           a malformed data file (entry, field, value)
+    │       └── TraceFileError                      a malformed page-trace .npz (member, value)
     └── Ext2Error                                   anything wrong with an ext2 image
         ├── CorruptImageError (+ ValueError)        a structure contradicts the format
         │   └── TruncatedImageError                 the image ends before a structure does
@@ -25,6 +26,7 @@ works on a path missing from an image just as on a missing host file::
         ├── SymlinkLoopError (+ OSError, errno ELOOP)
         ├── NotASymlinkError (+ OSError, errno EINVAL)
         ├── NotARegularFileError (+ OSError, errno EINVAL)   a FIFO, socket or device node
+        │                                           (in the image, or as the image's host path)
         ├── FileTooLargeError (+ OSError, errno EFBIG)
         └── ReadOnlyImageError (+ PermissionError)  a write to the frozen image
 """
@@ -46,6 +48,7 @@ __all__ = [
     "ParameterError",
     "ReadOnlyImageError",
     "SymlinkLoopError",
+    "TraceFileError",
     "TruncatedImageError",
     "UnsupportedFeatureError",
     "XipModelError",
@@ -62,6 +65,13 @@ class ParameterError(XipModelError, ValueError):
 
 class DataFileError(ParameterError):
     """A table of facts read from a data file is malformed (file, entry, field and value named)."""
+
+
+class TraceFileError(DataFileError):
+    """A page-trace file (.npz) is malformed: the file, the member or field and the value named.
+
+    Raised before anything its headers claim is allocated (see workloads/trace.py).
+    """
 
 
 class Ext2Error(XipModelError):
@@ -120,7 +130,11 @@ class NotASymlinkError(Ext2Error, OSError):
 
 
 class NotARegularFileError(Ext2Error, OSError):
-    """A file operation on a FIFO, socket or device node (valid in the image, but no data)."""
+    """A file operation on a FIFO, socket or device node (valid in the image, but no data).
+
+    Also an image path on the host that is not a regular file (a FIFO would block open(),
+    a device would read without end).
+    """
 
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(*_oserror(errno.EINVAL, message, path))

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
@@ -34,13 +36,14 @@ from typing import Any, Final
 import numpy as np
 
 from xipmodel.distro import default_image
-from xipmodel.elf import exec_image
+from xipmodel.elf import STACK_TOP, exec_image
 from xipmodel.errors import ParameterError
 from xipmodel.events import EventBus
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.mm.frames import FrameKind, HostMemory
 from xipmodel.mm.guest import Guest
 from xipmodel.mm.ksm import RMAP_ITEM_BYTES, Ksm, KsmCounters
+from xipmodel.mm.pagecache import CACHE_POLICIES
 from xipmodel.mm.segment import SharedSegment
 from xipmodel.params import DEFAULT_KERNEL, PAGE_SHIFT, PAGE_SIZE, PRESETS, kernel_profile
 from xipmodel.workloads.synthetic import PROGRAMS, ProgramModel, synthesize
@@ -72,6 +75,84 @@ _KIND_CATEGORY: Final = {
 }
 
 
+# What one run may ask for: measured on a 2-core machine with 24 GiB (see LIMITS below).
+MAX_GUESTS: Final = 10_000
+MAX_GUEST_RAM_MIB: Final = 1 << 20  # 1 TiB: far beyond the simulated 64 GiB host already
+MAX_HEAP_SHARE: Final = 0.99  # a heap 99 times the text a run touches
+MAX_SEED: Final = (1 << 64) - 1
+MAX_PROGRAM_RUNS: Final = 20_000  # guests that really run (not clones) × runs_per_guest
+MAX_KSM_SCAN_PAGES: Final = 100_000_000  # pages ksmd scans in a run: about 30 s of scanning
+LIMITS: Final = """\
+A run's bounds, refused up front with ParameterError naming the field and the limit:
+  guests         1 .. 10,000. Measured on a 2-core machine with 24 GiB, the default
+                 web-server scenario, one mode per process: 1,000 guests take 2-6 s and
+                 165-380 MiB resident (ksm the most); 10,000 guests take about 1.5 min
+                 and 1.0 GiB resident in xip or dax. Time grows faster than the guests
+                 (each guest's timeline sample counts every host frame): 100,000 would
+                 take hours, and their 220 GB would not fit the simulated host anyway.
+  program runs   guests that run their program (not clones of an earlier guest's run)
+                 × runs_per_guest: at most 20,000 (a run takes about 40 ms: some 15 min).
+  ksmd           at most 10^8 pages scanned in a ksm run (about 30 s at 3-4 million
+                 pages/s): ksm_seconds plus the guests' start spread, at
+                 ksm_pages_to_scan every ksm_sleep_ms (the defaults allow 20,000 s).
+The simulated host holds 64 GiB: a run that fills it (the default scenario near 6,500
+guests in pagecache or ksm mode, after a few minutes) stops with a ParameterError naming
+guests and how many fitted, when it happens.
+"""
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    """`value` is an integer (not a bool) in low..high, else ParameterError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"Scenario: {name} {value!r} is not an integer "
+                             f"(allowed: {low}..{high})")
+    if not low <= int(value) <= high:
+        raise ParameterError(f"Scenario: {name} {value} is not in {low}..{high}")
+
+
+def _check_real(name: str, value: object, low: float, high: float | None) -> None:
+    """`value` is a finite real number in [low, high] (no upper end if None)."""
+    allowed = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParameterError(f"Scenario: {name} {value!r} is not a number ({allowed})")
+    number = float(value)
+    if not math.isfinite(number) or number < low or (high is not None and number > high):
+        raise ParameterError(f"Scenario: {name} {value!r} is not a finite number {allowed}"
+                             if high is None else
+                             f"Scenario: {name} {value!r} is not in {allowed}")
+
+
+def _check_workload(workload: object) -> str | tuple[tuple[str, float], ...]:
+    """A program name, or (name, share) pairs with finite shares >= 0, not all 0.
+
+    Returns the mix as a tuple of tuples (a list of lists from JSON becomes one).
+    """
+    programs = ", ".join(PROGRAMS)
+    if isinstance(workload, str):
+        if workload not in PROGRAMS:
+            raise ParameterError(f"Scenario: workload {workload!r} is not one of {programs}")
+        return workload
+    if not isinstance(workload, (tuple, list)) or not workload:
+        raise ParameterError(f"Scenario: workload {workload!r} is not a program name or a "
+                             f"non-empty tuple of (program, share) pairs")
+    mix: list[tuple[str, float]] = []
+    for i, pair in enumerate(workload):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ParameterError(f"Scenario: workload[{i}] {pair!r} is not a (program, "
+                                 f"share) pair")
+        name, share = pair
+        if not isinstance(name, str) or name not in PROGRAMS:
+            raise ParameterError(f"Scenario: workload {name!r} is not one of {programs}")
+        if isinstance(share, bool) or not isinstance(share, numbers.Real) or \
+                not math.isfinite(float(share)) or float(share) < 0:
+            raise ParameterError(f"Scenario: workload share {share!r} of {name!r} is not a "
+                                 f"finite number >= 0")
+        mix.append((name, share))  # type: ignore[arg-type]  # a Real, kept as given
+    if not any(share > 0 for _, share in mix):
+        raise ParameterError(f"Scenario: workload {workload!r} has no positive share")
+    return tuple(mix)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """What to run: guests, their workload mix and memory, and the knobs of the modes."""
@@ -92,22 +173,79 @@ class Scenario:
     kernel: str = DEFAULT_KERNEL.name  # the guests' kernel rules (params.KERNELS)
 
     def __post_init__(self) -> None:
+        """Check every field (type and range) now, naming the field, the value and the range.
+
+        Besides each field's own range, a scenario must stay within what the model runs in
+        bounded time and memory (see LIMITS): at most MAX_GUESTS guests, at most
+        MAX_PROGRAM_RUNS program runs, and a ksmd that scans at most MAX_KSM_SCAN_PAGES.
+        """
         kernel_profile(self.kernel)  # refuses an unknown profile, naming it
-        if self.guests < 1:
-            raise ParameterError(f"Scenario: guests {self.guests} must be at least 1")
-        if self.guest_ram_mib < 1:
-            raise ParameterError(f"Scenario: guest_ram_mib {self.guest_ram_mib} is below 1")
-        if self.preset not in PRESETS:
+        _check_int("guests", self.guests, 1, MAX_GUESTS)
+        _check_int("guest_ram_mib", self.guest_ram_mib, 1, MAX_GUEST_RAM_MIB)
+        _check_int("seed", self.seed, 0, MAX_SEED)
+        _check_int("ksm_pages_to_scan", self.ksm_pages_to_scan, 1, MAX_KSM_SCAN_PAGES)
+        _check_int("ksm_sleep_ms", self.ksm_sleep_ms, 1, 10**9)
+        _check_int("runs_per_guest", self.runs_per_guest, 1, MAX_PROGRAM_RUNS)
+        if self.variants is not None:
+            _check_int("variants", self.variants, 1, MAX_PROGRAM_RUNS)
+        _check_real("start_interval_ms", self.start_interval_ms, 0.0, None)
+        _check_real("ksm_seconds", self.ksm_seconds, 0.0, None)
+        if self.heap_share is not None:
+            _check_real("heap_share", self.heap_share, 0.0, MAX_HEAP_SHARE)
+        if not isinstance(self.preset, str) or self.preset not in PRESETS:
             raise ParameterError(f"Scenario: preset {self.preset!r} is not one of "
                                  f"{', '.join(PRESETS)}")
-        for name, _ in self.mix:
-            if name not in PROGRAMS:
-                raise ParameterError(f"Scenario: workload {name!r} is not one of "
-                                     f"{', '.join(PROGRAMS)}")
-        if self.heap_share is not None and not 0.0 <= self.heap_share < 1.0:
-            raise ParameterError(f"Scenario: heap_share {self.heap_share} is not in [0, 1)")
-        if self.variants is not None and self.variants < 1:
-            raise ParameterError(f"Scenario: variants {self.variants} must be at least 1")
+        space = PRESETS[self.preset].vpn_bits + PRESETS[self.preset].page_shift
+        if PRESETS[self.preset].page_shift != PAGE_SHIFT or 1 << space < STACK_TOP:
+            runnable = [n for n, p in PRESETS.items()
+                        if p.page_shift == PAGE_SHIFT and 1 << (p.vpn_bits + p.page_shift)
+                        >= STACK_TOP]
+            raise ParameterError(
+                f"Scenario: preset {self.preset!r} ({space}-bit virtual addresses, "
+                f"{1 << PRESETS[self.preset].page_shift}-byte pages) cannot hold the x86-64 "
+                f"process layout exec builds; use one of {', '.join(runnable)}")
+        if not isinstance(self.policy, str) or self.policy not in CACHE_POLICIES:
+            raise ParameterError(f"Scenario: policy {self.policy!r} is not one of "
+                                 f"{', '.join(CACHE_POLICIES)}")
+        object.__setattr__(self, "workload", _check_workload(self.workload))
+        runs = self.program_runs
+        if runs > MAX_PROGRAM_RUNS:
+            raise ParameterError(
+                f"Scenario: runs_per_guest {self.runs_per_guest} × {runs // self.runs_per_guest}"
+                f" distinct guest runs (guests, variants) = {runs} program runs, more than "
+                f"the limit {MAX_PROGRAM_RUNS}")
+        scans = self.ksm_scan_pages
+        if scans > MAX_KSM_SCAN_PAGES:
+            raise ParameterError(
+                f"Scenario: ksm_seconds {self.ksm_seconds:g} (after guests {self.guests} "
+                f"started start_interval_ms {self.start_interval_ms:g} apart) has ksmd scan "
+                f"{scans:.3g} pages ({self.ksm_pages_to_scan} every ksm_sleep_ms "
+                f"{self.ksm_sleep_ms}), more than the limit {MAX_KSM_SCAN_PAGES:.0e}: at most "
+                f"ksm_seconds {self.max_ksm_seconds:g} for this scenario")
+
+    @property
+    def program_runs(self) -> int:
+        """How many programs the host runs at most: distinct guests' runs × runs_per_guest.
+
+        Guests whose seeded run equals an earlier guest's are cloned, not run again.
+        """
+        distinct = self.guests if self.variants is None else min(
+            self.guests, self.variants * len(self.mix))
+        return distinct * self.runs_per_guest
+
+    @property
+    def ksm_scan_pages(self) -> float:
+        """About how many pages ksmd scans in a ksm run: every ksm_sleep_ms, ksm_pages_to_scan,
+        from the first guest's start until ksm_seconds after the last's."""
+        seconds = (self.guests - 1) * self.start_interval_ms / 1000 + self.ksm_seconds
+        return math.ceil(seconds * 1000 / self.ksm_sleep_ms) * self.ksm_pages_to_scan
+
+    @property
+    def max_ksm_seconds(self) -> float:
+        """The largest ksm_seconds this scenario may ask for (MAX_KSM_SCAN_PAGES)."""
+        starts = (self.guests - 1) * self.start_interval_ms / 1000
+        return max(0.0, MAX_KSM_SCAN_PAGES / self.ksm_pages_to_scan
+                   * self.ksm_sleep_ms / 1000 - starts)
 
     @property
     def mix(self) -> tuple[tuple[str, float], ...]:
@@ -276,6 +414,13 @@ class Host:
                 guest.time = start + template[1] - template[2]
                 guest.page_in_ns = guest.stats.host_page_ins = 0
             else:
+                if self.memory.allocated >= self.memory.capacity:
+                    # Not even a frame for the new guest's EPT root: the simulated host is
+                    # full. A bound the scenario broke, said plainly, not a crash inside.
+                    raise ParameterError(
+                        f"Scenario: guests {s.guests}: the simulated host's "
+                        f"{self.memory.capacity * PAGE_SIZE / (1 << 30):g} GiB are full after "
+                        f"{i} guests in {self.mode} mode; run at most {i} guests")
                 guest = Guest(i, self.memory, ram_pages, self.image, segment=self.segment,
                               preset=preset, host_preset=preset, bus=self.bus,
                               policy=s.policy, kernel=s.kernel)
@@ -407,9 +552,7 @@ def compare(scenario: Scenario, modes: Sequence[str] = MODES,
 
     `progress(done, total)` is called as modes finish.
     """
-    for mode in modes:
-        if mode not in MODES:
-            raise ParameterError(f"compare: mode {mode!r} is not one of {', '.join(MODES)}")
+    _check_modes("compare", modes)
     # The longest runs first, so a pool of workers finishes together.
     order = sorted(modes, key=lambda m: _COST_RANK.get(m, 0), reverse=True)
     results = _run_jobs([(scenario, m) for m in order], executor, progress)
@@ -418,6 +561,18 @@ def compare(scenario: Scenario, modes: Sequence[str] = MODES,
 
 
 _COST_RANK: Final = {"ksm": 3, "pagecache": 2, "xip": 1, "dax": 1}
+
+
+def _check_modes(who: str, modes: object) -> None:
+    """`modes` names one or more of MODES, each once, else ParameterError naming it."""
+    if isinstance(modes, str) or not isinstance(modes, Sequence) or not modes:
+        raise ParameterError(f"{who}: modes {modes!r} is not a non-empty sequence of "
+                             f"{', '.join(MODES)}")
+    for mode in modes:
+        if mode not in MODES:
+            raise ParameterError(f"{who}: mode {mode!r} is not one of {', '.join(MODES)}")
+    if len(set(modes)) != len(modes):
+        raise ParameterError(f"{who}: modes {tuple(modes)!r} names a mode twice")
 
 
 def _run_jobs(jobs: list[tuple[Scenario, str]], executor: Executor | None,
@@ -443,6 +598,7 @@ def sweep(scenario: Scenario, parameter: str, values: Iterable[Any],
     """`compare` for each value of one Scenario field (e.g. "guests", "heap_share")."""
     if parameter not in {f.name for f in dataclasses.fields(Scenario)}:
         raise ParameterError(f"sweep: {parameter!r} is not a Scenario field")
+    _check_modes("sweep", modes)
     scenarios = [scenario.replace(**{parameter: v}) for v in values]
     results = _run_jobs([(s, m) for s in scenarios for m in modes], executor, progress)
     out = []

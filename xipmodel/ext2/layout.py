@@ -177,6 +177,16 @@ INCOMPAT_META_BG = 0x0010
 EXT2_FEATURE_INCOMPAT_SUPP = INCOMPAT_FILETYPE | INCOMPAT_META_BG
 
 
+VOLUME_NAME_SIZE = 16  # bytes of s_volume_name
+
+
+def fit_volume_name(name: str) -> str:
+    """`name` as a label s_volume_name holds: its first 16 bytes of UTF-8, never cutting a
+    character in two ("?" for what UTF-8 cannot encode, such as a lone surrogate)."""
+    raw = name.encode("utf-8", "replace")
+    return raw[:VOLUME_NAME_SIZE].decode("utf-8", "ignore")
+
+
 def feature_names(mask: int, table: dict[int, Feature]) -> list[str]:
     """The e2fsprogs names of the bits set in `mask` (unknown bits as hex)."""
     names = []

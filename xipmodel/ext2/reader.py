@@ -62,6 +62,7 @@ BlockMap = npt.NDArray[np.int64]
 # Sparse files may legitimately be huge; beyond these, callers read ranges.
 MAX_MAP_ENTRIES: Final = 1 << 22  # 32 MiB of int64
 DEFAULT_MAX_READ: Final = 256 << 20
+WALKED_SHOWN: Final = 32  # path components a lookup's message shows at most
 _INDIRECT_NAMES: Final = {1: "IND", 2: "DIND", 3: "TIND"}
 _FILE_TYPES: Final = {L.S_IFIFO: "FIFO", L.S_IFSOCK: "socket", L.S_IFCHR: "character device",
                       L.S_IFBLK: "block device", L.S_IFLNK: "symlink"}
@@ -94,6 +95,48 @@ def _encode_path(path: str | bytes | os.PathLike[str]) -> bytes:
     return os.fspath(path).encode("utf-8", "surrogateescape")
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file (an image, not a FIFO or device).
+
+    Opened without blocking (a FIFO with no writer would wait forever in open()), then
+    checked with fstat, so what is checked is what was opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if statmod.S_ISDIR(mode):
+            raise Ext2IsADirectoryError(f"image {path}: is a directory, not an image file",
+                                        str(path))
+        if not statmod.S_ISREG(mode):
+            raise NotARegularFileError(
+                f"image {path}: is a {_host_file_type(mode)}, not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _host_file_type(mode: int) -> str:
+    """What a host file that is not a regular file is, in words (for messages)."""
+    for test, name in ((statmod.S_ISFIFO, "FIFO"), (statmod.S_ISCHR, "character device"),
+                       (statmod.S_ISBLK, "block device"), (statmod.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return f"file of mode 0o{mode:o}"
+
+
+def _walked_path(walked: list[bytes]) -> str:
+    """The directory a lookup has reached, for a message: its last WALKED_SHOWN names at most.
+
+    A lookup through a directory loop can walk very deep; a message stays short.
+    """
+    if len(walked) > WALKED_SHOWN:
+        return f"/…({len(walked) - WALKED_SHOWN} more)/" + _decode_name(
+            b"/".join(walked[-WALKED_SHOWN:]))
+    return "/" + _decode_name(b"/".join(walked))
+
+
 class Ext2Image:
     """A frozen ext2 (or ext3, journal ignored) image, read-only, opened with `Ext2Image.open`."""
 
@@ -122,7 +165,7 @@ class Ext2Image:
         mapping: mmap.mmap | None = None
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
-            file = path.open("rb")
+            file = _open_regular(path)
             try:
                 length = os.fstat(file.fileno()).st_size
                 if length == 0:
@@ -215,6 +258,9 @@ class Ext2Image:
         self._inodes: dict[int, L.Inode] = {}
         self._maps: dict[int, _FileMap] = {}
         self._dirs: dict[int, dict[bytes, tuple[int, int]]] = {}
+        self._dir_blocks: dict[int, int] = {}  # block → the directory inode decoded from it
+        self._map_entries = 0  # entries of the block maps in self._maps
+        self._meta_owner: dict[int, int] = {}  # indirect block → the inode whose tree has it
         self._size_bytes = len(self._buf)
         sb, sb_offset = self._find_superblock(sb_block, block_size)
         self.superblock: L.Superblock = sb
@@ -280,6 +326,7 @@ class Ext2Image:
                 f"{sb.s_blocks_count * bs} bytes, the image has {self._size_bytes}"
             )
         self._itb_per_group = -(-sb.s_inodes_per_group * self.inode_size // bs)
+        self._map_budget = 2 * max(MAX_MAP_ENTRIES, 16 * sb.s_blocks_count)
         self._descs = self._read_group_descriptors()
 
     def _find_superblock(
@@ -477,25 +524,45 @@ class Ext2Image:
         blocks[:direct] = inode.i_block[:direct]
         per = bs // 4
         start = L.EXT2_NDIR_BLOCKS
+        seen: set[int] = set()  # indirect blocks met in this file's tree
         for depth in (1, 2, 3):
             if start >= nblocks:
                 break
             pointer = inode.i_block[L.EXT2_IND_BLOCK + depth - 1]
             if pointer:
-                self._fill_indirect(blocks, metadata, start, pointer, depth, where)
+                self._fill_indirect(blocks, metadata, start, pointer, depth, where, ino, seen)
             start += per**depth
         self._check_blocks(blocks, metadata, where)
         fmap = _FileMap(blocks, metadata)
         fmap.blocks.flags.writeable = False
-        self._maps[ino] = fmap
+        # Cached while the maps held stay within what the image justifies: many sparse
+        # files claiming huge sizes are then decoded again when asked, not all kept.
+        if self._map_entries + nblocks <= self._map_budget:
+            self._maps[ino] = fmap
+            self._map_entries += nblocks
         return fmap
 
     def _fill_indirect(
         self, blocks: BlockMap, metadata: list[MetadataBlock],
-        start: int, block: int, depth: int, where: str,
+        start: int, block: int, depth: int, where: str, ino: int, seen: set[int],
     ) -> None:
-        """Fill `blocks[start:]` from the indirect block `block`, `depth` levels above data."""
+        """Fill `blocks[start:]` from the indirect block `block`, `depth` levels above data.
+
+        An indirect block met twice, in this file's tree or in another file's, is refused
+        at once (e2fsck's multiply-claimed block), before anything under it is read: so
+        the work of decoding every file of the image is bounded by its blocks.
+        """
         kind = _INDIRECT_NAMES[depth]
+        if block in seen:
+            raise CorruptImageError(
+                f"{where}: an indirect block appears twice in its own block tree "
+                f"({kind} block {block} for logical block {start}): a cycle")
+        owner = self._meta_owner.setdefault(block, ino)
+        if owner != ino:
+            raise CorruptImageError(
+                f"{where}: its {kind} block for logical block {start} is block {block}, "
+                f"an indirect block of inode {owner} too")
+        seen.add(block)
         metadata.append(MetadataBlock(kind, start, block))
         raw = self._block(block, f"{where}: {kind} block for logical block {start}")
         pointers = np.frombuffer(raw, dtype="<u4").astype(np.int64)
@@ -507,10 +574,14 @@ class Ext2Image:
             return
         for i in np.flatnonzero(pointers[:needed]):
             self._fill_indirect(blocks, metadata, start + int(i) * span,
-                                int(pointers[i]), depth - 1, where)
+                                int(pointers[i]), depth - 1, where, ino, seen)
 
     def _check_blocks(self, blocks: BlockMap, metadata: list[MetadataBlock], where: str) -> None:
-        """Every mapped block inside the image; no indirect block used twice or as data."""
+        """Every mapped block inside the image and used once: as one logical block, or as
+        one indirect block (e2fsck's "block claimed twice" within one file).
+
+        So the work any walk over a file's blocks does is bounded by the image's size.
+        """
         sb = self.superblock
         bad = np.flatnonzero((blocks != 0) & ((blocks <= sb.s_first_data_block)
                                               | (blocks >= sb.s_blocks_count)))
@@ -520,6 +591,18 @@ class Ext2Image:
                 f"{where}: logical block {i} maps to block {int(blocks[i])}, outside the "
                 f"data blocks {sb.s_first_data_block + 1}..{sb.s_blocks_count - 1}"
             )
+        mapped = np.flatnonzero(blocks)
+        if mapped.size > 1:
+            order = np.argsort(blocks[mapped], kind="stable")
+            ranked = blocks[mapped][order]
+            twice = np.flatnonzero(ranked[1:] == ranked[:-1])
+            if twice.size:
+                first, second = sorted((int(mapped[order[twice[0]]]),
+                                        int(mapped[order[twice[0] + 1]])))
+                raise CorruptImageError(
+                    f"{where}: logical blocks {first} and {second} both map to block "
+                    f"{int(blocks[first])}: a block belongs to one place of one file"
+                )
         meta = np.array([m.block for m in metadata], dtype=np.int64)
         if meta.size:
             if np.unique(meta).size != meta.size:
@@ -544,11 +627,24 @@ class Ext2Image:
             return cached
         where = f"directory inode {ino}" + (f" ({path})" if path else "")
         bs = self.block_size
-        fmap = self._file_map(ino, path)
         size = self._i_size(self.inode(ino))
         if size % bs:
             raise CorruptImageError(
                 f"{where}: i_size {size} is not a multiple of the block size {bs}")
+        # A directory has no holes and no block twice, so it has no more blocks than the
+        # image; and no block of another directory, so all directories together are
+        # decoded in time bounded by the image (not by what i_size claims).
+        if size // bs > self.superblock.s_blocks_count:
+            raise CorruptImageError(
+                f"{where}: i_size {size} is {size // bs} blocks, more than the image's "
+                f"s_blocks_count {self.superblock.s_blocks_count}")
+        fmap = self._file_map(ino, path)
+        for lblk, block in enumerate(fmap.blocks.tolist()):
+            owner = self._dir_blocks.get(block)
+            if owner is not None and owner != ino:
+                raise CorruptImageError(
+                    f"{where}: logical block {lblk} is block {block}, which directory inode "
+                    f"{owner} also holds: a block belongs to one directory")
         filetype = bool(self.superblock.s_feature_incompat & L.INCOMPAT_FILETYPE)
         inodes_count = self.superblock.s_inodes_count
         entries: dict[bytes, tuple[int, int]] = {}
@@ -587,50 +683,72 @@ class Ext2Image:
                     entries.setdefault(name, (d_ino, ftype))
                 offs += rec_len
         self._dirs[ino] = entries
+        self._dir_blocks.update(dict.fromkeys(fmap.blocks.tolist(), ino))
         return entries
 
     # --- path lookup (fs/namei.c:link_path_walk, with MAXSYMLINKS) ---------------
 
     def lookup(self, path: str | bytes | os.PathLike[str], follow_symlinks: bool = True) -> int:
-        """The inode number `path` names, resolving symlinks on the way (at the end if asked)."""
+        """The inode number `path` names, resolving symlinks on the way (at the end if asked).
+
+        Like the kernel's nameidata walk: the state is the current directory's inode and a
+        stack of components still to walk; a symlink pushes its target's components and
+        costs one of MAXSYMLINKS. Each component is O(1) (directories are decoded once),
+        so a lookup is linear in the components walked; a symlink met again inside its own
+        expansion, from the same directory, is a loop found at once (ELOOP, as the kernel
+        would say after MAXSYMLINKS rounds).
+        """
         raw = _encode_path(path)
         shown = _decode_name(raw)
-        pending = [c for c in raw.split(b"/")][::-1]  # a stack: next component last
+        # A stack, next component last; (directory, symlink) marks where the expansion of
+        # that symlink's target ends.
+        pending: list[bytes | tuple[int, int]] = list(raw.split(b"/")[::-1])
         current = L.EXT2_ROOT_INO
-        walked: list[bytes] = []
+        walked: list[bytes] = []  # names from the root to `current`: for messages only
         links = 0
+        expanding: set[tuple[int, int]] = set()  # symlinks whose targets are being walked
         while pending:
             name = pending.pop()
+            if isinstance(name, tuple):
+                expanding.discard(name)
+                continue
             if name in (b"", b"."):
                 continue
-            here = "/" + _decode_name(b"/".join(walked))
             inode = self.inode(current)
             if inode.i_mode & L.S_IFMT != L.S_IFDIR:
-                raise Ext2NotADirectoryError(f"{here} is not a directory", shown)
+                raise Ext2NotADirectoryError(f"{_walked_path(walked)} is not a directory", shown)
             if len(name) > L.EXT2_NAME_LEN:
                 raise Ext2FileNotFoundError(f"name too long ({len(name)} bytes)", shown)
-            entries = self._dir_entries(current, here)
+            entries = self._dirs.get(current)
+            if entries is None:  # decoded once per directory, so the path is built once too
+                entries = self._dir_entries(current, _walked_path(walked))
             if name == b".." and current == L.EXT2_ROOT_INO:
                 continue  # the root is its own parent
             found = entries.get(name)
             if found is None:
-                raise Ext2FileNotFoundError(f"no {_decode_name(name)!r} in {here}", shown)
+                raise Ext2FileNotFoundError(
+                    f"no {_decode_name(name)!r} in {_walked_path(walked)}", shown)
             child = found[0]
             is_link = self.inode(child).i_mode & L.S_IFMT == L.S_IFLNK
             if is_link and (pending or follow_symlinks):
                 links += 1
-                if links > L.MAXSYMLINKS:
+                # The same symlink, met in the same directory while its own target is being
+                # walked: the walk would repeat itself until MAXSYMLINKS; say so now.
+                if links > L.MAXSYMLINKS or (current, child) in expanding:
                     raise SymlinkLoopError(
                         f"more than {L.MAXSYMLINKS} symlinks followed (a loop?)", shown)
                 target = self._readlink_ino(child, shown)
+                expanding.add((current, child))
+                pending.append((current, child))
                 if target.startswith(b"/"):
-                    current, walked = L.EXT2_ROOT_INO, []
+                    current = L.EXT2_ROOT_INO
+                    walked.clear()
                 pending.extend(target.split(b"/")[::-1])
                 continue
-            if name == b"..":
-                walked = walked[:-1]
-            else:
+            if name != b"..":
                 walked.append(name)
+            elif walked:
+                walked.pop()
             current = child
         return current
 

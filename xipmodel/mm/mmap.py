@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from xipmodel.errors import ParameterError, ReadOnlyImageError
 from xipmodel.mm.dax import dax_vm_ops, xip_file_vm_ops
 from xipmodel.mm.filemap import generic_file_vm_ops
@@ -75,13 +77,21 @@ def split_vma(mm: MmStruct, start: int, end: int) -> list[Vma]:
 
 
 def do_munmap(guest: Guest, mm: MmStruct, start: int, length: int) -> None:
-    """Model of do_munmap: remove [start, start + length) from `mm`, splitting VMAs at its ends."""
+    """Model of do_munmap: remove [start, start + length) from `mm`, splitting VMAs at its ends.
+
+    Like unmap_page_range, only present PTEs are zapped (found through the page table,
+    ascending), so the time is the pages mapped, not the length of the range.
+    """
     mask = (1 << PAGE_SHIFT) - 1
     if start & mask:
         raise ParameterError(f"munmap: start {start:#x} is not page aligned")
     end = (start + length + mask) & ~mask
-    for vma in split_vma(mm, start, end):
-        for vpn in range(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT):
+    inside = split_vma(mm, start, end)
+    present = mm.pt.mapped_vpns() if inside else None
+    for vma in inside:
+        assert present is not None
+        lo, hi = np.searchsorted(present, [vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT])
+        for vpn in present[lo:hi].tolist():
             zap_pte(guest, mm, vpn)
         mm.vmas.remove(vma)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -42,7 +43,14 @@ class Prot(enum.IntFlag):
 
     @classmethod
     def parse(cls, text: str) -> Prot:
-        """"r-x" → R|X (the notation of /proc/PID/maps)."""
+        """"r-x" → R|X (the notation of /proc/PID/maps; a short "rw" means "rw-").
+
+        Each position is its letter or "-", and a fourth character, if any, is maps'
+        "p" (private) or "s" (shared); anything else is a ParameterError.
+        """
+        if not isinstance(text, str) or not _PROT_TEXT.fullmatch(text):
+            raise ParameterError(f"prot {text!r} is not like 'r-x': r or -, w or -, x or - "
+                                 f"(then p or s)")
         prot = cls.NONE
         for ch, bit in zip(text.ljust(3, "-")[:3], (cls.R, cls.W, cls.X), strict=True):
             if ch != "-":
@@ -54,6 +62,7 @@ class Prot(enum.IntFlag):
                                                                 strict=True))
 
 
+_PROT_TEXT = re.compile(r"[r-]?|[r-][w-]|[r-][w-][x-][ps]?")
 ADVICE = ("normal", "random", "sequential")  # MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL
 
 

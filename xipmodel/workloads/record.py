@@ -50,6 +50,7 @@ import argparse
 import contextlib
 import datetime
 import fcntl
+import math
 import os
 import re
 import select
@@ -782,6 +783,10 @@ def record(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
     """
     if not argv:
         raise ParameterError("record: argv is empty")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+            not math.isfinite(timeout) or timeout <= 0:
+        raise ParameterError(f"record: timeout {timeout!r} is not a finite number of "
+                             f"seconds above 0")
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise RecordError("record: valgrind is not installed (Debian package 'valgrind')")
@@ -857,9 +862,13 @@ def record(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
 
 # --- python -m xipmodel record [-o OUT.npz] -- PROG ARGS -------------------------------------
 
-def main_record(argv: list[str]) -> int:
-    """The `record` command: record PROG ARGS, print a one-line summary, save the trace."""
-    parser = argparse.ArgumentParser(
+def main_record(argv: list[str],
+                parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
+    """The `record` command: record PROG ARGS, print a one-line summary, save the trace.
+
+    `parser_class`: the command line's (whose usage errors are one line).
+    """
+    parser = parser_class(
         prog="xipmodel record",
         description="Record a program with valgrind's lackey into a page-level trace (.npz).")
     parser.add_argument("-o", "--output", help="where to save the trace (default: PROG.npz)")

@@ -14,6 +14,7 @@ gives their sizes, so a guest image can hold stand-ins where the files differ.
 from __future__ import annotations
 
 import importlib.resources
+import numbers
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -38,16 +39,39 @@ def load_trace(name: str) -> PageTrace:
         return PageTrace.load(path)
 
 
+# The most file bytes trace_image makes up (the shipped traces need under 8 MiB).
+MAX_IMAGE_FILE_BYTES: Final = 1 << 30
+
+
 def trace_image(trace: PageTrace, seed: int = 0) -> Ext2Image:
     """A frozen image holding every file `trace` maps, at its recorded size, seeded bytes.
 
     Seeded stand-ins (not the host's own files) keep the numbers the same on every machine.
+    `meta["file_sizes"]` must give each mapped file's size (an int), MAX_IMAGE_FILE_BYTES
+    in all at most: else ParameterError naming the file and the value. The volume is
+    named after the trace (its first 16 bytes: all an ext2 label holds).
     """
     from xipmodel.ext2 import Ext2Image, build_image
+    from xipmodel.ext2.layout import fit_volume_name
 
-    sizes = trace.meta["file_sizes"]
-    assert isinstance(sizes, dict), "trace_image: meta['file_sizes'] is a mapping"
+    who = f"trace_image: trace {trace.name!r}"
+    sizes = trace.meta.get("file_sizes")
+    if not isinstance(sizes, dict):
+        raise ParameterError(f"{who}: meta['file_sizes'] is {type(sizes).__name__}, not a "
+                             f"mapping of each mapped file to its size")
+    total = 0
+    for path in trace.files():
+        size = sizes.get(path)
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
+            raise ParameterError(f"{who}: meta['file_sizes'][{path!r}] is {size!r}, not a "
+                                 f"size in bytes")
+        total += int(size)
+        if total > MAX_IMAGE_FILE_BYTES:
+            raise ParameterError(f"{who}: meta['file_sizes'] adds up to more than "
+                                 f"{MAX_IMAGE_FILE_BYTES} bytes (at {path!r}, "
+                                 f"{int(size)} bytes): too large to make up")
     rng = np.random.default_rng([seed, 0x7ACE])
     tree = {p: rng.integers(1, 256, int(sizes[p]), dtype=np.uint8).tobytes()
             for p in trace.files()}
-    return Ext2Image.open(build_image(tree, volume_name=trace.name, timestamp=0))
+    return Ext2Image.open(build_image(tree, volume_name=fit_volume_name(trace.name),
+                                      timestamp=0))
