@@ -81,6 +81,7 @@ def test_compare_modes_mix_and_jobs(capsys: pytest.CaptureFixture[str]) -> None:
     ["--heap-share", "1.5"],
     ["--image", "/nonexistent/image"],
     ["--jobs", "0"],
+    ["--kernel", "5.99"],
 ])
 def test_bad_compare_arguments_are_one_line_and_exit_2(args: list[str]) -> None:
     """A bad argument to the model: one line on stderr naming it, exit 2, no traceback."""
@@ -88,6 +89,18 @@ def test_bad_compare_arguments_are_one_line_and_exit_2(args: list[str]) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("xipmodel compare: ")
     assert proc.stdout == ""
+
+
+def test_compare_runs_the_kernel_profile_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    """--kernel picks the guests' rules: 2.6's XIP (xip_file_fault) and 6.18's differ."""
+    assert main(["compare", *SMALL, "--modes", "pagecache", "--json"]) == 0
+    new = json.loads(capsys.readouterr().out)
+    assert main(["compare", *SMALL, "--modes", "pagecache", "--kernel", "2.6-xip",
+                 "--json"]) == 0
+    old = json.loads(capsys.readouterr().out)
+    assert new["scenario"]["kernel"] == "6.18" and old["scenario"]["kernel"] == "2.6-xip"
+    assert new["modes"]["pagecache"]["disk_read_bytes"] != \
+        old["modes"]["pagecache"]["disk_read_bytes"]  # exec read-around, split readahead
 
 
 def test_argparse_errors_exit_non_zero() -> None:

@@ -29,9 +29,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
+from xipmodel import kernelcheck
 from xipmodel.errors import FileTooLargeError, ParameterError, XipModelError
 from xipmodel.ext2 import Ext2Image
 from xipmodel.ext2 import layout as L
+from xipmodel.params import DEFAULT_KERNEL, KERNELS
 
 if TYPE_CHECKING:
     from xipmodel.host import Comparison, RunResult, Scenario
@@ -404,7 +406,7 @@ def cmd_compare(args: argparse.Namespace) -> str:
     modes = parse_modes(args.modes) if args.modes else MODES
     changes: dict[str, Any] = {"guests": args.guests, "workload": parse_workload(args.workload),
                                "seed": args.seed}
-    for name in ("guest_ram_mib", "heap_share", "ksm_seconds"):
+    for name in ("guest_ram_mib", "heap_share", "ksm_seconds", "kernel"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.variants is not None:
@@ -513,9 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--image", default=None, metavar="PATH",
                    help="an ext2 image file, or a directory to populate and freeze "
                    "(it must hold the programs' binaries)")
+    c.add_argument("--kernel", default=None, choices=tuple(KERNELS),
+                   help=f"the guests' kernel rules (default {DEFAULT_KERNEL.name})")
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
     c.add_argument("--jobs", type=int_in(1, MAX_JOBS), default=1, metavar="N",
                    help="run modes in N processes (default 1)")
+    k = sub.add_parser("kernelcheck", help="the model against this machine's kernel, "
+                       "page for page (as root: loop-device filesystems of its own)",
+                       description="Make the same accesses on fresh files of the running "
+                       "kernel and in the model, and compare the cached pages (mincore).")
+    kernelcheck.add_arguments(k)
     q = sub.add_parser("quiz", help="an OSTEP-style seeded question (--solve: the answer)")
     q.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, metavar="N")
     q.add_argument("--kind", default=None, choices=("translate", "faults", "memory"),
@@ -579,6 +588,8 @@ def _main(argv: list[str]) -> int:
         if args.command == "compare":
             print(cmd_compare(args))
             return 0
+        if args.command == "kernelcheck":
+            return kernelcheck.run_command(args)
         if args.command == "quiz":
             from xipmodel.quiz import make_question
 

@@ -140,7 +140,7 @@ def _libc() -> ctypes.CDLL:
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name, use_errno=True)
     if not hasattr(libc, "mincore"):
-        raise KernelCheckError("kernelcheck: this C library has no mincore(2)")
+        raise KernelCheckError("this C library has no mincore(2)")
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                           ctypes.c_int, ctypes.c_long]
@@ -154,7 +154,7 @@ def _mmap(libc: ctypes.CDLL, fd: int, pages: int, prot: int, flags: int, pgoff: 
     addr = libc.mmap(None, pages << PAGE_SHIFT, prot, flags, fd, pgoff << PAGE_SHIFT)
     if addr in (None, _MAP_FAILED):
         err = ctypes.get_errno()
-        raise KernelCheckError(f"kernelcheck: mmap failed: {os.strerror(err)}")
+        raise KernelCheckError(f"mmap failed: {os.strerror(err)}")
     return int(addr)
 
 
@@ -165,7 +165,7 @@ def _resident(libc: ctypes.CDLL, fd: int, pages: int) -> frozenset[int]:
         vec = (ctypes.c_ubyte * pages)()
         if libc.mincore(ctypes.c_void_p(addr), pages << PAGE_SHIFT, vec) != 0:
             err = ctypes.get_errno()
-            raise KernelCheckError(f"kernelcheck: mincore failed: {os.strerror(err)}")
+            raise KernelCheckError(f"mincore failed: {os.strerror(err)}")
         return frozenset(i for i in range(pages) if vec[i] & 1)
     finally:
         libc.munmap(ctypes.c_void_p(addr), pages << PAGE_SHIFT)
@@ -184,7 +184,7 @@ def _settled(libc: ctypes.CDLL, fd: int, pages: int, quiet_s: float = 0.15,
             last, stable_since = now, time.monotonic()
         elif time.monotonic() - stable_since >= quiet_s:
             return now
-    raise KernelCheckError("kernelcheck: the page cache did not settle within "
+    raise KernelCheckError("the page cache did not settle within "
                            f"{limit_s:.0f} s (readahead still in flight?)")
 
 
@@ -214,7 +214,7 @@ def kernel_residency(directory: str | os.PathLike[str], pattern: Pattern,
                 time.sleep(0.05)
             else:
                 raise KernelCheckError(
-                    f"kernelcheck: {path} stays cached after POSIX_FADV_DONTNEED; "
+                    f"{path} stays cached after POSIX_FADV_DONTNEED; "
                     "this filesystem cannot start cold (tmpfs has no readahead)")
             if pattern.kind == "read":
                 _kernel_read(fd, pattern)
@@ -301,7 +301,7 @@ def _mount_of(path: Path) -> tuple[str, str, str, str, str]:
             if inside and (best is None or len(point) >= len(best[0])):
                 best = (point, fstype, f"{mount_opts},{super_opts}", devno, source)
     if best is None:
-        raise KernelCheckError(f"kernelcheck: {path} is on no mounted filesystem")
+        raise KernelCheckError(f"{path} is on no mounted filesystem")
     return best
 
 
@@ -317,15 +317,15 @@ def describe_directory(directory: str | os.PathLike[str]) -> FsInfo:
     """The filesystem under `directory` and its device's readahead; refuses what can't be seen."""
     path = Path(directory)
     if not path.is_dir():
-        raise KernelCheckError(f"kernelcheck: {directory} is not a directory")
+        raise KernelCheckError(f"{directory} is not a directory")
     point, fstype, options, devno, source = _mount_of(path)
     if fstype in ("tmpfs", "ramfs", "proc", "sysfs", "overlay", "fuse", "9p", "virtiofs"):
         raise KernelCheckError(
-            f"kernelcheck: {directory} is on {fstype}, which has no block-device readahead "
+            f"{directory} is on {fstype}, which has no block-device readahead "
             "to compare with; name a directory on ext4, ext2 or xfs")
     kb = _read_ahead_kb(devno)
     if kb is None:
-        raise KernelCheckError(f"kernelcheck: cannot read read_ahead_kb of device {devno} "
+        raise KernelCheckError(f"cannot read read_ahead_kb of device {devno} "
                                f"under {point}")
     # ext2 and ext3 may be served by ext4's driver: its sysfs directory tells.
     driver = fstype
@@ -343,11 +343,11 @@ def scratch_filesystem(fstype: str = "ext4", options: str = "", read_ahead_kb: i
     folios on ext4). The loop device's read_ahead_kb is set explicitly.
     """
     if os.geteuid() != 0:
-        raise KernelCheckError("kernelcheck: making a loop-device filesystem needs root; "
+        raise KernelCheckError("making a loop-device filesystem needs root; "
                                "name a directory instead (--dir)")
     for tool in ("losetup", f"mkfs.{fstype}", "mount", "umount"):
         if shutil.which(tool, path=os.environ.get("PATH", "") + ":/sbin:/usr/sbin") is None:
-            raise KernelCheckError(f"kernelcheck: {tool} is missing (e2fsprogs, util-linux)")
+            raise KernelCheckError(f"{tool} is missing (e2fsprogs, util-linux)")
     work = Path(tempfile.mkdtemp(prefix="xipmodel-kc-"))
     image, mnt = work / "fs.img", work / "mnt"
     mnt.mkdir()
@@ -358,7 +358,7 @@ def scratch_filesystem(fstype: str = "ext4", options: str = "", read_ahead_kb: i
     def run(*argv: str) -> str:
         done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
-            raise KernelCheckError(f"kernelcheck: {' '.join(argv)}: {done.stderr.strip()}")
+            raise KernelCheckError(f"{' '.join(argv)}: {done.stderr.strip()}")
         return done.stdout.strip()
 
     try:
@@ -459,7 +459,7 @@ def exec_check(fs: FsInfo, pattern: ExecPattern,
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             if _resident(libc, fd, pages):
-                raise KernelCheckError(f"kernelcheck: {path} stays cached after "
+                raise KernelCheckError(f"{path} stays cached after "
                                        "POSIX_FADV_DONTNEED")
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, timeout=60, check=False)
@@ -492,12 +492,12 @@ def model_exec_residency(trace: PageTrace, program: str, ra_pages: int,
 
     sizes = trace.meta.get("file_sizes", {})
     if not isinstance(sizes, dict):
-        raise KernelCheckError(f"kernelcheck: the recording of {program} has no file sizes")
+        raise KernelCheckError(f"the recording of {program} has no file sizes")
     tree = {}
     for name, size in sizes.items():
         data = Path(name).read_bytes()  # the very files the run mapped
         if len(data) != size:
-            raise KernelCheckError(f"kernelcheck: {name} changed since it was recorded")
+            raise KernelCheckError(f"{name} changed since it was recorded")
         tree[name] = data
     image = Ext2Image.open(build_image(tree))
     guest = Guest(0, HostMemory(), 1 << 16, image, ra_pages=ra_pages, kernel=kernel,
@@ -635,14 +635,14 @@ def run_command(args: argparse.Namespace) -> int:
 
     kernel = kernel_profile(args.kernel)
     if not 0 <= args.repeats <= 10:
-        raise KernelCheckError(f"kernelcheck: --repeats {args.repeats} is not in 0..10")
+        raise KernelCheckError(f"--repeats {args.repeats} is not in 0..10")
     if not 4 <= args.read_ahead_kb <= 65536:
         raise KernelCheckError(
-            f"kernelcheck: --read-ahead-kb {args.read_ahead_kb} is not in 4..65536")
+            f"--read-ahead-kb {args.read_ahead_kb} is not in 4..65536")
     execs: tuple[ExecPattern, ...] = ()
     if not args.no_exec:
         if shutil.which("valgrind") is None:
-            raise KernelCheckError("kernelcheck: the execve pattern records the run with "
+            raise KernelCheckError("the execve pattern records the run with "
                                    "valgrind, which is missing (install it, or --no-exec)")
         execs = EXEC_PATTERNS
     reports: list[tuple[FsInfo, list[CheckResult]]] = []
