@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xipmodel.events import Cow
 from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
 from xipmodel.mm.memory import (
     VM_FAULT_DONE_COW,
@@ -33,6 +32,7 @@ from xipmodel.mm.memory import (
     VM_FAULT_OOM,
     VM_FAULT_SIGBUS,
     VmFaultInfo,
+    count_cow,
     finish_fault,
     set_pte_range,
 )
@@ -99,11 +99,7 @@ def dax_fault_cow_page(vmf: VmFaultInfo, block: int) -> int:
     vmf.page = copy
     vmf.handler = "do_cow_fault → dax_iomap_fault (dax_fault_cow_page)"
     vmf.detail = f"private copy of image block {block}" if block else "private zero page"
-    guest.stats.cow_faults += 1
-    guest.time += guest.costs.copy_page_ns
-    if guest.bus:
-        guest.bus.emit(Cow(guest.time, guest.gid, vmf.mm.pid, vmf.vpn,
-                           "shared segment" if block else "zero page", copy))
+    count_cow(vmf, "shared segment" if block else "zero page", copy)
     return finish_fault(vmf, writable=True) | VM_FAULT_DONE_COW
 
 

@@ -179,7 +179,7 @@ def filemap_async_readahead(guest: Guest, ino: int, index: int, gpfn: int,
     ra = guest.ra_state(ino)
     if guest.kernel.readahead == "split":
         window = page_cache_async_ra(ra, index, cache.folio_nr_pages(gpfn), req_count,
-                                     partial(next_miss, guest, ino))
+                                     partial(cache.next_miss, ino))
     else:
         window = ra.ondemand(index, req_count, hit_marker=True,
                              next_miss=cache.next_miss(ino, index + 1, ra.ra_pages))
@@ -198,11 +198,6 @@ def prev_miss(guest: Guest, ino: int, index: int, max_scan: int) -> int:
         if guest.cache.find(ino, i) is None:
             return i
     return index - max_scan
-
-
-def next_miss(guest: Guest, ino: int, index: int, max_scan: int) -> int | None:
-    """page_cache_next_miss: the first uncached page at or above `index`, within max_scan."""
-    return guest.cache.next_miss(ino, index, max_scan)
 
 
 def page_cache_ra_order(guest: Guest, ino: int, window: Window, kind: str) -> int:
@@ -322,7 +317,7 @@ def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
         guest.time += guest.costs.disk_ns_per_page
         if guest.bus:
             guest.bus.emit(DiskRead(guest.time, guest.gid, block, PAGE_SIZE))
-    refault, activated = guest.cache.add(ino, index, gpfn, partial(workingset_size, guest))
+    refault, activated = guest.cache.add(ino, index, gpfn, workingset_size(guest))
     if guest.bus:
         guest.bus.emit(PageCacheInsert(guest.time, guest.gid, ino, index, gpfn, refault,
                                        activated))

@@ -56,6 +56,7 @@ __all__ = [
     "VmFaultInfo",
     "access",
     "copy_page_range",
+    "count_cow",
     "do_anonymous_page",
     "do_cow_fault",
     "do_fault",
@@ -311,8 +312,7 @@ def do_cow_fault(vmf: VmFaultInfo) -> int:
         return result | VM_FAULT_OOM
     vmf.page = copy
     vmf.handler = "do_cow_fault → " + vmf.handler
-    guest.stats.cow_faults += 1
-    _emit_cow(vmf, "page cache", copy)
+    count_cow(vmf, "page cache", copy)
     # The page-cache page stays cached; only its private copy is mapped.
     return result | finish_fault(vmf, writable=True) | VM_FAULT_DONE_COW
 
@@ -363,8 +363,7 @@ def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> int:
         return VM_FAULT_OOM
     vmf.handler = "do_wp_page → wp_page_copy"
     vmf.page = copy
-    guest.stats.cow_faults += 1
-    _emit_cow(vmf, source, copy)
+    count_cow(vmf, source, copy)
     if not set_pte_range(guest, vmf.mm, vmf.vpn, copy, True, vmf.vma.exec, dirty=True):
         return VM_FAULT_OOM
     if kind in (FrameKind.ANON, FrameKind.COW) and in_ram and gpfn not in guest.rmap:
@@ -387,8 +386,10 @@ def do_anonymous_page(vmf: VmFaultInfo) -> int:
     return finish_fault(vmf, writable=True)
 
 
-def _emit_cow(vmf: VmFaultInfo, source: str, new_gpfn: int) -> None:
+def count_cow(vmf: VmFaultInfo, source: str, new_gpfn: int) -> None:
+    """A copy-on-write copy was made of `source`: count it, charge the copy, tell the bus."""
     guest = vmf.guest
+    guest.stats.cow_faults += 1
     guest.time += guest.costs.copy_page_ns
     if guest.bus:
         guest.bus.emit(Cow(guest.time, guest.gid, vmf.mm.pid, vmf.vpn, source, new_gpfn))

@@ -34,7 +34,6 @@ reclaimed).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Final
 
 import numpy as np
@@ -148,11 +147,10 @@ class PageCache:
     # --- insertion and removal -------------------------------------------------------
 
     def add(self, ino: int, pgoff: int, gpfn: int,
-            active_floor: int | Callable[[], int]) -> tuple[bool, bool]:
+            active_floor: int) -> tuple[bool, bool]:
         """filemap_add_folio + lru_cache_add: cache `gpfn` as page `pgoff` of `ino`.
 
-        `active_floor` is what a refault distance is compared with (workingset_size),
-        or a function computing it (called only for a refault).
+        `active_floor` is what a refault distance is compared with (workingset_size).
         Returns (refault, activated).
         """
         key = (ino, pgoff)

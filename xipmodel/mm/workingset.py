@@ -18,7 +18,6 @@ multi-generational LRU, and shadow-node shrinking (shadows are never dropped).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -67,16 +66,14 @@ def workingset_test_recent(cache: PageCache, eviction: int, workingset: int) -> 
     return cache.nonresident_age - eviction <= workingset
 
 
-def workingset_refault(cache: PageCache, key: Key,
-                       workingset: int | Callable[[], int]) -> tuple[bool, bool]:
+def workingset_refault(cache: PageCache, key: Key, workingset: int) -> tuple[bool, bool]:
     """Model of workingset_refault: `key` is being read in again; (refault, activate).
 
-    `workingset` is what the distance is compared with, or a function computing it
-    (called only for a refault). Only Linux's own replacement activates refaults.
+    `workingset` is what the distance is compared with (workingset_size). Only Linux's
+    own replacement activates refaults.
     """
     eviction = cache.shadows.pop(key, None)
     if eviction is None:
         return False, False
     cache.refaults += 1
-    size = workingset() if callable(workingset) else workingset
-    return True, cache.policy == "linux" and workingset_test_recent(cache, eviction, size)
+    return True, cache.policy == "linux" and workingset_test_recent(cache, eviction, workingset)
