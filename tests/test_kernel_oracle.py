@@ -8,6 +8,7 @@ folios; plain ext4 on Linux 6.16+ caches large folios.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -65,6 +66,49 @@ def test_the_filesystems_differ_where_the_kernel_says(
     five = next(r for r in results if r.pattern.name == "read() 4 KiB x 5")
     expect = "0-15" if fs.large_folios_under(DEFAULT_KERNEL) else "0-27"
     assert kc.ranges(five.kernel) == expect
+
+
+MADV_PAGEOUT = 21
+
+
+def _page_out(fd: int, page: int) -> None:
+    """Reclaim one cached page of the file, as DAMON's pageout scheme does on cloud hosts."""
+    libc = kc._libc()
+    addr = kc._mmap(libc, fd, 1, kc.PROT_READ, kc.MAP_SHARED, page)
+    try:
+        ctypes.string_at(addr, 1)  # map it: MADV_PAGEOUT reclaims what the range maps
+        assert libc.madvise(ctypes.c_void_p(addr), kc.PAGE_SIZE, MADV_PAGEOUT) == 0
+    finally:
+        libc.munmap(ctypes.c_void_p(addr), kc.PAGE_SIZE)
+
+
+def test_a_run_that_outside_reclaim_disturbs_is_made_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page evicted during the run would read as never cached; cachestat sees the eviction.
+
+    The first run loses a readahead page to reclaim mid-run; kernelcheck must not report
+    the hole as the kernel's readahead decision, but run the pattern again on a fresh file.
+    """
+    _need_loop_devices()
+    pattern = next(p for p in kc.PATTERNS if p.name == "mmap one page")
+    evicted = pattern.pages[0] + 5
+    real = kc._kernel_mmap
+    runs = []
+
+    def disturbed(libc: ctypes.CDLL, fd: int, p: kc.Pattern) -> None:
+        real(libc, fd, p)
+        if not runs:
+            _page_out(fd, evicted)
+            assert kc._resident(libc, fd, p.file_pages).isdisjoint({evicted})
+        runs.append(fd)
+
+    monkeypatch.setattr(kc, "_kernel_mmap", disturbed)
+    with kc.scratch_filesystem("ext4", "data=journal") as fs:
+        pages, discarded = kc.kernel_residency(fs.directory, pattern)
+        model = kc.model_residency(pattern, fs.ra_pages)
+    assert (len(runs), discarded) == (2, 1)
+    assert evicted in pages
+    assert pages == model
 
 
 def test_scratch_filesystem_goes_away_also_on_failure() -> None:

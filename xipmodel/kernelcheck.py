@@ -20,6 +20,14 @@ Where the files live:
 What it cannot observe it refuses in one line (KernelCheckError): no mincore, a
 filesystem without readahead (tmpfs), a file that stays cached after
 POSIX_FADV_DONTNEED. It never reports a pass it did not see.
+
+Something else may reclaim the file's pages while a pattern runs: on machines
+whose host runs DAMON with a `pageout` scheme (cloud VMs that overcommit
+memory), readahead pages nobody touched are cold, unmapped file pages, and
+vanish one by one within a second. mincore cannot tell such a page from one
+that was never read, but the eviction leaves a shadow entry, and cachestat(2)
+(Linux 6.5+) counts those. A run whose file has any evicted page is discarded
+and made again on a fresh file; the table says how many were.
 """
 
 from __future__ import annotations
@@ -29,13 +37,14 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import errno
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -171,6 +180,78 @@ def _resident(libc: ctypes.CDLL, fd: int, pages: int) -> frozenset[int]:
         libc.munmap(ctypes.c_void_p(addr), pages << PAGE_SHIFT)
 
 
+class _CacheStat(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in
+                ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")]
+
+
+class _CacheStatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+_SYS_CACHESTAT: Final = 451  # the same number on every architecture (added in 6.5)
+_ATTEMPTS: Final = 5
+
+
+def _evicted(libc: ctypes.CDLL, fd: int) -> int | None:
+    """Pages of the file evicted by reclaim (cachestat's nr_evicted); None before 6.5."""
+    stat, whole = _CacheStat(), _CacheStatRange(0, 0)
+    if libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(whole), ctypes.byref(stat), 0) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EPERM):  # no cachestat, or a seccomp filter
+            return None
+        raise KernelCheckError(f"cachestat failed: {os.strerror(err)}")
+    return int(stat.nr_evicted)
+
+
+def _cold(libc: ctypes.CDLL, fd: int, pages: int, path: Path) -> None:
+    """Drop the file from the page cache; refuse if it will not go."""
+    for _ in range(3):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if not _resident(libc, fd, pages):
+            return
+        time.sleep(0.05)
+    raise KernelCheckError(f"{path} stays cached after POSIX_FADV_DONTNEED; "
+                           "this filesystem cannot start cold (tmpfs has no readahead)")
+
+
+def _undisturbed(libc: ctypes.CDLL, fresh: Callable[[], Path], pages: int,
+                 run: Callable[[int], None]) -> tuple[frozenset[int], int]:
+    """(pages cached, runs discarded): `run` on a cold fresh file that nothing else evicted from."""
+    for discarded in range(_ATTEMPTS):
+        path = fresh()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                _cold(libc, fd, pages, path)
+                before = _evicted(libc, fd)
+                run(fd)
+                seen = _settled(libc, fd, pages)
+                after = _evicted(libc, fd)
+            finally:
+                os.close(fd)
+        finally:
+            path.unlink()
+        if before is None or after is None or before == after == 0:
+            return seen, discarded
+    raise KernelCheckError(
+        f"pages of the test file were evicted while it ran, {_ATTEMPTS} runs in a row: "
+        f"something else is reclaiming page cache here ({_reclaimers()})")
+
+
+def _reclaimers() -> str:
+    """What may reclaim page cache behind the check's back, as far as sysfs tells."""
+    found = []
+    for state in Path("/sys/kernel/mm/damon/admin/kdamonds").glob("*/state"):
+        with contextlib.suppress(OSError):
+            if state.read_text().strip() == "on":
+                actions = {a.read_text().strip() for a in
+                           state.parent.glob("contexts/*/schemes/*/action")}
+                found.append(f"DAMON kdamond {state.parent.name}: "
+                             f"{', '.join(sorted(actions)) or 'monitoring'}")
+    return "; ".join(found) or "memory pressure or another cgroup's limit"
+
+
 def _settled(libc: ctypes.CDLL, fd: int, pages: int, quiet_s: float = 0.15,
              limit_s: float = 5.0) -> frozenset[int]:
     """Residency once in-flight readahead has landed: unchanged for `quiet_s`."""
@@ -200,31 +281,22 @@ def _fresh_file(directory: Path, pattern: Pattern, seed: int) -> Path:
 
 
 def kernel_residency(directory: str | os.PathLike[str], pattern: Pattern,
-                     seed: int = 0) -> frozenset[int]:
-    """Run `pattern` on a fresh file in `directory` on this kernel; the pages it caches."""
+                     seed: int = 0) -> tuple[frozenset[int], int]:
+    """Run `pattern` on a fresh file in `directory` on this kernel.
+
+    Returns the pages it caches and how many runs were discarded because reclaim from
+    outside evicted some of the file's pages meanwhile.
+    """
     libc = _libc()
-    path = _fresh_file(Path(directory), pattern, seed)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for _ in range(3):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                if not _resident(libc, fd, pattern.file_pages):
-                    break
-                time.sleep(0.05)
-            else:
-                raise KernelCheckError(
-                    f"{path} stays cached after POSIX_FADV_DONTNEED; "
-                    "this filesystem cannot start cold (tmpfs has no readahead)")
-            if pattern.kind == "read":
-                _kernel_read(fd, pattern)
-            else:
-                _kernel_mmap(libc, fd, pattern)
-            return _settled(libc, fd, pattern.file_pages)
-        finally:
-            os.close(fd)
-    finally:
-        path.unlink()
+
+    def run(fd: int) -> None:
+        if pattern.kind == "read":
+            _kernel_read(fd, pattern)
+        else:
+            _kernel_mmap(libc, fd, pattern)
+
+    return _undisturbed(libc, lambda: _fresh_file(Path(directory), pattern, seed),
+                        pattern.file_pages, run)
 
 
 def _kernel_read(fd: int, pattern: Pattern) -> None:
@@ -451,26 +523,22 @@ def exec_check(fs: FsInfo, pattern: ExecPattern,
 
     libc = _libc()
     path = _exec_copy(fs, pattern)
+    argv = (str(path), *pattern.argv[1:])
     try:
-        argv = (str(path), *pattern.argv[1:])
         trace = record(argv)  # first: valgrind reading the file caches it too
         pages = -(-path.stat().st_size // PAGE_SIZE)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            if _resident(libc, fd, pages):
-                raise KernelCheckError(f"{path} stays cached after "
-                                       "POSIX_FADV_DONTNEED")
-            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=60, check=False)
-            seen = _settled(libc, fd, pages)
-        finally:
-            os.close(fd)
         model = model_exec_residency(trace, str(path), fs.ra_pages, kernel,
                                      fs.large_folios_under(kernel))
     finally:
         path.unlink()
-    return CheckResult(pattern, seen, model, allowance=EXEC_ALLOWANCE_PAGES)
+
+    def run(_fd: int) -> None:
+        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60, check=False)
+
+    seen, discarded = _undisturbed(libc, lambda: _exec_copy(fs, pattern), pages, run)
+    return CheckResult(pattern, seen, model, allowance=EXEC_ALLOWANCE_PAGES,
+                       discarded=discarded)
 
 
 def model_exec_residency(trace: PageTrace, program: str, ra_pages: int,
@@ -534,6 +602,7 @@ class CheckResult:
     model: frozenset[int]
     repeats: list[frozenset[int]] = field(default_factory=list)
     allowance: int = 0  # pages the two may differ by, said and explained (execve)
+    discarded: int = 0  # kernel runs made again: outside reclaim evicted pages meanwhile
 
     @property
     def differ(self) -> int:
@@ -552,7 +621,8 @@ class CheckResult:
     def as_dict(self) -> dict[str, object]:
         return {"pattern": self.pattern.name, "kernel": ranges(self.kernel),
                 "model": ranges(self.model), "agree": self.agree, "noisy": self.noisy,
-                "differ": self.differ, "allowance": self.allowance}
+                "differ": self.differ, "allowance": self.allowance,
+                "discarded": self.discarded}
 
 
 def ranges(pages: frozenset[int] | Sequence[int]) -> str:
@@ -577,11 +647,13 @@ def run_check(fs: FsInfo, patterns: Sequence[Pattern] = PATTERNS, repeats: int =
     """Every pattern on this kernel (in `fs`) and in the model with `fs`'s parameters."""
     results = []
     for i, pattern in enumerate(patterns):
-        seen = [kernel_residency(fs.directory, pattern, seed=i * 100 + r)
+        runs = [kernel_residency(fs.directory, pattern, seed=i * 100 + r)
                 for r in range(1 + repeats)]
         model = model_residency(pattern, fs.ra_pages, kernel, fs.large_folios_under(kernel),
                                 seed=i)
-        results.append(CheckResult(pattern, seen[0], model, seen[1:]))
+        seen = [pages for pages, _ in runs]
+        results.append(CheckResult(pattern, seen[0], model, seen[1:],
+                                   discarded=sum(d for _, d in runs)))
     results += [exec_check(fs, pattern, kernel) for pattern in execs]
     return results
 
@@ -600,6 +672,9 @@ def format_table(fs: FsInfo, results: Sequence[CheckResult]) -> str:
                          f"{r.allowance}: {EXEC_ALLOWANCE_WHY})")
         if r.noisy:
             lines.append(f"{'':<{width}}          (the kernel varied between repeats)")
+        if r.discarded:
+            lines.append(f"{'':<{width}}          ({r.discarded} kernel run(s) made again: "
+                         "reclaim from outside evicted pages of the file meanwhile)")
     agreed = sum(r.agree for r in results)
     lines += ["", f"{agreed} of {len(results)} patterns agree"]
     return "\n".join(lines)
