@@ -62,6 +62,7 @@ __all__ = [
     "KernelCheckError",
     "Pattern",
     "describe_directory",
+    "file_residency",
     "format_table",
     "kernel_residency",
     "model_residency",
@@ -267,6 +268,31 @@ def _settled(libc: ctypes.CDLL, fd: int, pages: int, quiet_s: float = 0.15,
             return now
     raise KernelCheckError("the page cache did not settle within "
                            f"{limit_s:.0f} s (readahead still in flight?)")
+
+
+def file_residency(path: str | os.PathLike[str]) -> dict[str, object]:
+    """What this kernel's page cache holds of `path` now, for a recording's metadata.
+
+    {"pages": the file's pages, "resident": [[start, end), ...] the cached page runs
+    (mincore, once in-flight readahead has settled), "evicted": cachestat's nr_evicted,
+    pages of the file reclaim took meanwhile (None before Linux 6.5): when it is not 0
+    the residency lacks pages the run did read}. KernelCheckError if it cannot be asked.
+    """
+    libc = _libc()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pages = -(-os.fstat(fd).st_size // PAGE_SIZE)
+        seen = sorted(_settled(libc, fd, pages)) if pages else []
+        evicted = _evicted(libc, fd)
+    finally:
+        os.close(fd)
+    runs: list[list[int]] = []
+    for page in seen:
+        if runs and runs[-1][1] == page:
+            runs[-1][1] = page + 1
+        else:
+            runs.append([page, page + 1])
+    return {"pages": pages, "resident": runs, "evicted": evicted}
 
 
 def _fresh_file(directory: Path, pattern: Pattern, seed: int) -> Path:
@@ -525,7 +551,7 @@ def exec_check(fs: FsInfo, pattern: ExecPattern,
     path = _exec_copy(fs, pattern)
     argv = (str(path), *pattern.argv[1:])
     try:
-        trace = record(argv)  # first: valgrind reading the file caches it too
+        trace = record(argv, residency=False)  # first: valgrind reading the file caches it too
         pages = -(-path.stat().st_size // PAGE_SIZE)
         model = model_exec_residency(trace, str(path), fs.ra_pages, kernel,
                                      fs.large_folios_under(kernel))
