@@ -167,7 +167,7 @@ class Guest:
         if segment is not None and not memremap_pages(self):
             raise ParameterError(
                 f"Guest: ram_pages {ram_pages} cannot hold the struct pages of the DAX "
-                f"device ({segment.memmap_pages(host_preset.page_size)} pages)")
+                f"device ({segment.memmap_pages(preset.page_size)} pages)")
 
     # --- guest-physical memory on the host ---------------------------------------------
 

@@ -17,13 +17,14 @@ The host demand-pages the segment: a block has a host frame only once some
 guest touched it. The first toucher pays the host page-in; later guests only
 install a mapping. No guest mapping of a segment frame is ever writable.
 
-Sizes the platform imposes. z/VM saves a segment of at most 2047 MB (CP DEFSEG);
-a larger image spans several DCSSs, defined at contiguous addresses and added as
-one dcssblk device ("echo NAME1:NAME2 > /sys/devices/dcssblk/add":
-dcssblk_add_store loads each with segment_load, dcssblk_is_continuous refuses a
-gap). The names, at most 8 characters each, go in one sysfs write of less than a
-page, so one device concatenates at most 455 of them. Concatenation changes no
-address: image block b stays at dcss_base + b.
+Sizes the platform imposes. z/VM saves a segment of at most 2047 MB (CP DEFSEG
+takes page numbers up to X'7FEFF'; extmem.c's old 31-bit DIAG x'64' output,
+struct qout64_old, cannot describe more). A larger image spans several DCSSs at
+contiguous addresses, added as one dcssblk device ("echo NAME1:NAME2 >
+/sys/devices/dcssblk/add": dcssblk_add_store loads each with segment_load, and
+dcssblk_is_continuous refuses a gap). The names, 1-8 characters each, go in one
+sysfs write of less than a page, so one device concatenates at most 455 of them.
+Concatenation changes no address: image block b stays at dcss_base + b.
 
 No struct pages. dcssblk hands out bare pfns (__dcssblk_direct_access:
 PFN_DEV|PFN_SPECIAL, the FS_DAX_LIMITED case of fs/dax.c), and segment_load maps
@@ -69,7 +70,7 @@ __all__ = [
     "segment_unload",
 ]
 
-DCSS_MAX_BYTES: Final = 2047 << 20  # one saved segment (z/VM CP DEFSEG)
+DCSS_MAX_BYTES: Final = 2047 << 20  # one saved segment: pages 0 .. X'7FEFF' (CP DEFSEG)
 # dcssblk_add_store: names of 1-8 characters joined by ':' in one sysfs write (< 4096 bytes).
 DCSSBLK_MAX_SEGMENTS: Final = 4096 // 9
 
@@ -199,7 +200,7 @@ def memremap_pages(guest: Guest) -> bool:
     assert segment is not None and not guest.memmap, "memremap_pages: no device or mapped"
     if not guest.kernel.dax_struct_pages:
         return True
-    for _ in range(segment.memmap_pages(guest.host_preset.page_size)):
+    for _ in range(segment.memmap_pages(guest.preset.page_size)):
         gpfn = alloc_page(guest, FrameKind.MEMMAP, guest.host.unique_content())
         if gpfn is None:
             return False

@@ -881,7 +881,7 @@ def recorded_residency(paths: Iterable[str]) -> dict[str, object]:
     Where the kernel cannot be asked, {"error": why} instead of "files". Files over
     MAX_RESIDENCY_PAGES (1 GiB) are left out, as a trace's loader would refuse them.
     """
-    from xipmodel.kernelcheck import KernelCheckError, file_residency
+    from xipmodel.mincore import KernelCheckError, file_residency
 
     out: dict[str, object] = {"after": "the recorded run, under valgrind",
                               "kernel": os.uname().release}
