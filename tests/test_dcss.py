@@ -17,6 +17,7 @@ import pytest
 from xipmodel.__main__ import main
 from xipmodel.distro import default_image
 from xipmodel.errors import ParameterError
+from xipmodel.ext2 import File, build_image
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import CATEGORIES, Host, Scenario
 from xipmodel.mm.frames import FrameKind, HostMemory
@@ -229,6 +230,9 @@ def test_rollout_is_deterministic_and_refuses_bad_input(xip_rollout: Rollout,
         rollout(SMALL, new_image, interval_ms=-1)
     with pytest.raises(ParameterError, match="new_image"):
         rollout(SMALL, b"not an image")  # type: ignore[arg-type]
+    empty = Ext2Image.open(build_image({"/x": File(b"hi")}))
+    with pytest.raises(ParameterError, match="new_image has no /usr/bin/dash for shell"):
+        rollout(SMALL, empty)
 
 
 def test_segment_unload_drops_the_guest_references_only() -> None:

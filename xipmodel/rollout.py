@@ -36,13 +36,14 @@ import numpy as np
 import numpy.typing as npt
 
 from xipmodel.distro import default_image, distro_tree, make_elf, resolve, spec
-from xipmodel.errors import ParameterError
+from xipmodel.errors import ParameterError, XipModelError
 from xipmodel.ext2.builder import File, build_image
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import CATEGORIES, Host, RunResult, Scenario
 from xipmodel.mm.segment import SharedSegment, segment_load, segment_unload
 from xipmodel.mm.truncate import truncate_inode_pages_final
 from xipmodel.params import PAGE_SIZE
+from xipmodel.workloads.synthetic import PROGRAMS
 
 __all__ = [
     "MAX_ROLLOUT_GUESTS",
@@ -60,8 +61,9 @@ ROLLOUT_MODES: Final = ("pagecache", "xip", "dax")
 # Every guest keeps its processes and page cache (no retiring): about 2 MiB of model
 # state and 40 ms of running per guest and version.
 MAX_ROLLOUT_GUESTS: Final = 256
-# One timeline row per sample: when, which guest moved, how many guests use each
-# version, host memory in all and held by each version's shared frames.
+# One timeline row per sample: when, which guest moved (-1: the start), how many guests
+# use each version, host memory in all and held by each version's shared frames. Each
+# guest gives two rows: when it has left the old version, and after it ran on the new.
 ROLLOUT_COLUMNS: Final = ("time_ns", "guest", "on_old", "on_new", "host_bytes",
                           "old_bytes", "new_bytes")
 
@@ -163,6 +165,13 @@ def rollout(scenario: Scenario, new_image: Ext2Image, *, mode: str = "xip",
             raise ParameterError(f"rollout: {name} {value!r} is not a number in [0, 1e9]")
     if not isinstance(new_image, Ext2Image):
         raise ParameterError(f"rollout: new_image {new_image!r} is not an Ext2Image")
+    for program, _ in scenario.mix:
+        binary = PROGRAMS[program].binary
+        try:
+            new_image.lookup(binary)
+        except XipModelError as exc:
+            raise ParameterError(f"rollout: new_image has no {binary} for {program} "
+                                 f"({exc})") from exc
     old_image = image if image is not None else default_image()
     host = Host(scenario, mode, old_image, retire_guests=False)
     before = host.run()
