@@ -216,7 +216,7 @@ def memunmap_pages(guest: Guest) -> None:
 
 
 def segment_load(guest: Guest, segment: SharedSegment) -> bool:
-    """The guest adds `segment` and mounts it -o xip (extmem.c:segment_load, shared).
+    """The guest adds `segment` and mounts it -o xip or -o dax (extmem.c:segment_load).
 
     For every part: dcssblk_add_store → dcssblk_load_segment → segment_load; for a
     DAX device, its struct pages (memremap_pages). The guest's files are then the
