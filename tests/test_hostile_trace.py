@@ -282,6 +282,48 @@ def test_bad_header_fields(tmp_path: Path, maps: object, says: str) -> None:
     assert_raises(_load(path), TraceFileError, "member header.npy", says)
 
 
+GOOD_RESIDENCY = {"after": "the recorded run", "kernel": "6.18",
+                  "files": {"/bin/x": {"pages": 8, "resident": [[0, 2], [5, 8]], "evicted": 0}}}
+
+
+def _residency(**entry: object) -> dict[str, object]:
+    return {**GOOD_RESIDENCY, "files": {"/bin/x": {"pages": 8, "resident": [[0, 2]],
+                                                   "evicted": None, **entry}}}
+
+
+def test_a_recording_keeps_the_kernel_residency_it_carries(tmp_path: Path) -> None:
+    """meta.residency well formed: it loads, and kernel_residency reads it back."""
+    path = _npz(tmp_path / "r.npz", vpns=np.arange(4, dtype=np.uint64),
+                kinds=np.zeros(4, np.uint8), header=_header(meta={"residency": GOOD_RESIDENCY}))
+    trace = PageTrace.load(path)
+    assert trace.kernel_residency("/bin/x") == {0, 1, 5, 6, 7}
+    assert trace.kernel_residency("/bin/y") is None
+    assert PageTrace.load(_good(tmp_path / "g.npz")).kernel_residency("/bin/x") is None
+
+
+@pytest.mark.parametrize(("residency", "says"), [
+    ([], "meta.residency [] is not an object"),
+    ({**GOOD_RESIDENCY, "extra": 1}, "meta.residency has unknown field 'extra'"),
+    ({**GOOD_RESIDENCY, "kernel": 6}, "meta.residency.kernel 6 is not a string"),
+    ({**GOOD_RESIDENCY, "files": [1]}, "meta.residency.files [1] is not an object"),
+    ({**GOOD_RESIDENCY, "files": {"bin/x": {}}}, "'bin/x']: not an absolute path"),
+    ({**GOOD_RESIDENCY, "files": {"/bin/x": {"pages": 1}}}, "is not an object of pages"),
+    (_residency(pages=-1), ".pages -1 is not an integer in 0..262144"),
+    (_residency(pages=1 << 40), f".pages {1 << 40} is not an integer"),
+    (_residency(evicted=9), ".evicted 9 is not null or an integer in 0..8"),
+    (_residency(resident="0-2"), ".resident '0-2' is not a list"),
+    (_residency(resident=[[0, 9]]), "[0, 9] is not a [start, end) run after 0, within 0..8"),
+    (_residency(resident=[[3, 4], [1, 2]]), "[1, 2] is not a [start, end) run after 4"),
+    (_residency(resident=[[2, 2]]), "[2, 2] is not a [start, end) run"),
+    (_residency(resident=[[0, 1.5]]), "[0, 1.5] is not a [start, end) run"),
+])
+def test_bad_kernel_residency(tmp_path: Path, residency: object, says: str) -> None:
+    """The recorder's kernel residency is checked field by field, named with the value."""
+    path = _npz(tmp_path / "r.npz", vpns=np.arange(4, dtype=np.uint64),
+                kinds=np.zeros(4, np.uint8), header=_header(meta={"residency": residency}))
+    assert_raises(_load(path), TraceFileError, "member header.npy", says)
+
+
 def test_header_not_json(tmp_path: Path) -> None:
     """A header of bytes that are not UTF-8 JSON."""
     path = _npz(tmp_path / "j.npz", vpns=np.arange(4, dtype=np.uint64),

@@ -20,6 +20,7 @@ import pytest
 from conftest import need_root, need_tool
 
 from xipmodel import kernelcheck as kc
+from xipmodel import mincore
 from xipmodel.params import DEFAULT_KERNEL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,8 +74,8 @@ MADV_PAGEOUT = 21
 
 def _page_out(fd: int, page: int) -> None:
     """Reclaim one cached page of the file, as DAMON's pageout scheme does on cloud hosts."""
-    libc = kc._libc()
-    addr = kc._mmap(libc, fd, 1, kc.PROT_READ, kc.MAP_SHARED, page)
+    libc = mincore.libc()
+    addr = mincore.mmap_file(libc, fd, 1, mincore.PROT_READ, mincore.MAP_SHARED, page)
     try:
         ctypes.string_at(addr, 1)  # map it: MADV_PAGEOUT reclaims what the range maps
         assert libc.madvise(ctypes.c_void_p(addr), kc.PAGE_SIZE, MADV_PAGEOUT) == 0
@@ -99,7 +100,7 @@ def test_a_run_that_outside_reclaim_disturbs_is_made_again(
         real(libc, fd, p)
         if not runs:
             _page_out(fd, evicted)
-            assert kc._resident(libc, fd, p.file_pages).isdisjoint({evicted})
+            assert mincore.resident(libc, fd, p.file_pages).isdisjoint({evicted})
         runs.append(fd)
 
     monkeypatch.setattr(kc, "_kernel_mmap", disturbed)

@@ -156,6 +156,38 @@ def test_trace_is_collapsed_and_round_trips(true_trace: PageTrace, tmp_path: Pat
     assert np.array_equal(back.vpns, v) and np.array_equal(back.kinds, k)
 
 
+def test_a_recording_carries_the_kernels_residency(true_trace: PageTrace,
+                                                   tmp_path: Path) -> None:
+    """After the run, which pages of each mapped file did the kernel cache?
+
+    Every file page the recorded run executed was read through the kernel's page
+    cache, so it is resident afterwards, unless reclaim took some (cachestat's
+    evicted count says so). The residency survives save and load.
+    """
+    residency = true_trace.meta["residency"]
+    assert isinstance(residency, dict) and "error" not in residency
+    files = residency["files"]
+    assert set(files) == set(true_trace.files())
+    for path in true_trace.files():
+        entry = files[path]
+        assert entry["pages"] == -(-os.path.getsize(path) // PAGE_SIZE)
+        executed = set()
+        for m in true_trace.maps:
+            if m.path != path:
+                continue
+            first, last = m.start >> PAGE_SHIFT, (m.start + m.length) >> PAGE_SHIFT
+            hit = true_trace.vpns[(true_trace.kinds == EXEC) & (true_trace.vpns >= first)
+                                  & (true_trace.vpns < last)]
+            executed |= {int(v) - first + (m.offset >> PAGE_SHIFT) for v in np.unique(hit)}
+        cached = true_trace.kernel_residency(path)
+        assert cached is not None
+        assert executed <= cached or entry["evicted"], (path, sorted(executed - cached))
+    assert any(files[p]["resident"] for p in (LIBC, LDSO))
+    path = tmp_path / "true.npz"
+    true_trace.save(path)
+    assert PageTrace.load(path).kernel_residency(LIBC) == true_trace.kernel_residency(LIBC)
+
+
 def test_record_refuses_a_missing_program(require_tool: Callable[[str], str]) -> None:
     require_tool("valgrind")
     with pytest.raises(RecordError, match="no-such-program"):

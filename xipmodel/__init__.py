@@ -15,9 +15,11 @@ Where things are (start with host.py for experiments, mm/ for the mechanisms)::
     distro.py      the embedded default distribution (Debian 12 ELF facts in data/distro/)
     workloads/     seeded program models, recorded traces, the valgrind recorder, replay
     host.py        guests on a host in four modes; Scenario, compare and sweep
+    rollout.py     a new version of the frozen image, rolled out guest by guest
     policies.py    textbook replacement policies and miss-ratio curves
     explain.py     events to step-by-step text        quiz.py   seeded OSTEP-style questions
     kernelcheck.py the running kernel as the oracle: the same accesses, page for page
+    mincore.py     which pages of a file the running kernel caches (mincore, cachestat)
     lab/           widgets, figures and exercises (the only place ipywidgets and plotly load)
     __main__.py    the command line (python -m xipmodel)
     data/          shipped traces and the distribution's ELF facts

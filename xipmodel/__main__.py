@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
-from xipmodel import kernelcheck
+from xipmodel import kernelcheck, rollout
 from xipmodel.errors import FileTooLargeError, ParameterError, XipModelError
 from xipmodel.ext2 import Ext2Image
 from xipmodel.ext2 import layout as L
@@ -347,10 +347,11 @@ _ROWS: list[tuple[str, Callable[[dict[str, Any]], int], Callable[[int], str]]] =
     ("  anonymous", lambda d: d["anon_bytes"], _mib),
     ("  CoW copies", lambda d: d["cow_bytes"], _mib),
     ("  page tables", lambda d: d["page_table_bytes"], _mib),
+    ("  struct pages (DAX)", lambda d: d["struct_page_bytes"], _mib),
     ("  KSM (frames, rmap)", lambda d: d["ksm_bytes"], _mib),
     ("  other (free, zero)", lambda d: d["host_bytes"] - sum(
         d[k] for k in ("page_cache_bytes", "shared_bytes", "anon_bytes", "cow_bytes",
-                       "page_table_bytes", "ksm_bytes")), _mib),
+                       "page_table_bytes", "struct_page_bytes", "ksm_bytes")), _mib),
     ("major faults", lambda d: d["major_faults"], str),
     ("minor faults", lambda d: d["minor_faults"], str),
     ("disk reads (MiB)", lambda d: d["disk_read_bytes"], _mib),
@@ -525,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Make the same accesses on fresh files of the running "
                        "kernel and in the model, and compare the cached pages (mincore).")
     kernelcheck.add_arguments(k)
+    r = sub.add_parser("rollout", help="a new version of the frozen image, guest by guest",
+                       description="Save a new version of the image and move the guests to "
+                       "it one at a time: host memory while both versions are in use.")
+    rollout.add_arguments(r)
     q = sub.add_parser("quiz", help="an OSTEP-style seeded question (--solve: the answer)")
     q.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, metavar="N")
     q.add_argument("--kind", default=None, choices=("translate", "faults", "memory"),
@@ -590,6 +595,9 @@ def _main(argv: list[str]) -> int:
             return 0
         if args.command == "kernelcheck":
             return kernelcheck.run_command(args)
+        if args.command == "rollout":
+            print(rollout.run_command(args))
+            return 0
         if args.command == "quiz":
             from xipmodel.quiz import make_question
 

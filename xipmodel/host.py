@@ -63,8 +63,8 @@ __all__ = [
 
 MODES: Final = ("pagecache", "xip", "ksm", "dax")
 # Host memory categories, in the order figures stack them.
-CATEGORIES: Final = ("shared", "page_cache", "anon", "cow", "page_tables", "ksm",
-                     "guest_free", "zero")
+CATEGORIES: Final = ("shared", "page_cache", "anon", "cow", "page_tables", "struct_pages",
+                     "ksm", "guest_free", "zero")
 KSM_TIMELINE_COLUMNS: Final = ("pages_shared", "pages_sharing", "pages_unshared",
                                 "pages_volatile", "full_scans", "pages_scanned")
 _KIND_CATEGORY: Final = {
@@ -72,6 +72,7 @@ _KIND_CATEGORY: Final = {
     FrameKind.PAGECACHE: "page_cache", FrameKind.ANON: "anon", FrameKind.COW: "cow",
     FrameKind.PAGETABLE: "page_tables", FrameKind.KSM: "ksm",
     FrameKind.GUEST_FREE: "guest_free", FrameKind.ZERO: "zero",
+    FrameKind.MEMMAP: "struct_pages",  # a DAX device's memmap in guest RAM (mm/segment.py)
 }
 
 
@@ -321,6 +322,7 @@ class RunResult:
             "anon_bytes": c["anon"],
             "cow_bytes": c["cow"],
             "page_table_bytes": c["page_tables"],
+            "struct_page_bytes": c["struct_pages"],
             "ksm_bytes": c["ksm"],
             "guest_free_bytes": c["guest_free"],
             **self.totals,
@@ -491,6 +493,8 @@ class Host:
         extra: dict[str, Any] = {}
         if self.ksm is not None:
             extra["ksm_timeline"] = np.array(self._ksm_samples, dtype=np.int64)
+        if self.segment is not None and self.segment.dcss:
+            extra["dcss"] = [d.name for d in self.segment.dcss]  # the saved segments
         return RunResult(self.mode, self.scenario, self._bytes_by_category(), per_guest,
                          np.array(self._samples_ns, dtype=np.int64),
                          np.array(self._samples, dtype=np.int64), totals,

@@ -37,7 +37,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
-import errno
 import json
 import os
 import shutil
@@ -51,7 +50,13 @@ from typing import Final
 
 import numpy as np
 
-from xipmodel.errors import XipModelError
+from xipmodel import mincore
+from xipmodel.mincore import (
+    MAP_PRIVATE,
+    PROT_EXEC,
+    PROT_READ,
+    KernelCheckError,
+)
 from xipmodel.params import DEFAULT_KERNEL, PAGE_SHIFT, PAGE_SIZE, KernelProfile
 from xipmodel.workloads.trace import PageTrace
 
@@ -72,10 +77,6 @@ __all__ = [
 
 MAP_BASE: Final = 0x7F00_0000_0000  # where the model maps the file (page-table aligned)
 FAULT_AROUND_BYTES: Final = 65536  # /sys/kernel/debug/fault_around_bytes by default
-
-
-class KernelCheckError(XipModelError, OSError):
-    """The kernel cannot be asked here (no mincore, no readahead, no permission, ...)."""
 
 
 @dataclass(frozen=True)
@@ -139,76 +140,15 @@ PATTERNS: Final[tuple[Pattern, ...]] = _patterns()
 
 # --- the kernel side ---------------------------------------------------------------------------
 
-PROT_READ, PROT_EXEC = 0x1, 0x4
-MAP_SHARED, MAP_PRIVATE = 0x01, 0x02
 MADV = {"normal": 0, "random": 1, "sequential": 2}
-_MAP_FAILED: Final = ctypes.c_void_p(-1).value
-
-
-def _libc() -> ctypes.CDLL:
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name, use_errno=True)
-    if not hasattr(libc, "mincore"):
-        raise KernelCheckError("this C library has no mincore(2)")
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc
-
-
-def _mmap(libc: ctypes.CDLL, fd: int, pages: int, prot: int, flags: int, pgoff: int) -> int:
-    addr = libc.mmap(None, pages << PAGE_SHIFT, prot, flags, fd, pgoff << PAGE_SHIFT)
-    if addr in (None, _MAP_FAILED):
-        err = ctypes.get_errno()
-        raise KernelCheckError(f"mmap failed: {os.strerror(err)}")
-    return int(addr)
-
-
-def _resident(libc: ctypes.CDLL, fd: int, pages: int) -> frozenset[int]:
-    """The file's pages in the page cache (mincore on a mapping that touches nothing)."""
-    addr = _mmap(libc, fd, pages, PROT_READ, MAP_SHARED, 0)
-    try:
-        vec = (ctypes.c_ubyte * pages)()
-        if libc.mincore(ctypes.c_void_p(addr), pages << PAGE_SHIFT, vec) != 0:
-            err = ctypes.get_errno()
-            raise KernelCheckError(f"mincore failed: {os.strerror(err)}")
-        return frozenset(i for i in range(pages) if vec[i] & 1)
-    finally:
-        libc.munmap(ctypes.c_void_p(addr), pages << PAGE_SHIFT)
-
-
-class _CacheStat(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in
-                ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")]
-
-
-class _CacheStatRange(ctypes.Structure):
-    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
-
-_SYS_CACHESTAT: Final = 451  # the same number on every architecture (added in 6.5)
 _ATTEMPTS: Final = 5
-
-
-def _evicted(libc: ctypes.CDLL, fd: int) -> int | None:
-    """Pages of the file evicted by reclaim (cachestat's nr_evicted); None before 6.5."""
-    stat, whole = _CacheStat(), _CacheStatRange(0, 0)
-    if libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(whole), ctypes.byref(stat), 0) != 0:
-        err = ctypes.get_errno()
-        if err in (errno.ENOSYS, errno.EPERM):  # no cachestat, or a seccomp filter
-            return None
-        raise KernelCheckError(f"cachestat failed: {os.strerror(err)}")
-    return int(stat.nr_evicted)
 
 
 def _cold(libc: ctypes.CDLL, fd: int, pages: int, path: Path) -> None:
     """Drop the file from the page cache; refuse if it will not go."""
     for _ in range(3):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        if not _resident(libc, fd, pages):
+        if not mincore.resident(libc, fd, pages):
             return
         time.sleep(0.05)
     raise KernelCheckError(f"{path} stays cached after POSIX_FADV_DONTNEED; "
@@ -224,10 +164,10 @@ def _undisturbed(libc: ctypes.CDLL, fresh: Callable[[], Path], pages: int,
             fd = os.open(path, os.O_RDONLY)
             try:
                 _cold(libc, fd, pages, path)
-                before = _evicted(libc, fd)
+                before = mincore.evicted(libc, fd)
                 run(fd)
-                seen = _settled(libc, fd, pages)
-                after = _evicted(libc, fd)
+                seen = mincore.settled(libc, fd, pages)
+                after = mincore.evicted(libc, fd)
             finally:
                 os.close(fd)
         finally:
@@ -252,23 +192,6 @@ def _reclaimers() -> str:
     return "; ".join(found) or "memory pressure or another cgroup's limit"
 
 
-def _settled(libc: ctypes.CDLL, fd: int, pages: int, quiet_s: float = 0.15,
-             limit_s: float = 5.0) -> frozenset[int]:
-    """Residency once in-flight readahead has landed: unchanged for `quiet_s`."""
-    deadline = time.monotonic() + limit_s
-    last = _resident(libc, fd, pages)
-    stable_since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        now = _resident(libc, fd, pages)
-        if now != last:
-            last, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= quiet_s:
-            return now
-    raise KernelCheckError("the page cache did not settle within "
-                           f"{limit_s:.0f} s (readahead still in flight?)")
-
-
 def _fresh_file(directory: Path, pattern: Pattern, seed: int) -> Path:
     path = directory / f"xipmodel-kernelcheck-{os.getpid()}-{seed}.bin"
     data = np.random.default_rng(seed).integers(0, 256, pattern.file_pages << PAGE_SHIFT,
@@ -287,7 +210,7 @@ def kernel_residency(directory: str | os.PathLike[str], pattern: Pattern,
     Returns the pages it caches and how many runs were discarded because reclaim from
     outside evicted some of the file's pages meanwhile.
     """
-    libc = _libc()
+    libc = mincore.libc()
 
     def run(fd: int) -> None:
         if pattern.kind == "read":
@@ -308,7 +231,7 @@ def _kernel_read(fd: int, pattern: Pattern) -> None:
 def _kernel_mmap(libc: ctypes.CDLL, fd: int, pattern: Pattern) -> None:
     start, end = pattern.mapped
     prot = PROT_READ | (PROT_EXEC if pattern.prot[2] == "x" else 0)
-    addr = _mmap(libc, fd, end - start, prot, MAP_PRIVATE, start)
+    addr = mincore.mmap_file(libc, fd, end - start, prot, MAP_PRIVATE, start)
     try:
         if pattern.advice != "normal":
             libc.madvise(ctypes.c_void_p(addr), (end - start) << PAGE_SHIFT,
@@ -521,11 +444,11 @@ def exec_check(fs: FsInfo, pattern: ExecPattern,
     """The execve pattern on this kernel and in the model (needs valgrind)."""
     from xipmodel.workloads.record import record
 
-    libc = _libc()
+    libc = mincore.libc()
     path = _exec_copy(fs, pattern)
     argv = (str(path), *pattern.argv[1:])
     try:
-        trace = record(argv)  # first: valgrind reading the file caches it too
+        trace = record(argv, residency=False)  # first: valgrind reading the file caches it too
         pages = -(-path.stat().st_size // PAGE_SIZE)
         model = model_exec_residency(trace, str(path), fs.ra_pages, kernel,
                                      fs.large_folios_under(kernel))

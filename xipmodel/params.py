@@ -45,6 +45,7 @@ __all__ = [
     "PAGE_SIZE",
     "PRESETS",
     "S390X",
+    "STRUCT_PAGE_BYTES",
     "SV39",
     "TINY",
     "X86_64",
@@ -394,6 +395,8 @@ PRESETS: dict[str, MMUPreset] = {p.name: p for p in (TINY, X86_64, SV39, S390X)}
 DEFAULT_PRESET = X86_64
 PAGE_SHIFT = DEFAULT_PRESET.page_shift
 PAGE_SIZE = DEFAULT_PRESET.page_size
+# sizeof(struct page) on 64-bit Linux: what each 4 KiB of memory with a memmap costs.
+STRUCT_PAGE_BYTES = 64
 
 
 def preset(name: str) -> MMUPreset:
@@ -442,7 +445,11 @@ class KernelProfile:
       (mapping_large_folio_support): XFS since 5.18, ext4 since 6.16. The model's
       frozen images are ext2, which never does; kernelcheck's ext4 files do;
     * `dax_fault`: "xip_file_fault" (2.6.13-3.19, mm/filemap_xip.c: no CoW of its
-      own, a private write faults twice) or "dax_iomap_fault" (4.0 on, fs/dax.c).
+      own, a private write faults twice) or "dax_iomap_fault" (4.0 on, fs/dax.c);
+    * `dax_struct_pages`: a DAX device's memory gets a struct page per 4 KiB
+      (ZONE_DEVICE: memremap_pages, 4.3 on; fs/dax.c needs the pages). 2.6's XIP
+      inserted bare pfns (vm_insert_mixed) and had none. s390's DCSS stays pfn-only
+      under any kernel (dcssblk: PFN_SPECIAL, FS_DAX_LIMITED): see mm/segment.py.
     """
 
     name: str
@@ -451,6 +458,7 @@ class KernelProfile:
     large_folio_fs: frozenset[str]
     dax_fault: str
     exec_folio_order: int = 0
+    dax_struct_pages: bool = True
 
     def large_folios(self, fstype: str) -> bool:
         """Does a file on `fstype` get large folios under this kernel?"""
@@ -459,7 +467,8 @@ class KernelProfile:
 
 KERNELS: dict[str, KernelProfile] = {
     p.name: p for p in (
-        KernelProfile("2.6-xip", "ondemand", False, frozenset(), "xip_file_fault"),
+        KernelProfile("2.6-xip", "ondemand", False, frozenset(), "xip_file_fault",
+                      dax_struct_pages=False),
         KernelProfile("6.1", "ondemand", False, frozenset({"xfs"}), "dax_iomap_fault"),
         KernelProfile("6.18", "split", True, frozenset({"xfs", "ext4"}), "dax_iomap_fault"),
     )

@@ -65,6 +65,7 @@ MIB: Final = 1 << 20
 CATEGORY_COLORS: Final = {
     "shared": "#2ca02c", "page_cache": "#1f77b4", "anon": "#ff7f0e", "cow": "#d62728",
     "page_tables": "#9467bd", "ksm": "#8c564b", "guest_free": "#b0b0b0", "zero": "#17becf",
+    "struct_pages": "#bcbd22",
 }
 MODE_COLORS: Final = {"pagecache": "#1f77b4", "xip": "#2ca02c", "ksm": "#8c564b",
                       "dax": "#e377c2"}
@@ -73,6 +74,7 @@ KIND_CATEGORY: Final = {
     FrameKind.ZERO: "zero", FrameKind.SHARED: "shared", FrameKind.HOSTCACHE: "shared",
     FrameKind.PAGECACHE: "page_cache", FrameKind.ANON: "anon", FrameKind.COW: "cow",
     FrameKind.PAGETABLE: "page_tables", FrameKind.KSM: "ksm", FrameKind.GUEST_FREE: "guest_free",
+    FrameKind.MEMMAP: "struct_pages",
 }
 KIND_COLORS: Final = {FrameKind.FREE: "#ffffff",
                       **{k: CATEGORY_COLORS[c] for k, c in KIND_CATEGORY.items()}}
@@ -82,6 +84,7 @@ _KIND_WORDS: Final = {
     FrameKind.PAGECACHE: "guest page cache", FrameKind.ANON: "guest anonymous memory",
     FrameKind.COW: "private CoW copy", FrameKind.PAGETABLE: "page table",
     FrameKind.KSM: "KSM stable frame", FrameKind.GUEST_FREE: "guest RAM freed by the guest",
+    FrameKind.MEMMAP: "struct pages of the DAX device",
 }
 
 

@@ -14,6 +14,7 @@ One page fault, file by file::
     vmscan.py      reclaim: shrink_active_list, shrink_inactive_list, folio_check_references
     workingset.py  shadow entries and the refault distance
     rmap.py        who maps a guest frame: folio_referenced, try_to_unmap
+    truncate.py    truncate_inode_pages_final: a file system's pages go at umount
 
 Address spaces and the hardware::
 
@@ -26,7 +27,8 @@ Address spaces and the hardware::
 The host::
 
     frames.py      host physical memory: every frame's kind, owner, refcount, content
-    segment.py     the shared segment (a z/VM DCSS): the frozen image, demand-paged
+    segment.py     the shared segment (a z/VM DCSS): the frozen image, demand-paged; its
+                   size limits, versions, segment_load/unload, a DAX device's struct pages
     guest.py       one guest: its RAM and EPT, processes and page cache, and the wiring
     ksm.py         ksmd merging identical guest pages after the fact
 

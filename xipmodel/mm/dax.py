@@ -18,7 +18,9 @@ the handler when the file is mapped (mm/mmap.py).
 
 No readahead, no disk I/O in the guest, no page cache: the only cost is the
 host paging the block in the first time any guest touches it. The guest's EPT
-window onto the segment is Guest.map_segment_block (mm/guest.py).
+window onto the segment is Guest.map_segment_block (mm/guest.py). What the device
+costs the guest's RAM at mount, 64 bytes of struct page per 4 KiB for ZONE_DEVICE
+DAX and nothing for the pfn-only DCSS, is segment.memremap_pages.
 """
 
 from __future__ import annotations

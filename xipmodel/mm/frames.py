@@ -51,6 +51,7 @@ class FrameKind(enum.IntEnum):
     KSM = 7  # a stable KSM frame: merged content, mapped read-only by several guests
     GUEST_FREE = 8  # backing guest RAM the guest freed: still resident on the host
     HOSTCACHE = 9  # the host's page cache of the image file (DAX over virtio-fs/pmem)
+    MEMMAP = 10  # guest RAM holding the struct pages of a DAX device (memremap_pages)
 
 
 OWNER_HOST: Final = -1

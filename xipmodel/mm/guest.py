@@ -40,7 +40,7 @@ from xipmodel.mm.pagecache import PageCache
 from xipmodel.mm.pagetable import PageTable, nested_walk_refs
 from xipmodel.mm.readahead import VM_READAHEAD_PAGES, FileRaState
 from xipmodel.mm.rmap import PteMappers
-from xipmodel.mm.segment import SharedSegment
+from xipmodel.mm.segment import SharedSegment, memremap_pages
 from xipmodel.mm.tlb import TLB
 from xipmodel.mm.vma import MmStruct, Prot, Vma
 from xipmodel.params import (
@@ -162,6 +162,12 @@ class Guest:
         self.procs: dict[int, MmStruct] = {}
         self.tlb = TLB(tlb_entries, tlb_ways)
         self.next_pid = 1
+        # A DAX device's struct pages, taken from RAM at boot (none for a DCSS).
+        self.memmap: list[int] = []
+        if segment is not None and not memremap_pages(self):
+            raise ParameterError(
+                f"Guest: ram_pages {ram_pages} cannot hold the struct pages of the DAX "
+                f"device ({segment.memmap_pages(preset.page_size)} pages)")
 
     # --- guest-physical memory on the host ---------------------------------------------
 
@@ -292,6 +298,7 @@ class Guest:
         new.kind = self.kind.copy()
         new.free_area = self.free_area.copy()
         new.dcss_mapped = set(self.dcss_mapped)
+        new.memmap = list(self.memmap)
         if retired:
             new.retired = None
             new.retired = self.page_counts()
@@ -414,6 +421,7 @@ class Guest:
             "anon": int(kinds[FrameKind.ANON]),
             "cow": int(kinds[FrameKind.COW]),
             "page_tables": int(kinds[FrameKind.PAGETABLE]),
+            "struct_pages": int(kinds[FrameKind.MEMMAP]),
             "free": self.free_pages,
             "active": self.cache.nr_active,
             "inactive": self.cache.nr_inactive,

@@ -69,7 +69,15 @@ import numpy.typing as npt
 
 from xipmodel.errors import ParameterError, XipModelError
 from xipmodel.params import PAGE_SHIFT, PAGE_SIZE
-from xipmodel.workloads.trace import EXEC, READ, WRITE, MapSpec, PageTrace, collapse
+from xipmodel.workloads.trace import (
+    EXEC,
+    MAX_RESIDENCY_PAGES,
+    READ,
+    WRITE,
+    MapSpec,
+    PageTrace,
+    collapse,
+)
 
 __all__ = [
     "VALGRIND_OPTIONS",
@@ -78,6 +86,7 @@ __all__ = [
     "main_record",
     "parse_valgrind_run",
     "record",
+    "recorded_residency",
     "valgrind_version",
 ]
 
@@ -772,14 +781,15 @@ def _find_program(argv0: str, env: dict[str, str] | None, cwd: str) -> str:
 def record(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
            env: dict[str, str] | None = None, timeout: float = 120,
            driver: Driver | None = None, name: str | None = None,
-           stdio: int | None = None) -> PageTrace:
+           stdio: int | None = None, residency: bool = True) -> PageTrace:
     """Run `argv` under valgrind's lackey and return its page-level trace.
 
     `driver`, if given, runs in a thread once the program has started (it gets the
     Popen; e.g. it sends requests to a server and then asks it to stop). The run is
     killed and RecordError raised after `timeout` seconds. Standard input is empty
     and the program's output is discarded, unless `stdio` gives a file descriptor (a
-    connected socket, say) to serve as both.
+    connected socket, say) to serve as both. `residency`: also save the kernel's page
+    cache of each mapped file after the run in meta["residency"] (recorded_residency).
     """
     if not argv:
         raise ParameterError("record: argv is empty")
@@ -857,7 +867,31 @@ def record(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
         "exit_status": status,
         **trace.meta,
     }
+    if residency:
+        trace.meta["residency"] = recorded_residency(trace.files())
     return trace
+
+
+def recorded_residency(paths: Iterable[str]) -> dict[str, object]:
+    """The kernel's page cache of each file after the recorded run: the recording's own truth.
+
+    Taken right after the run (valgrind's, whose loader also reads the files) and with
+    whatever else on the machine cached them before: a file other processes use shows
+    their pages too. kernelcheck's execve pattern runs a fresh copy natively instead.
+    Where the kernel cannot be asked, {"error": why} instead of "files". Files over
+    MAX_RESIDENCY_PAGES (1 GiB) are left out, as a trace's loader would refuse them.
+    """
+    from xipmodel.mincore import KernelCheckError, file_residency
+
+    out: dict[str, object] = {"after": "the recorded run, under valgrind",
+                              "kernel": os.uname().release}
+    try:
+        found = {p: file_residency(p) for p in paths}
+        out["files"] = {p: r for p, r in found.items()
+                        if int(str(r["pages"])) <= MAX_RESIDENCY_PAGES}
+    except (KernelCheckError, OSError) as exc:
+        out["error"] = str(exc)
+    return out
 
 
 # --- python -m xipmodel record [-o OUT.npz] -- PROG ARGS -------------------------------------

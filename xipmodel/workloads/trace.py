@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
     from xipmodel.mm.vma import MmStruct
 
-__all__ = ["ACCESS_KINDS", "MapSpec", "PageTrace", "ReplayResult", "collapse", "replay"]
+__all__ = ["ACCESS_KINDS", "MAX_RESIDENCY_PAGES", "MapSpec", "PageTrace", "ReplayResult",
+           "collapse", "replay"]
 
 ACCESS_KINDS: Final = ("r", "w", "x")
 READ, WRITE, EXEC = 0, 1, 2
@@ -64,6 +65,8 @@ CONTENT_LIMIT: Final = 1 << 63  # content ids are int64
 # `max_accesses` raises the first for a trace you trust.
 MAX_TRACE_ACCESSES: Final = 1 << 24
 MAX_TRACE_HEADER_BYTES: Final = 16 << 20
+# meta.residency describes files of at most 1 GiB (what an image may hold, recorded.py).
+MAX_RESIDENCY_PAGES: Final = (1 << 30) >> PAGE_SHIFT
 _NPY_HEADER_MAX: Final = 10_000  # numpy's own limit on a .npy header
 
 
@@ -140,6 +143,18 @@ class PageTrace:
     def files(self) -> list[str]:
         """The image files the run mapped."""
         return sorted({m.path for m in self.maps if m.path})
+
+    def kernel_residency(self, path: str) -> frozenset[int] | None:
+        """The pages of `path` the kernel cached after the recorded run (None: not saved).
+
+        See record.recorded_residency for what that truth includes.
+        """
+        residency = self.meta.get("residency")
+        files = residency.get("files") if isinstance(residency, dict) else None
+        entry = files.get(path) if isinstance(files, dict) else None
+        if not isinstance(entry, dict):
+            return None
+        return frozenset(p for start, end in entry["resident"] for p in range(start, end))
 
     def accesses(self) -> Iterator[tuple[int, str, int]]:
         """(address, "r"/"w"/"x", content) for every access, in order."""
@@ -337,6 +352,8 @@ class _NpzReader:
         meta = header.get("meta", {})
         if not isinstance(meta, dict):
             raise self._error(member, f"meta {_short(meta)} is not an object")
+        if "residency" in meta:
+            self._residency(member, meta["residency"])
         return name, [self._map(member, i, m) for i, m in enumerate(maps)], meta
 
     def _map(self, member: str, i: int, m: object) -> MapSpec:
@@ -374,6 +391,49 @@ class _NpzReader:
         if not isinstance(m.get("shared", False), bool):
             raise self._error(member, f"{where}.shared {_short(m['shared'])} is not a boolean")
         return MapSpec(**m)
+
+    def _residency(self, member: str, value: object) -> None:
+        """meta.residency (the recorder's kernel page cache after the run): well formed.
+
+        {"after": str, "kernel": str, "files": {absolute path: {"pages": n, "resident":
+        [[start, end), ...] sorted, disjoint, within 0..n, "evicted": int or null}}} or,
+        instead of "files", "error": str.
+        """
+        where = "meta.residency"
+        if not isinstance(value, dict):
+            raise self._error(member, f"{where} {_short(value)} is not an object")
+        for key, item in value.items():
+            if key not in ("after", "kernel", "error", "files"):
+                raise self._error(member, f"{where} has unknown field {key!r}")
+            if key != "files" and not isinstance(item, str):
+                raise self._error(member, f"{where}.{key} {_short(item)} is not a string")
+        files = value.get("files", {})
+        if not isinstance(files, dict):
+            raise self._error(member, f"{where}.files {_short(files)} is not an object")
+        for path, entry in files.items():
+            at = f"{where}.files[{_short(path)}]"
+            if not path.startswith("/"):
+                raise self._error(member, f"{at}: not an absolute path")
+            if not isinstance(entry, dict) or set(entry) != {"pages", "resident", "evicted"}:
+                raise self._error(member, f"{at} {_short(entry)} is not an object of pages, "
+                                          f"resident and evicted")
+            pages, resident, evicted = entry["pages"], entry["resident"], entry["evicted"]
+            if not _is_int(pages) or not 0 <= pages <= MAX_RESIDENCY_PAGES:
+                raise self._error(member, f"{at}.pages {_short(pages)} is not an integer in "
+                                          f"0..{MAX_RESIDENCY_PAGES}")
+            if evicted is not None and (not _is_int(evicted) or not 0 <= evicted <= pages):
+                raise self._error(member, f"{at}.evicted {_short(evicted)} is not null or "
+                                          f"an integer in 0..{pages}")
+            if not isinstance(resident, list):
+                raise self._error(member, f"{at}.resident {_short(resident)} is not a list")
+            end = 0
+            for run in resident:
+                if not (isinstance(run, list) and len(run) == 2 and all(map(_is_int, run))
+                        and end <= run[0] < run[1] <= pages):
+                    raise self._error(member, f"{at}.resident: {_short(run)} is not a "
+                                              f"[start, end) run after {end}, within "
+                                              f"0..{pages}")
+                end = run[1]
 
     def column(self, name: str, count: int | None = None) -> npt.NDArray[Any]:
         """The access column `name` as its dtype, checked for range and for `count` entries."""
