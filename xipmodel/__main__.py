@@ -1,7 +1,8 @@
 """The command line: `python -m xipmodel COMMAND ...` (also installed as `xipmodel`).
 
     demo                    the story in the terminal: populate, freeze, share, compare
-    compare [options]       the same scenario in each mode, side by side (or --json)
+    compare [options]       the same scenario in each mode, side by side (or --json);
+                            --trace my.npz replays a recorded program in every guest
     quiz [--seed N] [--solve]   an OSTEP-style seeded question, and its worked answer
     info IMAGE              the superblock and block groups, like `dumpe2fs -h`
     ls IMAGE [PATH]         a directory listing with inode numbers, modes and sizes
@@ -211,6 +212,34 @@ def parse_workload(text: str) -> str | tuple[tuple[str, float], ...]:
     return tuple(mix)
 
 
+def parse_traces(values: Sequence[str]) -> list[tuple[str, float]]:
+    """`--trace` values, `NAME|PATH[=SHARE]` each, as (workload name, share) pairs.
+
+    NAME is a shipped trace; anything else is a trace file's path (checked when the
+    scenario is made). A `=SHARE` suffix must be a finite number >= 0 (default 1).
+    """
+    from xipmodel.workloads.recorded import TRACES
+    from xipmodel.workloads.sources import TRACE_PREFIX
+
+    out = []
+    for text in values:
+        spec, eq, share = text.rpartition("=")
+        try:
+            value = float(share) if eq else 1.0
+        except ValueError:  # an "=" in a path, not a share
+            eq = ""
+        if not eq:
+            spec, value = text, 1.0
+        if not spec.strip() or not math.isfinite(value) or value < 0:
+            raise ParameterError(f"--trace: {text!r} is not NAME|PATH[=SHARE] with SHARE a "
+                                 f"finite number >= 0")
+        if spec in TRACES:
+            out.append((TRACE_PREFIX + spec, value))
+        else:  # a path, even without a slash
+            out.append((TRACE_PREFIX + os.path.abspath(spec), value))
+    return out
+
+
 def parse_modes(text: str) -> tuple[str, ...]:
     """`pagecache,xip` → ("pagecache", "xip"), each checked against host.MODES."""
     from xipmodel.host import MODES
@@ -360,11 +389,20 @@ _ROWS: list[tuple[str, Callable[[dict[str, Any]], int], Callable[[int], str]]] =
 def describe_scenario(s: Scenario, image_name: str | None = None) -> str:
     work = s.workload if isinstance(s.workload, str) else ", ".join(
         f"{n}={share:g}" for n, share in s.workload)
+    from xipmodel.workloads.sources import is_trace
+
     variants = "each its own run" if s.variants is None else f"{s.variants} variants"
+    traces = sum(is_trace(name) for name, _ in s.mix)
+    if traces:
+        variants = "traces: one run each" if traces == len(s.mix) else \
+            f"{variants} of each program, one run of each trace"
+    if image_name is None:
+        image_name = "the embedded distribution" if not traces else (
+            "seeded stand-ins of the traces' files"
+            + (" and the embedded distribution" if traces < len(s.mix) else ""))
     return (f"{s.guests} guest{'s' if s.guests != 1 else ''} × {work} ({variants}), "
             f"{s.guest_ram_mib} MiB RAM each, seed {s.seed}\n"
-            f"ksmd scans {s.ksm_seconds:g} s more; image: "
-            f"{image_name or 'the embedded distribution'}")
+            f"ksmd scans {s.ksm_seconds:g} s more; image: {image_name}")
 
 
 def format_comparison(comparison: Comparison, image_name: str | None = None) -> str:
@@ -404,8 +442,8 @@ def cmd_compare(args: argparse.Namespace) -> str:
     from xipmodel.host import MODES, Scenario
 
     modes = parse_modes(args.modes) if args.modes else MODES
-    changes: dict[str, Any] = {"guests": args.guests, "workload": parse_workload(args.workload),
-                               "seed": args.seed}
+    changes: dict[str, Any] = {"guests": args.guests, "seed": args.seed,
+                               "workload": combine_workloads(args.workload, args.trace)}
     for name in ("guest_ram_mib", "heap_share", "ksm_seconds", "kernel"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
@@ -417,6 +455,18 @@ def cmd_compare(args: argparse.Namespace) -> str:
     if args.json:
         return json.dumps(comparison_json(comparison), indent=2, sort_keys=False)
     return format_comparison(comparison, args.image)
+
+
+def combine_workloads(workload: str | None, traces: Sequence[str] | None
+                      ) -> str | tuple[tuple[str, float], ...]:
+    """--workload and every --trace as one workload: a name, or a mix (default webserver)."""
+    mix = parse_traces(traces or [])
+    if workload is not None or not mix:
+        programs = parse_workload(workload or "webserver")
+        mix = ([(programs, 1.0)] if isinstance(programs, str) else list(programs)) + mix
+    if len(mix) == 1:
+        return mix[0][0]
+    return tuple(mix)
 
 
 def demo_scenario() -> Scenario:
@@ -482,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
         MAX_SEED,
         Scenario,
     )
+    from xipmodel.workloads.recorded import TRACES
     from xipmodel.workloads.synthetic import PROGRAMS
 
     max_ksm_seconds = Scenario().max_ksm_seconds  # the CLI keeps ksmd's rate and no spread
@@ -495,9 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "faults and disk reads side by side (MiB, one decimal).")
     c.add_argument("--guests", type=int_in(1, MAX_GUESTS), default=8, metavar="N",
                    help=f"guests (default 8; at most {MAX_GUESTS})")
-    c.add_argument("--workload", default="webserver", metavar="NAME|MIX",
+    c.add_argument("--workload", default=None, metavar="NAME|MIX",
                    help=f"a program ({', '.join(PROGRAMS)}) or a mix such as "
-                   "webserver=0.8,shell=0.2 (default webserver)")
+                   "webserver=0.8,shell=0.2 (default webserver, unless --trace is given)")
+    c.add_argument("--trace", action="append", default=None, metavar="NAME|PATH[=SHARE]",
+                   help=f"replay a recorded trace: a shipped one ({', '.join(TRACES)}) or a "
+                   ".npz from `xipmodel record`; repeat for a mix (with --workload: "
+                   "traces and programs mixed)")
     c.add_argument("--modes", default=None, metavar="M,M",
                    help="modes to run, from pagecache,xip,ksm,dax (default all)")
     c.add_argument("--guest-ram", dest="guest_ram_mib", type=int_in(1, MAX_GUEST_RAM_MIB),
