@@ -355,6 +355,14 @@ class Comparison:
         return {"scenario": dataclasses.asdict(self.scenario),
                 "modes": {m: r.as_dict() for m, r in self.results.items()}}
 
+    def to_dataframe(self, prefixes: bool = False) -> Any:
+        """A tidy pandas DataFrame: mode, guests, category, bytes (xipmodel.tidy; needs
+        pandas). `prefixes`: also every first n guests (not in ksm mode). A sweep's list
+        of comparisons: `xipmodel.tidy.tidy_frame(comparisons)`."""
+        from xipmodel.tidy import tidy_frame
+
+        return tidy_frame(self, prefixes)
+
 
 class Host:
     """One host running `scenario` in `mode`, on `image` (default: the embedded distribution,
