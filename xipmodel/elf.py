@@ -471,6 +471,18 @@ class ElfFile:
         value = self.dt(DT_SONAME)
         return None if value is None else self._dynstr(value, "DT_SONAME")
 
+    @cached_property
+    def rpath(self) -> str | None:
+        """DT_RPATH, if any: directories separated by colons, $ORIGIN not yet expanded."""
+        value = self.dt(DT_RPATH)
+        return None if value is None else self._dynstr(value, "DT_RPATH")
+
+    @cached_property
+    def runpath(self) -> str | None:
+        """DT_RUNPATH, if any (as DT_RPATH; an object with both uses only DT_RUNPATH)."""
+        value = self.dt(DT_RUNPATH)
+        return None if value is None else self._dynstr(value, "DT_RUNPATH")
+
     @property
     def reloc_bytes(self) -> int:
         """Bytes of relocations the loader applies: DT_RELASZ + DT_RELSZ + DT_PLTRELSZ."""

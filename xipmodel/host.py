@@ -45,8 +45,8 @@ from xipmodel.mm.ksm import RMAP_ITEM_BYTES, Ksm, KsmCounters
 from xipmodel.mm.pagecache import CACHE_POLICIES
 from xipmodel.mm.segment import SharedSegment
 from xipmodel.params import DEFAULT_KERNEL, PAGE_SHIFT, PAGE_SIZE, PRESETS, kernel_profile
-from xipmodel.workloads.sources import is_trace, workload_name, workload_set
-from xipmodel.workloads.synthetic import PROGRAMS, ProgramModel, synthesize
+from xipmodel.workloads.sources import is_trace, program_model, workload_name, workload_set
+from xipmodel.workloads.synthetic import ProgramModel, synthesize
 from xipmodel.workloads.trace import PageTrace, replay
 
 __all__ = [
@@ -465,7 +465,7 @@ class Host:
         if is_trace(program):
             replay(guest, self.workloads.traces[program])
             return
-        model = PROGRAMS[program]
+        model = program_model(program)
         mm = guest.new_process(program)
         if mm is None:
             return  # fork failed: the guest is out of memory (counted in its stats)

@@ -9,7 +9,7 @@ Columns, in order::
               (a sweep over heap_share gets heap_share; over guests, guests is already one)
     mode      pagecache, xip, ksm or dax
     guests    how many guests the host ran
-    category  one of host.CATEGORIES (shared, page_cache, anon, ...)
+    category  one of host.CATEGORIES (shared, page_cache, anon, ...), in that order
     bytes     host memory in that category at the end
 
 With `prefixes`, a comparison also gives its first n guests for n = 1 .. guests
@@ -33,9 +33,7 @@ __all__ = ["tidy_frame", "tidy_rows"]
 def tidy_rows(results: Comparison | Sequence[Comparison], prefixes: bool = False
               ) -> list[dict[str, Any]]:
     """The rows drawn above, comparisons in order, then modes, guest counts, categories."""
-    from xipmodel.host import CATEGORIES, Comparison
-
-    comparisons = [results] if isinstance(results, Comparison) else list(results)
+    comparisons = list(results) if isinstance(results, Sequence) else [results]
     fields = [dataclasses.asdict(c.scenario) for c in comparisons]
     swept = [name for name in fields[0] if name != "guests"
              and any(f[name] != fields[0][name] for f in fields)] if fields else []
@@ -45,12 +43,13 @@ def tidy_rows(results: Comparison | Sequence[Comparison], prefixes: bool = False
         for mode, result in comparison.results.items():
             guests = result.scenario.guests
             counts = range(1, guests + 1) if prefixes and mode != "ksm" else [guests]
+            categories = list(result.bytes_by_category)  # host.CATEGORIES, in order
             for n in counts:
                 # After guest n the timeline holds what RunResult.prefix(n) ends with.
                 by = result.timeline_bytes[n].tolist() if n < guests else \
-                    [result.bytes_by_category[c] for c in CATEGORIES]
+                    list(result.bytes_by_category.values())
                 rows += [{**keys, "mode": mode, "guests": n, "category": category,
-                          "bytes": int(b)} for category, b in zip(CATEGORIES, by, strict=True)]
+                          "bytes": int(b)} for category, b in zip(categories, by, strict=True)]
     return rows
 
 

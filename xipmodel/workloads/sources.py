@@ -9,6 +9,9 @@
     "trace:/abs/run.npz"    a trace saved by `python -m xipmodel      (the same)
                             record` or PageTrace.save; a path with
                             a slash or ending .npz needs no prefix
+    "exec:/usr/bin/bash"    any program of the image, exec'd and run  the image (an image of
+                            by a seeded model with default shares     this machine's binaries:
+                            (synthetic.ProgramModel)                  sysroot.py)
 
 `workload_name` checks a name and returns its canonical spelling (a trace file's path
 made absolute, so a scenario means the same in any directory and any worker process);
@@ -24,6 +27,7 @@ Every guest replaying a trace makes the same run (a recording has no seed).
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,16 +35,17 @@ from typing import TYPE_CHECKING, Final
 
 from xipmodel.errors import ParameterError, TraceFileError
 from xipmodel.workloads.recorded import TRACES, load_trace, trace_file_sizes, traces_image
-from xipmodel.workloads.synthetic import PROGRAMS
+from xipmodel.workloads.synthetic import PROGRAMS, ProgramModel
 from xipmodel.workloads.trace import PageTrace
 
 if TYPE_CHECKING:
     from xipmodel.ext2.reader import Ext2Image
 
-__all__ = ["TRACE_PREFIX", "WorkloadSet", "is_trace", "workload_name", "workload_set",
-           "workload_trace"]
+__all__ = ["EXEC_PREFIX", "TRACE_PREFIX", "WorkloadSet", "is_trace", "program_model",
+           "workload_name", "workload_set", "workload_trace"]
 
 TRACE_PREFIX: Final = "trace:"
+EXEC_PREFIX: Final = "exec:"
 
 
 def is_trace(name: str) -> bool:
@@ -60,6 +65,12 @@ def workload_name(name: object) -> str:
         raise ParameterError(f"Scenario: workload {name!r} is not {choices}")
     if name in PROGRAMS:
         return name
+    if name.startswith(EXEC_PREFIX):
+        path = name.removeprefix(EXEC_PREFIX)
+        if not path.startswith("/") or posixpath.normpath(path) != path:
+            raise ParameterError(f"Scenario: workload {name!r}: {path!r} is not an absolute, "
+                                 f"normalized path of the image")
+        return name
     spec = name.removeprefix(TRACE_PREFIX)
     if spec in TRACES:
         return TRACE_PREFIX + spec
@@ -72,6 +83,14 @@ def workload_name(name: object) -> str:
             raise TraceFileError(f"Scenario: workload {name!r}: {exc}") from exc
         return canonical
     raise ParameterError(f"Scenario: workload {name!r} is not {choices}")
+
+
+def program_model(name: str) -> ProgramModel:
+    """The seeded model of a canonical program workload ("exec:PATH": default shares)."""
+    if name.startswith(EXEC_PREFIX):
+        path = name.removeprefix(EXEC_PREFIX)
+        return ProgramModel(posixpath.basename(path), path)
+    return PROGRAMS[name]
 
 
 def workload_trace(name: str) -> PageTrace:
