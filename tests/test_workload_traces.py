@@ -149,9 +149,12 @@ def test_a_shipped_trace_by_name() -> None:
     assert result.per_guest[1]["program"] == "trace:httpd"
 
 
-def _bad_trace(path: Path, meta: dict[str, object]) -> Path:
-    PageTrace("bad", [MapSpec(0x400000, 0x2000, "r-x", "/bin/x")], np.array([0x400], np.uint64),
-              np.array([2], np.uint8), meta).save(path)
+SIZES = {"file_sizes": {"/bin/x": 8192}}
+
+
+def _bad_trace(path: Path, meta: dict[str, object], *maps: MapSpec) -> Path:
+    PageTrace("bad", list(maps) or [MapSpec(0x400000, 0x2000, "r-x", "/bin/x")],
+              np.array([0x400], np.uint64), np.array([2], np.uint8), meta).save(path)
     return path
 
 
@@ -160,11 +163,18 @@ def _bad_trace(path: Path, meta: dict[str, object]) -> Path:
     (lambda d: d, "is a directory"),
     (lambda d: (d / "text.npz").write_text("no zip") and d / "text.npz", "not a readable .npz"),
     (lambda d: _bad_trace(d / "sizes.npz", {}), "meta['file_sizes']"),
+    (lambda d: _bad_trace(d / "far.npz", SIZES, MapSpec(1 << 60, 0x2000, "r-x", "/bin/x")),
+     "maps[0] [0x1000000000000000, 0x1000000000002000) ends above the user address space"),
+    (lambda d: _bad_trace(d / "overlap.npz", SIZES, MapSpec(0x400000, 0x2000, "r-x", "/bin/x"),
+                          MapSpec(0x401000, 0x1000, "rw-")),
+     "maps[1] at 0x401000 overlaps maps[0]"),
 ])
 def test_bad_traces_are_one_clear_error(tmp_path: Path, make: Callable[[Path], Path],
                                         says: str) -> None:
-    """A missing, unreadable or incomplete trace file: TraceFileError naming the workload
-    when the Scenario is made; the CLI says it in one line with exit status 2."""
+    """A missing, unreadable or incomplete trace file, or maps no process could have:
+    TraceFileError naming the workload when the Scenario is made (before, maps beyond
+    the address space failed inside the run, naming a VPN); the CLI says it in one line
+    with exit status 2."""
     path = make(tmp_path)
     with pytest.raises(TraceFileError, match="Scenario: workload") as info:
         Scenario(workload=str(path))

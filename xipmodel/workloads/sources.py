@@ -41,7 +41,8 @@ from xipmodel.workloads.trace import PageTrace
 if TYPE_CHECKING:
     from xipmodel.ext2.reader import Ext2Image
 
-__all__ = ["EXEC_PREFIX", "TRACE_PREFIX", "WorkloadSet", "is_trace", "program_model",
+__all__ = ["EXEC_PREFIX", "TRACE_PREFIX", "WorkloadSet", "check_maps", "is_trace",
+           "program_model",
            "workload_name", "workload_set", "workload_trace"]
 
 TRACE_PREFIX: Final = "trace:"
@@ -79,10 +80,29 @@ def workload_name(name: object) -> str:
         trace = workload_trace(canonical)
         try:
             trace_file_sizes(trace)
+            check_maps(trace)
         except ParameterError as exc:
             raise TraceFileError(f"Scenario: workload {name!r}: {exc}") from exc
         return canonical
     raise ParameterError(f"Scenario: workload {name!r} is not {choices}")
+
+
+def check_maps(trace: PageTrace) -> None:
+    """The trace's maps fit a guest process: inside the user address space below
+    elf.STACK_TOP (TASK_SIZE on x86-64) and not overlapping, else ParameterError naming
+    the map. (An access outside every map is no error: the guest gets SIGSEGV.)"""
+    from xipmodel.elf import STACK_TOP
+
+    end, last = 0, -1
+    for i, m in sorted(enumerate(trace.maps), key=lambda item: item[1].start):
+        if m.start + m.length > STACK_TOP:
+            raise ParameterError(f"trace {trace.name!r}: maps[{i}] [{m.start:#x}, "
+                                 f"{m.start + m.length:#x}) ends above the user address "
+                                 f"space (TASK_SIZE {STACK_TOP:#x})")
+        if m.start < end:
+            raise ParameterError(f"trace {trace.name!r}: maps[{i}] at {m.start:#x} overlaps "
+                                 f"maps[{last}], which ends at {end:#x}")
+        end, last = m.start + m.length, i
 
 
 def program_model(name: str) -> ProgramModel:
