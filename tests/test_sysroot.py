@@ -10,6 +10,7 @@ import json
 import os
 import re
 import stat
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,10 +20,31 @@ from types import SimpleNamespace
 import pytest
 
 from xipmodel.__main__ import main
-from xipmodel.elf import ElfError, ElfFile
+from xipmodel.elf import (
+    DT_NEEDED,
+    DT_RUNPATH,
+    DT_SONAME,
+    DT_STRSZ,
+    DT_STRTAB,
+    ELFCLASS64,
+    ELFDATA2LSB,
+    EM_X86_64,
+    ET_DYN,
+    PF_R,
+    PF_X,
+    PT_DYNAMIC,
+    PT_INTERP,
+    PT_LOAD,
+    ElfError,
+    ElfFile,
+    ElfHeader,
+    ProgramHeader,
+    exec_image,
+)
 from xipmodel.ext2 import Ext2Image
 from xipmodel.host import Host, Scenario
 from xipmodel.ldso import LdSoError, LoadedObject, map_program, read_ld_so_cache, search_dirs
+from xipmodel.params import PAGE_SIZE
 from xipmodel.sysroot import binaries_image
 
 BASH, PYTHON3 = "/usr/bin/bash", "/usr/bin/python3"
@@ -189,3 +211,73 @@ def test_a_malformed_cache_is_named(tmp_path: Path) -> None:
         read_ld_so_cache(str(bad))
     assert read_ld_so_cache(str(tmp_path / "none")) == {}
     assert isinstance(LdSoError("x"), ElfError)
+
+
+def _tiny_elf(needed: list[str], *, runpath: str | None = None, soname: str | None = None,
+              interp: str | None = None) -> bytes:
+    """A minimal ELF64 ET_DYN object: one R-X PT_LOAD over the file (vaddr = offset),
+    PT_DYNAMIC with DT_NEEDED, DT_RUNPATH, DT_SONAME, DT_STRTAB and DT_STRSZ; PT_INTERP."""
+    strtab = b"\0"
+    dynamic: list[tuple[int, int]] = []
+    for tag, text in [*((DT_NEEDED, n) for n in needed), (DT_RUNPATH, runpath),
+                      (DT_SONAME, soname)]:
+        if text is not None:
+            dynamic.append((tag, len(strtab)))
+            strtab += text.encode() + b"\0"
+    phnum = 3 if interp else 2
+    at = 64 + phnum * 56
+    interp_bytes = (interp.encode() + b"\0") if interp else b""
+    strtab_at = at + len(interp_bytes)
+    dyn_at = (strtab_at + len(strtab) + 7) & ~7
+    dynamic += [(DT_STRTAB, strtab_at), (DT_STRSZ, len(strtab)), (0, 0)]
+    raw_dyn = b"".join(struct.pack("<qQ", t, v) for t, v in dynamic)
+    size = max(PAGE_SIZE, dyn_at + len(raw_dyn))
+    phdrs = [ProgramHeader(PT_LOAD, 0, 0, 0, size, size, PF_R | PF_X, PAGE_SIZE),
+             ProgramHeader(PT_DYNAMIC, dyn_at, dyn_at, dyn_at, len(raw_dyn), len(raw_dyn),
+                           PF_R, 8)]
+    if interp:
+        phdrs.insert(0, ProgramHeader(PT_INTERP, at, at, at, len(interp_bytes),
+                                      len(interp_bytes), PF_R, 1))
+    header = ElfHeader(ELFCLASS64, ELFDATA2LSB, ET_DYN, EM_X86_64, 1, 0, 64, 0, 0, 64, 56,
+                       phnum, 64, 0, 0)
+    data = bytearray(size)
+    data[:64] = header.pack()
+    data[64:at] = b"".join(ph.pack(ELFCLASS64, ELFDATA2LSB) for ph in phdrs)
+    data[at:strtab_at] = interp_bytes
+    data[strtab_at:strtab_at + len(strtab)] = strtab
+    data[dyn_at:dyn_at + len(raw_dyn)] = raw_dyn
+    return bytes(data)
+
+
+def test_guests_and_the_host_search_runpath_with_origin(tmp_path: Path) -> None:
+    """A program whose private library lies in $ORIGIN/../private (DT_RUNPATH): ld.so on
+    the host and exec in a guest both find it there, and libc on the standard path (the
+    guest's exec used to search the standard directories only, and failed)."""
+    from xipmodel.ext2 import File, build_image
+    from xipmodel.mm.frames import HostMemory
+    from xipmodel.mm.guest import Guest
+    from xipmodel.sysroot import binaries_tree
+
+    ld_so = map_program(BASH).interp
+    assert ld_so is not None
+    app = _tiny_elf(["libprivate.so", "libc.so.6"], runpath="$ORIGIN/../private",
+                    interp=ld_so)
+    private = _tiny_elf([], soname="libprivate.so")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "private").mkdir()
+    (tmp_path / "bin" / "app").write_bytes(app)
+    (tmp_path / "private" / "libprivate.so").write_bytes(private)
+    on_host = map_program(str(tmp_path / "bin" / "app"))
+    assert dict(on_host.libraries)["libprivate.so"] == f"{tmp_path}/bin/../private/libprivate.so"
+    assert dict(on_host.libraries)["libc.so.6"] == _ldd(BASH)["libc.so.6"]
+
+    tree = binaries_tree([BASH])
+    tree["/opt/app/bin/app"] = File(app, mode=0o755)
+    tree["/opt/app/private/libprivate.so"] = File(private)
+    with Ext2Image.open(build_image(tree)) as img:
+        guest = Guest(0, HostMemory(), 4096, img)
+        mm = guest.new_process("app")
+        assert mm is not None
+        result = exec_image(guest, mm, "/opt/app/bin/app")
+    assert [o.path for o in result.libraries] == ["/opt/app/bin/../private/libprivate.so",
+                                                  "/lib/x86_64-linux-gnu/libc.so.6"]

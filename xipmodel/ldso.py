@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
-from xipmodel.elf import EM_386, EM_AARCH64, EM_X86_64, ElfError, ElfFile
+from xipmodel.elf import EM_386, EM_AARCH64, EM_X86_64, ElfError, ElfFile, search_path
 
 __all__ = ["LD_SO_CACHE", "SYSTEM_DIRS", "LoadedObject", "Resolution", "map_program",
            "read_ld_so_cache", "search_dirs"]
@@ -55,8 +55,6 @@ FLAG_ELF_LIBC6: Final = 0x0003
 CACHE_ID: Final = {EM_X86_64: 0x0303, EM_AARCH64: 0x0A03, EM_386: FLAG_ELF_LIBC6}
 DT_FLAGS_1: Final = 0x6FFFFFFB
 DF_1_NODEFLIB: Final = 0x800
-DST_LIB: Final = "lib/x86_64-linux-gnu"  # $LIB on Debian amd64
-DST_PLATFORM: Final = "x86_64"  # $PLATFORM: AT_PLATFORM
 RTLD: Final = {EM_X86_64: "/lib64/ld-linux-x86-64.so.2",
                EM_AARCH64: "/lib/ld-linux-aarch64.so.1"}  # ld.so by the psABI
 MAX_OBJECTS: Final = 4096  # a program loading more is refused (real ones load dozens)
@@ -137,26 +135,15 @@ class Resolution:
                 *(path for _, path in self.libraries)]
 
 
-def _expand(entry: str, obj: LoadedObject) -> str:
-    """DT_RPATH/DT_RUNPATH dynamic string tokens ($ORIGIN, $LIB, $PLATFORM, braced too)."""
-    for token, value in (("ORIGIN", obj.origin), ("LIB", DST_LIB), ("PLATFORM", DST_PLATFORM)):
-        entry = entry.replace("${" + token + "}", value).replace("$" + token, value)
-    return entry
-
-
 def search_dirs(obj: LoadedObject, library_path: tuple[str, ...] = ()) -> list[str]:
-    """The directories searched for a DT_NEEDED name of `obj`, before the cache (1-3 above)."""
-    dirs: list[str] = []
-    if obj.elf.runpath is None:
-        chain: LoadedObject | None = obj
-        while chain is not None:
-            if chain.elf.rpath:
-                dirs += [_expand(d, chain) for d in chain.elf.rpath.split(":") if d]
-            chain = chain.loader
-    dirs += list(library_path)
-    if obj.elf.runpath:
-        dirs += [_expand(d, obj) for d in obj.elf.runpath.split(":") if d]
-    return dirs
+    """The directories searched for a DT_NEEDED name of `obj`, before the cache (1-3 above:
+    elf.search_path over `obj` and its loaders)."""
+    chain = []
+    o: LoadedObject | None = obj
+    while o is not None:
+        chain.append((o.elf, o.origin))
+        o = o.loader
+    return search_path(chain, library_path)
 
 
 def map_program(program: str, *, library_path: tuple[str, ...] = (),
