@@ -422,10 +422,10 @@ _ROWS: list[tuple[str, Callable[[dict[str, Any]], int], Callable[[int], str]]] =
 
 
 def describe_scenario(s: Scenario, image_name: str | None = None) -> str:
-    work = s.workload if isinstance(s.workload, str) else ", ".join(
-        f"{n}={share:g}" for n, share in s.workload)
     from xipmodel.workloads.sources import is_trace
 
+    work = s.workload if isinstance(s.workload, str) else ", ".join(
+        f"{n}={share:g}" for n, share in s.workload)
     variants = "each its own run" if s.variants is None else f"{s.variants} variants"
     traces = sum(is_trace(name) for name, _ in s.mix)
     if traces:

@@ -139,28 +139,22 @@ def _resolve(tree: Mapping[str, Entry], path: str) -> str | None:
 
     None: a component is a file, the path is a directory of the tree, or links loop.
     """
-    from xipmodel.ext2 import Symlink
+    from xipmodel.ext2.builder import Directory, Symlink, follow_links
 
-    parts = [p for p in path.split("/") if p]
-    done = ""
-    for _ in range(40):  # MAXSYMLINKS
-        while parts:
-            here = f"{done}/{parts.pop(0)}"
-            entry = tree.get(here)
-            if isinstance(entry, Symlink):
-                target = os.fsdecode(entry.target)
-                parts = [p for p in target.split("/") if p] + parts
-                done = "" if target.startswith("/") else done
-                break
-            if entry is not None and parts:
-                return None  # a file where a directory is needed
-            done = here
-        else:
-            prefix = done + "/"
-            if any(key.startswith(prefix) for key in tree):
-                return None  # a directory
-            return done
-    return None
+    def readlink(here: str) -> str | None:
+        entry = tree.get(here)
+        return os.fsdecode(entry.target) if isinstance(entry, Symlink) else None
+
+    resolved = follow_links(path, readlink)
+    if resolved is None:
+        return None
+    parents = resolved.split("/")
+    if any(not isinstance(tree.get("/".join(parents[:i]), Directory()), Directory)
+           for i in range(2, len(parents))):
+        return None  # a file where a directory is needed
+    if any(key.startswith(resolved + "/") for key in tree):
+        return None  # a directory
+    return resolved
 
 
 def _entry_size(entry: Entry, made: int | None) -> int | None:
