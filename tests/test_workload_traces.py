@@ -161,6 +161,7 @@ def _bad_trace(path: Path, meta: dict[str, object], *maps: MapSpec) -> Path:
 @pytest.mark.parametrize(("make", "says"), [
     (lambda d: d / "missing.npz", "No such file"),
     (lambda d: d, "is a directory"),
+    (lambda d: os.mkfifo(d / "fifo.npz") or d / "fifo.npz", "not a regular file"),
     (lambda d: (d / "text.npz").write_text("no zip") and d / "text.npz", "not a readable .npz"),
     (lambda d: _bad_trace(d / "sizes.npz", {}), "meta['file_sizes']"),
     (lambda d: _bad_trace(d / "far.npz", SIZES, MapSpec(1 << 60, 0x2000, "r-x", "/bin/x")),

@@ -12,9 +12,11 @@ component: a symlink stays a symlink (Debian's /lib → usr/lib, python3 → pyt
 points to goes in too. Files keep their bytes and permission bits; owners are root and
 every time is 0, so the same files give the same image.
 
-Guests exec them with `Scenario(workload="exec:/usr/bin/bash")` on that image (the
-model's exec searches the image's standard library directories: elf.DEFAULT_LIB_PATH).
-The embedded Debian 12 stand-in (distro.py) stays the default image.
+Guests exec them with `Scenario(workload="exec:/usr/bin/bash")` on that image, e.g.
+`Host(scenario, "xip", Ext2Image.open(binaries_image(["/usr/bin/bash"]))).run()` or
+`python -m xipmodel compare --image my.img --program bash` (the model's exec searches
+DT_RPATH, DT_RUNPATH and elf.DEFAULT_LIB_PATH of the image). The embedded Debian 12
+stand-in (distro.py) stays the default image.
 """
 
 from __future__ import annotations
