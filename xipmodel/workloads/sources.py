@@ -21,7 +21,8 @@ it. Guests replaying the same trace share its image; a scenario with several tra
 traces and programs) gets one image holding every trace's files (and the distribution),
 a file two traces map at the same path and size held once (recorded.traces_image).
 
-Every guest replaying a trace makes the same run (a recording has no seed).
+Every guest replaying a trace makes the same run (a recording has no seed). A scenario
+names a trace file by its path: on a cluster, every worker must see the file there.
 """
 
 from __future__ import annotations
