@@ -53,11 +53,16 @@ def test_binder_files_are_what_repo2docker_needs() -> None:
     assert lines[0].startswith("#!") and "bash" in lines[0]
     assert "set -e" in lines or any(x.startswith("set -e") for x in lines)
     assert "pip install --no-deps -e ." in lines
-    # environment.yml would win over requirements.txt (and ignore runtime.txt); the
-    # extensions are prebuilt pip packages, so no apt.txt.
-    for name in ("environment.yml", "environment.yaml", "apt.txt", "Pipfile"):
+    # environment.yml would win over requirements.txt (and ignore runtime.txt).
+    for name in ("environment.yml", "environment.yaml", "Pipfile"):
         assert not (BINDER / name).exists(), f"binder/{name}"
         assert not (ROOT / name).exists(), name
+    # apt.txt adds system packages: valgrind, so `xipmodel record` works on Binder (the
+    # widgets are prebuilt pip packages and need none). One package name a line.
+    assert not (ROOT / "apt.txt").exists(), "apt.txt belongs in binder/"
+    packages = [x.split("#", 1)[0].strip() for x in (BINDER / "apt.txt").read_text().splitlines()]
+    packages = [p for p in packages if p]
+    assert packages == ["valgrind"], packages
 
 
 def test_binder_pins_match_the_tested_versions() -> None:

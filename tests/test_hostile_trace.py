@@ -395,12 +395,16 @@ def test_trace_image_checks_file_sizes(meta: dict[str, object], says: str) -> No
     assert trace.files() == ["/bin/x"]
 
 
-def test_trace_image_of_a_long_name() -> None:
+@pytest.mark.parametrize("name", ["python3.11-0123456789abcdef", "bash-25c34e130c60",
+                                  "x" * 255, "x" + "é" * 127, ""])
+def test_trace_image_of_a_long_name(name: str) -> None:
     """A recorded trace is named after its program and a hash, longer than the 16 bytes of
-    an ext2 label: the image is named with the first 16 (it used to fail to build)."""
+    an ext2 label (any name up to 255 bytes, or none): the image is named with the first
+    16 bytes, never half a character (it used to fail to build)."""
     from xipmodel.workloads.recorded import trace_image
 
-    name = "python3.11-0123456789abcdef"
     with trace_image(_trace(name)) as img:
-        assert img.volume_name == name[:16]
+        assert name.encode().startswith(img.volume_name.encode())
+        assert len(img.volume_name.encode()) == min(16, len(name.encode())) - (
+            1 if name.startswith("xé") else 0)
         assert img.stat("/bin/x").st_size == 8192

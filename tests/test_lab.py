@@ -65,7 +65,8 @@ def _file_page_of_block(host: Host, block: int) -> tuple[str, int]:
 # ── import guards ───────────────────────────────────────────────────────────────────────
 
 def test_the_model_never_imports_the_widgets() -> None:
-    """Importing every xipmodel module but the widgets loads neither ipywidgets nor plotly."""
+    """Importing every xipmodel module but the widgets loads neither ipywidgets nor plotly
+    (nor the optional pandas and dask: only a call that needs them imports them)."""
     code = """
 import importlib, json, pkgutil, sys
 import xipmodel
@@ -74,7 +75,8 @@ names = [m.name for m in pkgutil.walk_packages(xipmodel.__path__, "xipmodel.")
 for name in names:
     importlib.import_module(name)
 bad = sorted(m for m in sys.modules
-             if m.split(".")[0] in ("ipywidgets", "plotly", "anywidget", "traitlets"))
+             if m.split(".")[0] in ("ipywidgets", "plotly", "anywidget", "traitlets",
+                                    "pandas", "dask", "distributed"))
 print(json.dumps({"imported": names, "bad": bad}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -12,10 +12,13 @@ Where things are (start with host.py for experiments, mm/ for the mechanisms)::
     ext2/          the frozen image: on-disk layout, reader, populate-and-freeze builder
     mm/            the memory model, one mechanism per file named as in Linux's mm/
     elf.py         exec: PT_LOAD segments to private file mappings, interpreter, libraries
+    ldso.py        ld.so's library search on this machine (RPATH, RUNPATH, ld.so.cache)
+    sysroot.py     an image of this machine's programs and the libraries they load
     distro.py      the embedded default distribution (Debian 12 ELF facts in data/distro/)
     workloads/     seeded program models, recorded traces, the valgrind recorder, replay
     host.py        guests on a host in four modes; Scenario, compare and sweep
     rollout.py     a new version of the frozen image, rolled out guest by guest
+    tidy.py        results as tidy tables (mode × guests × category) and DataFrames
     policies.py    textbook replacement policies and miss-ratio curves
     explain.py     events to step-by-step text        quiz.py   seeded OSTEP-style questions
     kernelcheck.py the running kernel as the oracle: the same accesses, page for page

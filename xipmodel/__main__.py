@@ -1,7 +1,10 @@
 """The command line: `python -m xipmodel COMMAND ...` (also installed as `xipmodel`).
 
     demo                    the story in the terminal: populate, freeze, share, compare
-    compare [options]       the same scenario in each mode, side by side (or --json)
+    compare [options]       the same scenario in each mode, side by side (or --json);
+                            --trace my.npz replays a recorded program in every guest,
+                            --image IMG --program bash execs a program of an image
+    image -o IMG PROGRAM…   an image of this machine's programs and what ld.so loads
     quiz [--seed N] [--solve]   an OSTEP-style seeded question, and its worked answer
     info IMAGE              the superblock and block groups, like `dumpe2fs -h`
     ls IMAGE [PATH]         a directory listing with inode numbers, modes and sizes
@@ -211,6 +214,67 @@ def parse_workload(text: str) -> str | tuple[tuple[str, float], ...]:
     return tuple(mix)
 
 
+def parse_share(text: str, option: str) -> tuple[str, float]:
+    """`NAME|PATH[=SHARE]` → (NAME|PATH, SHARE), SHARE a finite number >= 0 (default 1).
+
+    An "=" followed by something that is not a number belongs to the path.
+    """
+    spec, eq, share = text.rpartition("=")
+    try:
+        value = float(share) if eq else 1.0
+    except ValueError:  # an "=" in a path, not a share
+        eq = ""
+    if not eq:
+        spec, value = text, 1.0
+    if not spec.strip() or not math.isfinite(value) or value < 0:
+        raise ParameterError(f"{option}: {text!r} is not NAME|PATH[=SHARE] with SHARE a "
+                             f"finite number >= 0")
+    return spec, value
+
+
+def parse_traces(values: Sequence[str]) -> list[tuple[str, float]]:
+    """`--trace` values, `NAME|PATH[=SHARE]` each, as (workload name, share) pairs.
+
+    NAME is a shipped trace; anything else is a trace file's path (checked when the
+    scenario is made).
+    """
+    from xipmodel.workloads.recorded import TRACES
+    from xipmodel.workloads.sources import TRACE_PREFIX
+
+    out = []
+    for text in values:
+        spec, value = parse_share(text, "--trace")
+        # A shipped name, else a path (even without a slash).
+        out.append((TRACE_PREFIX + (spec if spec in TRACES else os.path.abspath(spec)), value))
+    return out
+
+
+IMAGE_PATH: Final = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin",
+                     "/bin")  # where --program looks for a name without a slash (Debian's PATH)
+
+
+def parse_programs(values: Sequence[str], image: bytes | None) -> list[tuple[str, float]]:
+    """`--program` values, `NAME|PATH[=SHARE]` each, as ("exec:PATH", share) pairs.
+
+    A NAME is looked up in IMAGE_PATH of the image (default: the embedded distribution);
+    a PATH must be in the image. Else ParameterError naming --program and the value.
+    """
+    from xipmodel.distro import default_image_bytes
+    from xipmodel.workloads.sources import EXEC_PREFIX
+
+    out = []
+    with Ext2Image.open(image if image is not None else default_image_bytes()) as img:
+        for text in values:
+            spec, value = parse_share(text, "--program")
+            candidates = [spec] if "/" in spec else [f"{d}/{spec}" for d in IMAGE_PATH]
+            found = next((c for c in candidates if img.exists(c)), None)
+            if found is None or not found.startswith("/"):
+                raise ParameterError(f"--program: {spec!r} is not in the image (looked for "
+                                     f"{', '.join(candidates)})")
+            out.append((EXEC_PREFIX + os.path.normpath(found), value))
+    return out
+
+
 def parse_modes(text: str) -> tuple[str, ...]:
     """`pagecache,xip` → ("pagecache", "xip"), each checked against host.MODES."""
     from xipmodel.host import MODES
@@ -359,13 +423,22 @@ _ROWS: list[tuple[str, Callable[[dict[str, Any]], int], Callable[[int], str]]] =
 
 
 def describe_scenario(s: Scenario, image_name: str | None = None) -> str:
+    from xipmodel.workloads.sources import is_trace
+
     work = s.workload if isinstance(s.workload, str) else ", ".join(
         f"{n}={share:g}" for n, share in s.workload)
     variants = "each its own run" if s.variants is None else f"{s.variants} variants"
+    traces = sum(is_trace(name) for name, _ in s.mix)
+    if traces:
+        variants = "traces: one run each" if traces == len(s.mix) else \
+            f"{variants} of each program, one run of each trace"
+    if image_name is None:
+        image_name = "the embedded distribution" if not traces else (
+            "seeded stand-ins of the traces' files"
+            + (" and the embedded distribution" if traces < len(s.mix) else ""))
     return (f"{s.guests} guest{'s' if s.guests != 1 else ''} × {work} ({variants}), "
             f"{s.guest_ram_mib} MiB RAM each, seed {s.seed}\n"
-            f"ksmd scans {s.ksm_seconds:g} s more; image: "
-            f"{image_name or 'the embedded distribution'}")
+            f"ksmd scans {s.ksm_seconds:g} s more; image: {image_name}")
 
 
 def format_comparison(comparison: Comparison, image_name: str | None = None) -> str:
@@ -405,19 +478,47 @@ def cmd_compare(args: argparse.Namespace) -> str:
     from xipmodel.host import MODES, Scenario
 
     modes = parse_modes(args.modes) if args.modes else MODES
-    changes: dict[str, Any] = {"guests": args.guests, "workload": parse_workload(args.workload),
-                               "seed": args.seed}
+    image = load_image_bytes(args.image) if args.image else None
+    others = parse_traces(args.trace or []) + parse_programs(args.program or [], image)
+    changes: dict[str, Any] = {"guests": args.guests, "seed": args.seed,
+                               "workload": combine_workloads(args.workload, others)}
     for name in ("guest_ram_mib", "heap_share", "ksm_seconds", "kernel"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.variants is not None:
         changes["variants"] = args.variants or None
     scenario = Scenario(**changes)
-    image = load_image_bytes(args.image) if args.image else None
     comparison = run_comparison(scenario, modes, image, jobs=args.jobs)
     if args.json:
         return json.dumps(comparison_json(comparison), indent=2, sort_keys=False)
     return format_comparison(comparison, args.image)
+
+
+def combine_workloads(workload: str | None, others: Sequence[tuple[str, float]]
+                      ) -> str | tuple[tuple[str, float], ...]:
+    """--workload and the --trace and --program pairs as one workload: a name, or a mix
+    (default webserver)."""
+    mix = list(others)
+    if workload is not None or not mix:
+        programs = parse_workload(workload or "webserver")
+        mix = ([(programs, 1.0)] if isinstance(programs, str) else list(programs)) + mix
+    if len(mix) == 1:
+        return mix[0][0]
+    return tuple(mix)
+
+
+def cmd_image(programs: Sequence[str], output: str) -> str:
+    """Write the image of `programs` (sysroot.binaries_image) and say what it holds."""
+    from xipmodel.ext2 import File, Symlink, build_image
+    from xipmodel.sysroot import binaries_tree
+
+    tree = binaries_tree(programs)
+    data = build_image(tree, output, volume_name="xipmodel-host", timestamp=0)
+    files = [p for p, e in tree.items() if isinstance(e, File)]
+    links = sum(isinstance(e, Symlink) for e in tree.values())
+    size = sum(len(e.data) for e in tree.values() if isinstance(e, File))
+    return (f"{output}: {len(files)} files ({size / MIB:.1f} MiB) and {links} symlinks, "
+            f"image {len(data) / MIB:.1f} MiB\n" + "\n".join(f"  {p}" for p in sorted(files)))
 
 
 def demo_scenario() -> Scenario:
@@ -483,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         MAX_SEED,
         Scenario,
     )
+    from xipmodel.workloads.recorded import TRACES
     from xipmodel.workloads.synthetic import PROGRAMS
 
     max_ksm_seconds = Scenario().max_ksm_seconds  # the CLI keeps ksmd's rate and no spread
@@ -496,9 +598,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "faults and disk reads side by side (MiB, one decimal).")
     c.add_argument("--guests", type=int_in(1, MAX_GUESTS), default=8, metavar="N",
                    help=f"guests (default 8; at most {MAX_GUESTS})")
-    c.add_argument("--workload", default="webserver", metavar="NAME|MIX",
+    c.add_argument("--workload", default=None, metavar="NAME|MIX",
                    help=f"a program ({', '.join(PROGRAMS)}) or a mix such as "
-                   "webserver=0.8,shell=0.2 (default webserver)")
+                   "webserver=0.8,shell=0.2 (default webserver, unless --trace is given)")
+    c.add_argument("--trace", action="append", default=None, metavar="NAME|PATH[=SHARE]",
+                   help=f"replay a recorded trace: a shipped one ({', '.join(TRACES)}) or a "
+                   ".npz from `xipmodel record`; repeat for a mix (with --workload: "
+                   "traces and programs mixed)")
+    c.add_argument("--program", action="append", default=None, metavar="NAME|PATH[=SHARE]",
+                   help="exec a program of the image (a name is looked up in /usr/bin, /bin, "
+                   "...) in the guests, run by a seeded model; repeat for a mix; see "
+                   "`xipmodel image` for an image of this machine's binaries")
     c.add_argument("--modes", default=None, metavar="M,M",
                    help="modes to run, from pagecache,xip,ksm,dax (default all)")
     c.add_argument("--guest-ram", dest="guest_ram_mib", type=int_in(1, MAX_GUEST_RAM_MIB),
@@ -521,6 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
     c.add_argument("--jobs", type=int_in(1, MAX_JOBS), default=1, metavar="N",
                    help="run modes in N processes (default 1)")
+    i = sub.add_parser("image", help="populate and freeze an image with this machine's "
+                       "programs, their interpreter and libraries (as ld.so finds them)",
+                       description="Put each program, its PT_INTERP and every DT_NEEDED "
+                       "library (resolved as ld.so does; symlinks kept) in a frozen ext2 "
+                       "image, for `compare --image IMG --program NAME`.")
+    i.add_argument("-o", "--output", required=True, metavar="IMG", help="the image to write")
+    i.add_argument("programs", nargs="+", metavar="PROGRAM",
+                   help="a program's path, or a name found on PATH")
     k = sub.add_parser("kernelcheck", help="the model against this machine's kernel, "
                        "page for page (as root: loop-device filesystems of its own)",
                        description="Make the same accesses on fresh files of the running "
@@ -592,6 +710,9 @@ def _main(argv: list[str]) -> int:
             return 0
         if args.command == "compare":
             print(cmd_compare(args))
+            return 0
+        if args.command == "image":
+            print(cmd_image(args.programs, args.output))
             return 0
         if args.command == "kernelcheck":
             return kernelcheck.run_command(args)

@@ -85,7 +85,7 @@ from xipmodel.elf import (
     ProgramHeader,
 )
 from xipmodel.errors import DataFileError
-from xipmodel.ext2.builder import Entry, File, Symlink, build_image
+from xipmodel.ext2.builder import Entry, File, Symlink, build_image, follow_links
 from xipmodel.ext2.reader import Ext2Image
 
 __all__ = [
@@ -388,20 +388,10 @@ PROGRAMS: Final[dict[str, Program]] = _TABLE.programs
 
 def resolve(path: str) -> str:
     """`path` with every symlink of SYMLINKS followed, component by component (as namei)."""
-    parts = [p for p in path.split("/") if p]
-    done = ""
-    for _ in range(40):  # MAXSYMLINKS
-        while parts:
-            here = f"{done}/{parts.pop(0)}"
-            target = SYMLINKS.get(here)
-            if target is not None:
-                parts = [p for p in target.split("/") if p] + parts
-                done = "" if target.startswith("/") else done
-                break
-            done = here
-        else:
-            return done or "/"
-    raise KeyError(f"{path}: too many levels of symbolic links")
+    resolved = follow_links(path, SYMLINKS.get)
+    if resolved is None:
+        raise KeyError(f"{path}: too many levels of symbolic links")
+    return resolved
 
 
 def spec(path: str) -> ElfSpec:

@@ -36,10 +36,15 @@ Text (R-X) is never written, so it stays shared; data (RW-) pages are copied onl
 when written: by padzero, by the loader's relocations (GOT, .data.rel.ro before
 RELRO), by the program. `.bss`, `[heap]` and `[stack]` are anonymous memory.
 
+ld.so looks for a DT_NEEDED name in the object's DT_RPATH and its loaders' (unless it
+has DT_RUNPATH), then its DT_RUNPATH (`search_path`, $ORIGIN being the object's
+directory in the image), then `lib_path`, which stands for ld.so.cache and the system
+directories.
+
 Not modelled: ASLR (every base is fixed, as with `setarch -R`), the vDSO and vvar
 pages, argv/envp/auxv contents (one write to the top stack page stands for them),
-RELRO's mprotect (the relocated pages stay writable), RPATH/RUNPATH and
-$LD_LIBRARY_PATH, dlopen, TLS blocks, symbol lookup and lazy binding.
+RELRO's mprotect (the relocated pages stay writable), $LD_LIBRARY_PATH, DF_1_NODEFLIB,
+dlopen, TLS blocks, symbol lookup and lazy binding.
 """
 
 from __future__ import annotations
@@ -47,9 +52,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import posixpath
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -81,6 +87,7 @@ __all__ = [
     "ProgramHeader",
     "exec_image",
     "reloc_content",
+    "search_path",
 ]
 
 
@@ -471,6 +478,18 @@ class ElfFile:
         value = self.dt(DT_SONAME)
         return None if value is None else self._dynstr(value, "DT_SONAME")
 
+    @cached_property
+    def rpath(self) -> str | None:
+        """DT_RPATH, if any: directories separated by colons, $ORIGIN not yet expanded."""
+        value = self.dt(DT_RPATH)
+        return None if value is None else self._dynstr(value, "DT_RPATH")
+
+    @cached_property
+    def runpath(self) -> str | None:
+        """DT_RUNPATH, if any (as DT_RPATH; an object with both uses only DT_RUNPATH)."""
+        value = self.dt(DT_RUNPATH)
+        return None if value is None else self._dynstr(value, "DT_RUNPATH")
+
     @property
     def reloc_bytes(self) -> int:
         """Bytes of relocations the loader applies: DT_RELASZ + DT_RELSZ + DT_PLTRELSZ."""
@@ -620,6 +639,38 @@ class ExecResult:
                  v.pgoff << PAGE_SHIFT, v.name) for v in vmas]
 
 
+DST_LIB: Final = "lib/x86_64-linux-gnu"  # $LIB on Debian amd64
+DST_PLATFORM: Final = "x86_64"  # $PLATFORM: AT_PLATFORM
+
+
+def expand_dst(entry: str, origin: str) -> str:
+    """A DT_RPATH/DT_RUNPATH entry with $ORIGIN, $LIB and $PLATFORM (braced too) expanded."""
+    for token, value in (("ORIGIN", origin), ("LIB", DST_LIB), ("PLATFORM", DST_PLATFORM)):
+        entry = entry.replace("${" + token + "}", value).replace("$" + token, value)
+    return entry
+
+
+def search_path(chain: Sequence[tuple[ElfFile, str]],
+                library_path: Sequence[str] = ()) -> list[str]:
+    """Model of dl-load.c:_dl_map_object's directories before ld.so.cache, for a DT_NEEDED
+    name of chain[0].
+
+    `chain` is (object, its $ORIGIN) from the object needing the name up to the program.
+    DT_RPATH of each, in that order, unless chain[0] has DT_RUNPATH; then `library_path`
+    ($LD_LIBRARY_PATH); then chain[0]'s DT_RUNPATH. Empty entries are skipped.
+    """
+    first = chain[0][0]
+    dirs: list[str] = []
+    if first.runpath is None:
+        for elf, origin in chain:
+            if elf.rpath:
+                dirs += [expand_dst(d, origin) for d in elf.rpath.split(":") if d]
+    dirs += list(library_path)
+    if first.runpath:
+        dirs += [expand_dst(d, chain[0][1]) for d in first.runpath.split(":") if d]
+    return dirs
+
+
 def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None,
                lib_path: tuple[str, ...] = DEFAULT_LIB_PATH,
                reloc_fraction: float = RELOC_FRACTION,
@@ -689,11 +740,16 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
     if interp is not None:
         loader.seen_ino[image.lookup(path)] = main
         loader.seen_ino[image.lookup(interp.path)] = interp
+        loaded_by: dict[str, LoadedObject] = {}  # each library's path → who needed it first
         queue: list[LoadedObject] = [main]
         while queue:
             obj = queue.pop(0)
+            chain = [obj]
+            while chain[-1].path in loaded_by:
+                chain.append(loaded_by[chain[-1].path])
+            dirs = search_path([(o.elf, posixpath.dirname(o.path)) for o in chain])
             for name in obj.elf.needed:
-                found = _find_library(image, name, lib_path, obj.path)
+                found = _find_library(image, name, (*dirs, *lib_path), obj.path)
                 ino = image.lookup(found)
                 if ino in loader.seen_ino:
                     continue
@@ -704,6 +760,7 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
                                    f"{lib_elf.header.e_type}: a shared library must be ET_DYN")
                 lib = loader.load(found, "lib", lib_elf, loader.below_mmap(lib_elf))
                 loader.seen_ino[ino] = lib
+                loaded_by[found] = obj
                 queue.append(lib)
         for obj in loader.objects:
             loader.relocate(obj)

@@ -35,7 +35,6 @@ from typing import Any, Final
 
 import numpy as np
 
-from xipmodel.distro import default_image
 from xipmodel.elf import STACK_TOP, exec_image
 from xipmodel.errors import ParameterError
 from xipmodel.events import EventBus
@@ -46,7 +45,8 @@ from xipmodel.mm.ksm import RMAP_ITEM_BYTES, Ksm, KsmCounters
 from xipmodel.mm.pagecache import CACHE_POLICIES
 from xipmodel.mm.segment import SharedSegment
 from xipmodel.params import DEFAULT_KERNEL, PAGE_SHIFT, PAGE_SIZE, PRESETS, kernel_profile
-from xipmodel.workloads.synthetic import PROGRAMS, ProgramModel, synthesize
+from xipmodel.workloads.sources import is_trace, program_model, workload_name, workload_set
+from xipmodel.workloads.synthetic import ProgramModel, synthesize
 from xipmodel.workloads.trace import PageTrace, replay
 
 __all__ = [
@@ -124,15 +124,14 @@ def _check_real(name: str, value: object, low: float, high: float | None) -> Non
 
 
 def _check_workload(workload: object) -> str | tuple[tuple[str, float], ...]:
-    """A program name, or (name, share) pairs with finite shares >= 0, not all 0.
+    """A workload name (workloads/sources.py), or (name, share) pairs with finite shares
+    >= 0, not all 0.
 
-    Returns the mix as a tuple of tuples (a list of lists from JSON becomes one).
+    Returns the names in their canonical spelling and the mix as a tuple of tuples (a
+    list of lists from JSON becomes one).
     """
-    programs = ", ".join(PROGRAMS)
     if isinstance(workload, str):
-        if workload not in PROGRAMS:
-            raise ParameterError(f"Scenario: workload {workload!r} is not one of {programs}")
-        return workload
+        return workload_name(workload)
     if not isinstance(workload, (tuple, list)) or not workload:
         raise ParameterError(f"Scenario: workload {workload!r} is not a program name or a "
                              f"non-empty tuple of (program, share) pairs")
@@ -142,8 +141,7 @@ def _check_workload(workload: object) -> str | tuple[tuple[str, float], ...]:
             raise ParameterError(f"Scenario: workload[{i}] {pair!r} is not a (program, "
                                  f"share) pair")
         name, share = pair
-        if not isinstance(name, str) or name not in PROGRAMS:
-            raise ParameterError(f"Scenario: workload {name!r} is not one of {programs}")
+        name = workload_name(name)
         if isinstance(share, bool) or not isinstance(share, numbers.Real) or \
                 not math.isfinite(float(share)) or float(share) < 0:
             raise ParameterError(f"Scenario: workload share {share!r} of {name!r} is not a "
@@ -159,7 +157,8 @@ class Scenario:
     """What to run: guests, their workload mix and memory, and the knobs of the modes."""
 
     guests: int = 8
-    workload: str | tuple[tuple[str, float], ...] = "webserver"  # a program, or a mix
+    # A program, a trace, or a mix (see workloads/sources.py).
+    workload: str | tuple[tuple[str, float], ...] = "webserver"
     guest_ram_mib: int = 512
     heap_share: float | None = None  # share of each run's touched memory that is heap
     seed: int = 0
@@ -265,7 +264,12 @@ class Scenario:
         return _deal(self.mix, guest + 1)[guest]
 
     def variant_of(self, guest: int) -> int:
-        """Which seeded run of its program guest `guest` makes (guests cycle through them)."""
+        """Which seeded run of its program guest `guest` makes (guests cycle through them).
+
+        A trace has one run: every guest replaying it makes variant 0.
+        """
+        if is_trace(self.program_of(guest)):
+            return 0
         return guest if self.variants is None else guest % self.variants
 
     def replace(self, **changes: Any) -> Scenario:
@@ -353,9 +357,18 @@ class Comparison:
         return {"scenario": dataclasses.asdict(self.scenario),
                 "modes": {m: r.as_dict() for m, r in self.results.items()}}
 
+    def to_dataframe(self, prefixes: bool = False) -> Any:
+        """A tidy pandas DataFrame: mode, guests, category, bytes (xipmodel.tidy; needs
+        pandas). `prefixes`: also every first n guests (not in ksm mode). A sweep's list
+        of comparisons: `xipmodel.tidy.tidy_frame(comparisons)`."""
+        from xipmodel.tidy import tidy_frame
+
+        return tidy_frame(self, prefixes)
+
 
 class Host:
-    """One host running `scenario` in `mode`, on `image` (default: the embedded distribution)."""
+    """One host running `scenario` in `mode`, on `image` (default: the embedded distribution,
+    or the image built for the scenario's traces: workloads/sources.py)."""
 
     def __init__(self, scenario: Scenario, mode: str, image: Ext2Image | None = None,
                  bus: EventBus | None = None, clone_guests: bool = True,
@@ -371,7 +384,8 @@ class Host:
             raise ParameterError(f"Host: mode {mode!r} is not one of {', '.join(MODES)}")
         self.scenario = scenario
         self.mode = mode
-        self.image = image if image is not None else default_image()
+        self.workloads = workload_set([name for name, _ in scenario.mix], image)
+        self.image = self.workloads.image
         self.bus = bus if bus is not None else EventBus()
         self.memory = HostMemory()
         self.segment: SharedSegment | None = None
@@ -449,8 +463,11 @@ class Host:
         return self.result()
 
     def run_program(self, guest: Guest, program: str, seed: int) -> None:
-        """exec `program` in `guest` and replay a seeded run of it."""
-        model = PROGRAMS[program]
+        """exec `program` in `guest` and replay a seeded run of it (a trace: replay it)."""
+        if is_trace(program):
+            replay(guest, self.workloads.traces[program])
+            return
+        model = program_model(program)
         mm = guest.new_process(program)
         if mm is None:
             return  # fork failed: the guest is out of memory (counted in its stats)

@@ -54,7 +54,7 @@ import os
 import stat as statmod
 import struct
 import uuid as uuidlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Final, TypeAlias
 
@@ -69,6 +69,29 @@ __all__ = ["BuildSource", "Directory", "Entry", "File", "HardLink", "Symlink", "
 Blocks: TypeAlias = npt.NDArray[np.int64]
 
 # --- what the caller describes -------------------------------------------------
+
+
+def follow_links(path: str, readlink: Callable[[str], str | None]) -> str | None:
+    """`path` with every symlink followed, component by component (as fs/namei.c), where
+    `readlink(p)` is the target of the link at absolute path p, or None if p is no link.
+
+    None after more than MAXSYMLINKS links (a loop). Used on build mappings and tables
+    of links, whose paths are absolute and normalized.
+    """
+    parts = [p for p in path.split("/") if p]
+    done = ""
+    for _ in range(L.MAXSYMLINKS):
+        while parts:
+            here = f"{done}/{parts.pop(0)}"
+            target = readlink(here)
+            if target is not None:
+                parts = [p for p in target.split("/") if p] + parts
+                done = "" if target.startswith("/") else done
+                break
+            done = here
+        else:
+            return done or "/"
+    return None
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,11 @@ gives their sizes, so a guest image can hold stand-ins where the files differ.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import numbers
+import os
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -23,9 +26,10 @@ from xipmodel.errors import ParameterError
 from xipmodel.workloads.trace import PageTrace
 
 if TYPE_CHECKING:
+    from xipmodel.ext2.builder import Entry
     from xipmodel.ext2.reader import Ext2Image
 
-__all__ = ["TRACES", "load_trace", "trace_image"]
+__all__ = ["TRACES", "load_trace", "trace_file_sizes", "trace_image", "traces_image"]
 
 TRACES: Final = ("shell", "httpd", "interpreter", "compiler")
 
@@ -41,6 +45,8 @@ def load_trace(name: str) -> PageTrace:
 
 # The most file bytes trace_image makes up (the shipped traces need under 8 MiB).
 MAX_IMAGE_FILE_BYTES: Final = 1 << 30
+# Where a trace's file goes when its path is taken by a different file (traces_image).
+RELOCATED_DIR: Final = "/xipmodel-traces"
 
 
 def trace_image(trace: PageTrace, seed: int = 0) -> Ext2Image:
@@ -51,14 +57,21 @@ def trace_image(trace: PageTrace, seed: int = 0) -> Ext2Image:
     in all at most: else ParameterError naming the file and the value. The volume is
     named after the trace (its first 16 bytes: all an ext2 label holds).
     """
-    from xipmodel.ext2 import Ext2Image, build_image
-    from xipmodel.ext2.layout import fit_volume_name
+    return traces_image([trace], seed=seed)[0]
 
+
+def trace_file_sizes(trace: PageTrace) -> dict[str, int]:
+    """Each file `trace` maps, with its recorded size (meta["file_sizes"]), checked.
+
+    A size missing or not an integer >= 0, or sizes adding up to more than
+    MAX_IMAGE_FILE_BYTES, raise ParameterError naming the trace, the file and the value.
+    """
     who = f"trace_image: trace {trace.name!r}"
     sizes = trace.meta.get("file_sizes")
     if not isinstance(sizes, dict):
         raise ParameterError(f"{who}: meta['file_sizes'] is {type(sizes).__name__}, not a "
                              f"mapping of each mapped file to its size")
+    out: dict[str, int] = {}
     total = 0
     for path in trace.files():
         size = sizes.get(path)
@@ -70,8 +83,99 @@ def trace_image(trace: PageTrace, seed: int = 0) -> Ext2Image:
             raise ParameterError(f"{who}: meta['file_sizes'] adds up to more than "
                                  f"{MAX_IMAGE_FILE_BYTES} bytes (at {path!r}, "
                                  f"{int(size)} bytes): too large to make up")
+        out[path] = int(size)
+    return out
+
+
+def traces_image(traces: Sequence[PageTrace], seed: int = 0,
+                 base: Mapping[str, Entry] | None = None,
+                 volume_name: str | None = None) -> tuple[Ext2Image, list[PageTrace]]:
+    """One frozen image holding the files of every trace (and the tree `base`, if given).
+
+    A path two traces map at the same size is one file, shared (as libc is); a path
+    already taken (by `base`, or another trace's file of another size, or a directory)
+    moves the later trace's file under RELOCATED_DIR/<trace's index>/, and that trace's
+    maps with it. Paths are resolved through `base`'s symlinks, as namei would. New files
+    are seeded stand-ins of their recorded sizes (trace_file_sizes checks them).
+    Returns the image and the traces as they map it. The volume is named `volume_name`,
+    else after the only trace (its first 16 bytes), else "xipmodel-traces".
+    """
+    from xipmodel.ext2 import Ext2Image, build_image
+    from xipmodel.ext2.layout import fit_volume_name
+
+    tree: dict[str, Entry] = dict(base or {})
+    made: dict[str, int] = {}  # the new files, path → size
+    placed: list[PageTrace] = []
+    total = 0
+    for index, trace in enumerate(traces):
+        moved: dict[str, str] = {}
+        for path, size in trace_file_sizes(trace).items():
+            where = _resolve(tree, path)
+            if where is None or (where in tree and
+                                 _entry_size(tree[where], made.get(where)) != size):
+                where = f"{RELOCATED_DIR}/{index}{path}"
+                moved[path] = where
+            if where not in tree:
+                total += size
+                if total > MAX_IMAGE_FILE_BYTES:
+                    raise ParameterError(f"traces_image: the traces' files add up to more "
+                                         f"than {MAX_IMAGE_FILE_BYTES} bytes (at trace "
+                                         f"{trace.name!r}, {path!r}): too large to make up")
+                tree[where] = b""  # a placeholder: the bytes are made below, in path order
+                made[where] = size
+        placed.append(_moved(trace, moved) if moved else trace)
     rng = np.random.default_rng([seed, 0x7ACE])
-    tree = {p: rng.integers(1, 256, int(sizes[p]), dtype=np.uint8).tobytes()
-            for p in trace.files()}
-    return Ext2Image.open(build_image(tree, volume_name=fit_volume_name(trace.name),
-                                      timestamp=0))
+    for path in sorted(made):
+        tree[path] = rng.integers(1, 256, made[path], dtype=np.uint8).tobytes()
+    if volume_name is None:
+        volume_name = traces[0].name if len(traces) == 1 else "xipmodel-traces"
+    image = Ext2Image.open(build_image(tree, volume_name=fit_volume_name(volume_name),
+                                       timestamp=0))
+    return image, placed
+
+
+def _resolve(tree: Mapping[str, Entry], path: str) -> str | None:
+    """`path` with `tree`'s symlinks followed (as namei); None where it cannot be a file.
+
+    None: a component is a file, the path is a directory of the tree, or links loop.
+    """
+    from xipmodel.ext2.builder import Directory, Symlink, follow_links
+
+    def readlink(here: str) -> str | None:
+        entry = tree.get(here)
+        return os.fsdecode(entry.target) if isinstance(entry, Symlink) else None
+
+    resolved = follow_links(path, readlink)
+    if resolved is None:
+        return None
+    parents = resolved.split("/")
+    if any(not isinstance(tree.get("/".join(parents[:i]), Directory()), Directory)
+           for i in range(2, len(parents))):
+        return None  # a file where a directory is needed
+    if any(key.startswith(resolved + "/") for key in tree):
+        return None  # a directory
+    return resolved
+
+
+def _entry_size(entry: Entry, made: int | None) -> int | None:
+    """The size of a file entry of a build tree (`made`: a placeholder's size); None if
+    it is not a regular file."""
+    from xipmodel.ext2 import File
+
+    if made is not None:
+        return made
+    if isinstance(entry, bytes):
+        return len(entry)
+    if isinstance(entry, File):
+        return entry.size if entry.size is not None else len(entry.data)
+    return None
+
+
+def _moved(trace: PageTrace, moved: dict[str, str]) -> PageTrace:
+    """`trace` with the files in `moved` at their new paths (maps and file sizes)."""
+    maps = [dataclasses.replace(m, path=moved.get(m.path, m.path)) if m.path else m
+            for m in trace.maps]
+    meta = dict(trace.meta)
+    sizes = trace_file_sizes(trace)
+    meta["file_sizes"] = {moved.get(p, p): size for p, size in sizes.items()}
+    return PageTrace(trace.name, maps, trace.vpns, trace.kinds, meta, trace.contents)
