@@ -96,6 +96,17 @@ class Ksm:
         self._recount()
         return self._counters
 
+    @property
+    def next_wake(self) -> int:
+        """Model time of ksmd's next wake-up."""
+        return self._next_wake
+
+    @property
+    def untouched(self) -> bool:
+        """Has ksmd looked at no guest page yet (no rmap_item, no tree, no pass under way)?"""
+        return not (self.rmap_items or self.stable or self.checksum or len(self._pass_pages)
+                    or self._counters.pages_scanned or self._counters.full_scans)
+
     def run_until(self, time_ns: int) -> int:
         """Wake ksmd every sleep_millisecs up to model time `time_ns`; returns pages scanned.
 
