@@ -59,7 +59,7 @@ from xipmodel.distro import default_image
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import MODES, Comparison, Host, RunResult, Scenario
 from xipmodel.lab import views
-from xipmodel.lab.runs import RunCache, default_curve_guests, has_prefixes
+from xipmodel.lab.runs import RunCache, default_curve_guests, has_prefixes, line_of_run
 from xipmodel.mm.guest import Guest
 from xipmodel.workloads.synthetic import PROGRAMS
 
@@ -283,18 +283,19 @@ def _html_table(rows: Sequence[tuple[object, object]], title: str) -> str:
 class Dashboard:
     """The controller of comparison_dashboard: controls, a RunCache, three FigureWidgets.
 
-    Runs. The cache's `reach` is the slider's maximum, so the first update runs each
-    shown mode that has prefixes (all but ksm) once, at that many guests, with the
-    progress bar; every other position of the slider is then a prefix of those runs,
-    drawn without running anything (see runs.py). Their lines on the guests curve have
+    Runs. The cache's `reach` is the slider's maximum (or `reach`), so the first update
+    grows one run per shown mode to that many guests, with the progress bar; every
+    other position of the slider is then answered from those runs without running a
+    guest (see runs.py): a prefix, plus for ksm ksmd's scan after the last start,
+    counted in bulk (a few ms). The lines of the modes but ksm on the guests curve have
     every guest count up to the maximum (read off the runs' timelines), so a move
-    redraws the two bar charts and leaves the curve alone (what each mode saves at the
-    slider's value is in `summary`, an HTML line above it): 120 ms from the key press
-    to the new numbers on screen in Chromium (python -m bench browser). Showing dax, or
-    another workload, RAM or heap share, costs one such run per mode. KSM has no
-    prefixes: each guest count never seen runs it on demand (1–3 s, with the progress
-    bar), and the update then draws twice, at once with what is known (an empty ksm bar
-    named in the title, the ksm line with the points known), again when ksm is done.
+    redraws the two bar charts and the ksm line (what each mode saves at the slider's
+    value is in `summary`, an HTML line above the curve, sent after the figures). A
+    count past a run's length grows it by the guests missing (continued, not started
+    over). Showing dax, or another workload, RAM or heap share, costs one such run per
+    mode. Only ksm with guests started apart (start_interval_ms > 0) runs per guest
+    count, on demand, and the update then draws twice: at once with what is known (an
+    empty ksm bar named in the title), again when ksm is done.
 
     In a Jupyter kernel the first computation waits until the cell that built the
     dashboard has run (post_run_cell): the box is on screen by then and shows the
@@ -303,7 +304,8 @@ class Dashboard:
 
     def __init__(self, scenario: Scenario, image: Ext2Image | None, max_guests: int,
                  mixes: Mapping[str, Workload], cache: RunCache | None,
-                 curve_guests: Sequence[int] | None, defer: bool | None) -> None:
+                 curve_guests: Sequence[int] | None, defer: bool | None,
+                 reach: int | None = None) -> None:
         self.cache = cache if cache is not None else RunCache(image)
         self.base = scenario
         self.curve_guests = curve_guests
@@ -314,7 +316,8 @@ class Dashboard:
         self.guests_slider = W.IntSlider(value=scenario.guests, min=1,
                                          max=max(max_guests, scenario.guests),
                                          description="guests", continuous_update=False)
-        self.cache.reach = max(self.cache.reach, self.guests_slider.max)
+        self.cache.reach = max(self.cache.reach,
+                               self.guests_slider.max if reach is None else reach)
         self.mix = W.Dropdown(options=list(mixes.items()), value=scenario.workload,
                               description="workload")
         self.ram = W.SelectionSlider(options=[(f"{r} MiB", r) for r in
@@ -391,15 +394,15 @@ class Dashboard:
     def _curve_points(self, mode: str) -> list[int]:
         """The guest counts of `mode`'s line on the guests curve.
 
-        Given `curve_guests`: those and the slider's value. Otherwise a mode with prefixes
-        has every count up to the slider's maximum (one run's timeline: the line stays
+        Given `curve_guests`: those and the slider's value. Otherwise a mode whose line
+        is read off one run has every count up to the slider's maximum (the line stays
         put while the slider moves), ksm the powers of two up to the slider's value and
         the value.
         """
         n = self.guests_slider.value
         if self.curve_guests is not None:
             return sorted({*self.curve_guests, n})
-        if has_prefixes(mode):
+        if line_of_run(mode):
             return list(range(1, self.guests_slider.max + 1))
         return default_curve_guests(n)
 
@@ -423,12 +426,13 @@ class Dashboard:
         results = self.cache.known(s, modes).results
         lines = {m: self.cache.line(s, m, self._curve_points(m)) for m in modes}
         curve = views.guests_lines(lines, modes, s.guests)
-        self.summary.value = f"<b>{curve['summary']}</b>"  # first: the cheapest to draw
         update_figures([
             (self._figures["memory"], views.memory_bars(results, pending)),
             (self._figures["faults"], views.faults_bars(results, pending)),
             (self._figures["guests"], curve),
         ])
+        # Last: the text never names a guest count the figures do not show yet.
+        self.summary.value = f"<b>{curve['summary']}</b>"
 
     def update(self) -> None:
         """Recompute what the controls ask for (only what the cache does not know), redraw."""
@@ -447,7 +451,7 @@ class Dashboard:
         jobs = []
         for m in modes:
             counts = {s.guests, *self._curve_points(m)}
-            if has_prefixes(m):
+            if line_of_run(m) and has_prefixes(m, s):
                 counts = {max(top, *counts)}  # one run answers every count below it
             jobs += [(s.replace(guests=n), m) for n in sorted(counts)]
         return jobs
@@ -458,7 +462,7 @@ class Dashboard:
         s, modes = self.scenario(), self.modes()
         jobs = self._jobs(s, modes)
         # Modes with prefixes first: one run per family at most (at the slider's maximum).
-        self.cache.run_many([j for j in jobs if has_prefixes(j[1])], self._progress)
+        self.cache.run_many([j for j in jobs if has_prefixes(j[1], j[0])], self._progress)
         pending = [m for m in modes if self.cache.plan([j for j in jobs if j[1] == m])]
         t1 = time.perf_counter()
         if pending:
@@ -498,19 +502,20 @@ def comparison_dashboard(scenario: Scenario | None = None, *, image: Ext2Image |
                          max_guests: int = 256, mixes: Mapping[str, Workload] = MIXES,
                          cache: RunCache | None = None,
                          curve_guests: Sequence[int] | None = None,
-                         defer: bool | None = None) -> Any:
+                         defer: bool | None = None, reach: int | None = None) -> Any:
     """A box of controls and figures comparing the modes for one scenario.
 
     `curve_guests`: the points of the memory-versus-guests curve (default: powers of two
     up to the slider's value, and the value). Runs are cached in `cache` (a RunCache,
-    whose reach becomes at least `max_guests`): each shown mode but ksm runs once at
-    `max_guests` guests, and every slider position is a prefix of that run, drawn
-    without running anything; ksm runs once per guest count, on demand.
+    whose reach becomes at least `reach`, default `max_guests`): each shown mode runs
+    once at that many guests, and every slider position up to it is answered from that
+    run without running a guest; a position past it grows the run (a few ms a guest
+    when guests repeat a variant). A smaller `reach` builds the dashboard sooner.
     `defer`: compute the first state after the cell has run (None: in a Jupyter kernel,
     so that the progress bar is on screen), or at once (False).
     """
     return Dashboard(scenario or Scenario(), image, max_guests, mixes, cache,
-                     curve_guests, defer).widget
+                     curve_guests, defer, reach).widget
 
 
 # ── the memory map ──────────────────────────────────────────────────────────────────────
