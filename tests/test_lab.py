@@ -183,3 +183,287 @@ def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
 
     monkeypatch.setattr(Host, "add_guests", counting)
     return calls
+
+
+def _bars(fig: Any) -> dict[str, list[float]]:
+    return {t.name: list(t.y) for t in fig.data}
+
+
+def _expected_bars(scenario: Scenario, modes: list[str]) -> dict[str, list[float]]:
+    results = {m: Host(scenario, m).run() for m in modes}
+    return {c: [results[m].bytes_by_category[c] / MIB for m in modes] for c in CATEGORIES}
+
+
+def test_dashboard_builds_headless_with_the_model_numbers(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built: one run per mode at the slider's maximum, ksm included (its curve points are
+    that run's prefixes plus ksmd's tail)."""
+    calls = _count_runs(monkeypatch)
+    box = lab.comparison_dashboard(SMALL, max_guests=8)
+    assert sorted(calls) == [("ksm", 0, 8), ("pagecache", 0, 8), ("xip", 0, 8)]
+    dash = box.controller
+    assert dash.modes() == MODES3
+    want = _expected_bars(SMALL, MODES3)
+    got = _bars(dash.figures["memory"])
+    for cat in CATEGORIES:
+        assert got[cat] == pytest.approx(want[cat], abs=1e-6), cat
+    curve = dash.figures["guests"]
+    assert [t.name for t in curve.data] == ["pagecache", "xip", "ksm", "dax"]
+    # Modes with prefixes: every guest count up to the maximum, read off one run's timeline.
+    assert list(curve.data[1].x) == list(range(1, 9))
+    assert list(curve.data[1].y) == pytest.approx(
+        [Host(SMALL.replace(guests=n), "xip").run().host_bytes / MIB for n in range(1, 9)],
+        abs=1e-6)
+    assert list(curve.data[2].x) == [1, 2]  # ksm: a result per point
+    assert list(curve.data[3].x) == [] and curve.data[3].visible is False
+    assert "at 2 guests: " in dash.summary.value and "xip saves" in dash.summary.value
+
+
+def test_slider_change_updates_figures_in_place_from_the_cache(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Moving the guests slider runs no guest (ksm too is read off its run), and redraws
+    in place."""
+    want3 = _expected_bars(SMALL.replace(guests=3), MODES3)
+    want2 = _expected_bars(SMALL, MODES3)
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    memory, guests = dash.figures["memory"], dash.figures["guests"]
+    calls = _count_runs(monkeypatch)
+
+    dash.guests_slider.value = 3
+    assert calls == []  # prefixes of the 8-guest runs (ksm: plus ksmd's tail)
+    assert dash.figures["memory"] is memory and dash.figures["guests"] is guests
+    got = _bars(memory)
+    for cat in CATEGORIES:
+        assert got[cat] == pytest.approx(want3[cat], abs=1e-6), cat
+    assert list(guests.data[1].x) == list(range(1, 9))  # the xip line did not move
+    assert list(guests.data[2].x) == [1, 2, 3]  # ksm got its new point
+    assert "at 3 guests: " in dash.summary.value
+    # The synced state a new view draws from (JUPYTER.md pitfall 3) holds the new numbers too.
+    bundle = {t["name"]: t["y"] for t in memory._widget_data}
+    assert list(bundle["page_cache"]) == pytest.approx(want3["page_cache"], abs=1e-6)
+
+    calls.clear()
+    dash.guests_slider.value = 7
+    dash.mode_buttons["ksm"].value = False
+    dash.guests_slider.value = 2
+    assert calls == []  # the curve's new points (4 and 7) too
+    assert _bars(memory)["anon"] == pytest.approx(want2["anon"][:2], abs=1e-6)
+    assert list(memory.data[0].x) == ["pagecache", "xip"]
+    assert "0 new runs" in dash.status.value
+
+    calls.clear()
+    dash.mode_buttons["dax"].value = True  # a mode not run yet: once, at the maximum
+    dash.guests_slider.value = 5
+    assert calls == [("dax", 0, 8)]
+    assert list(memory.data[0].x) == ["pagecache", "xip", "dax"]
+    assert _bars(memory)["shared"] == pytest.approx(
+        _expected_bars(SMALL.replace(guests=5), ["pagecache", "xip", "dax"])["shared"],
+        abs=1e-6)
+
+
+def test_slider_past_the_runs_continues_them(lab: ModuleType,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the guest count run so far (reach 3, slider to 4), each mode's run gets one guest
+    more, continued rather than started over, and the figures show the 4-guest numbers."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=8, reach=3).controller
+    memory, curve = dash.figures["memory"], dash.figures["guests"]
+    calls = _count_runs(monkeypatch)
+    dash.guests_slider.value = 4
+    assert sorted(calls) == [("ksm", 3, 4), ("pagecache", 3, 4), ("xip", 3, 4)]
+    want = _expected_bars(SMALL.replace(guests=4), MODES3)
+    got = _bars(memory)
+    for cat in CATEGORIES:
+        assert got[cat] == pytest.approx(want[cat], abs=1e-6), cat
+    assert list(curve.data[1].x) == [1, 2, 3, 4]  # xip: every count run so far
+    assert memory.layout.title.text == "Host memory, 4 guests"
+    assert "at 4 guests: " in dash.summary.value
+
+
+def test_pending_ksm_is_drawn_empty_first(lab: ModuleType,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """While ksm runs (guests started apart: a run per count), the figures already hold the
+    other modes' new numbers."""
+    apart = SMALL.replace(start_interval_ms=30.0)
+    want = _expected_bars(apart.replace(guests=3), ["pagecache", "xip"])
+    dash = lab.comparison_dashboard(apart, max_guests=8).controller
+    memory, guests = dash.figures["memory"], dash.figures["guests"]
+    seen: list[tuple[str, list[Any], list[Any]]] = []
+    real = Host.run
+
+    def snapshot(self: Host, *args: Any, **kwargs: Any) -> RunResult:
+        seen.append((memory.layout.title.text, list(memory.data[2].y), list(guests.data[2].x)))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Host, "run", snapshot)
+    dash.guests_slider.value = 3
+    assert len(seen) == 1
+    title, anon, ksm_x = seen[0]
+    assert title == "Host memory, 3 guests (ksm running…)"
+    assert anon[:2] == pytest.approx(want["anon"], abs=1e-6) and anon[2] is None
+    assert ksm_x == [1, 2]
+    assert memory.layout.title.text == "Host memory, 3 guests"
+    assert list(guests.data[2].x) == [1, 2, 3]
+
+
+def test_curve_guests_fixes_the_curve_points(lab: ModuleType) -> None:
+    """Given curve_guests, every line has those points and the slider's value."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=8, curve_guests=[1, 4]).controller
+    dash.guests_slider.value = 3
+    curve = dash.figures["guests"]
+    for trace in curve.data[:3]:
+        assert list(trace.x) == [1, 3, 4], trace.name
+    assert list(curve.data[0].y) == pytest.approx(
+        [Host(SMALL.replace(guests=n), "pagecache").run().host_bytes / MIB
+         for n in (1, 3, 4)], abs=1e-6)
+
+
+def test_dashboard_in_a_kernel_computes_after_the_cell(lab: ModuleType) -> None:
+    """In a kernel the first state is computed by post_run_cell (the box is on screen by
+    then, with its progress bar), or at once when read."""
+
+    class Events:
+        def __init__(self) -> None:
+            self.hooks: list[Callable[..., None]] = []
+
+        def register(self, event: str, hook: Callable[..., None]) -> None:
+            assert event == "post_run_cell"
+            self.hooks.append(hook)
+
+        def unregister(self, event: str, hook: Callable[..., None]) -> None:
+            self.hooks.remove(hook)
+
+    events = Events()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lab, "_kernel_events", lambda: events)
+        dash = lab.comparison_dashboard(SMALL, max_guests=4).controller
+        assert dash.status.value == "computing…" and len(events.hooks) == 1
+        assert list(dash._figures["memory"].data[0].y) == [None, None, None]
+        events.hooks[0](None)  # the cell has run
+        assert events.hooks == []
+        assert "new runs" in dash.status.value
+        assert list(dash._figures["memory"].data[0].x) == MODES3
+        dash2 = lab.comparison_dashboard(SMALL, max_guests=4, cache=dash.cache).controller
+        assert _bars(dash2.figures["memory"]) == _bars(dash.figures["memory"])  # read: now
+        events.hooks[0](None)
+        assert "0 new runs" in dash2.status.value
+
+
+# ── the memory map ──────────────────────────────────────────────────────────────────────
+
+def test_hover_text_names_the_file_and_page_of_a_frame(xip_host: Host,
+                                                       pagecache_host: Host) -> None:
+    """A page-cache copy and a shared-segment frame both say which file page they hold."""
+    for host, kind in ((pagecache_host, FrameKind.PAGECACHE), (xip_host, FrameKind.SHARED)):
+        mem = host.memory
+        pfn = int(np.flatnonzero(mem.kind[:mem.frames] == kind)[0])
+        block = int(mem.content[pfn]) - CONTENT_BLOCK
+        path, page = _file_page_of_block(host, block)
+        text = views.describe_frame(host, pfn)
+        assert f"image block {block} = {path} page {page}" in text
+    # The most shared segment frame lists the guests that map it.
+    mem = xip_host.memory
+    shared = np.flatnonzero(mem.kind[:mem.frames] == FrameKind.SHARED)
+    pfn = int(shared[np.argmax(mem.refcount[shared])])
+    users = [g.gid for g in xip_host.guests
+             if any(xip_host.segment.frame_of[b] == pfn for b in g.dcss_mapped)]  # type: ignore[union-attr]
+    assert len(users) == mem.refcount[pfn] - 1 == 2
+    assert "mapped by guests 0–1" in views.describe_frame(xip_host, pfn)
+
+
+def test_memory_map_widget_hover_and_zoom(lab: ModuleType, xip_host: Host) -> None:
+    box = lab.memory_map(xip_host, cells=256, columns=32)
+    mm = box.controller
+    mm.zoom.value = 1
+    mm.position.value = 0
+    kind_trace = mm.figure.data[0]
+    text = [cell for row in kind_trace.text for cell in row]
+    assert text[5] == views.describe_frame(xip_host, 5)
+    assert np.asarray(kind_trace.z).shape == (8, 32)
+
+
+def test_memory_map_of_a_100k_frame_host_is_binned(lab: ModuleType) -> None:
+    """A host of ~100k frames fits in the cells at the widest zoom, quickly."""
+    host = Host(Scenario(guests=1), "xip")
+    for i in range(100_000):
+        host.memory.alloc(FrameKind.ANON if i % 3 else FrameKind.PAGECACHE, 0,
+                          CONTENT_BLOCK + 300 if i % 3 == 0 else -i - 2)
+    start = time.perf_counter()
+    mm = lab.memory_map(host).controller
+    assert mm.zoom.value * mm.cells >= host.memory.frames
+    z = np.asarray(mm.figure.data[0].z)
+    assert z.size == 2048
+    assert "guest anonymous memory" in mm.figure.data[0].text[0][0]
+    mm.zoom.value = 1
+    assert time.perf_counter() - start < 10
+
+
+# ── the page-walk explorer ──────────────────────────────────────────────────────────────
+
+def test_page_walk_steps_side_by_side(lab: ModuleType, xip_host: Host) -> None:
+    """The same text page: a page-cache copy in one mode, the shared segment in the other."""
+    box = lab.page_walk_explorer(xip_host)
+    pw = box.controller
+    assert [c.title.value for c in pw.columns] == ["<b>pagecache mode</b>", "<b>xip mode</b>"]
+    nlevels = xip_host.guests[0].preset.nlevels
+    full = 1 + (nlevels + 1) ** 2 - 1 + 1  # TLB, the 2-D walk, the frame
+    # A text page both modes mapped (fault-around maps more pages in page-cache mode).
+    for label, va in pw.page.options:
+        if "/usr/bin/dash r-x" in label:
+            pw.page.value = va
+            if all(len(c.rows) == full for c in pw.columns):
+                break
+    for c in pw.columns:
+        assert len(c.rows) == full
+    assert "guest page cache" in pw.columns[0].rows[-1]["why"]
+    assert "shared segment" in pw.columns[1].rows[-1]["why"]
+    table = pw.columns[1].figure
+    pw.next.click()
+    pw.next.click()
+    assert pw.step.value == 2
+    fill = table.data[0].cells.fill.color[0]
+    assert fill[2] == "#ffe08a" and fill[1] != "#ffe08a"
+    assert "24 references" in pw.columns[1].text.value
+
+
+# ── ext2 ────────────────────────────────────────────────────────────────────────────────
+
+def test_ext2_explorer_highlights_the_files_blocks(lab: ModuleType) -> None:
+    box = lab.ext2_explorer()
+    ex = box.controller
+    figure = ex.figure
+    ex.file.value = "/usr/bin/bash"
+    assert ex.figure is figure
+    blocks = ex.image.block_map("/usr/bin/bash")
+    z = np.asarray(figure.data[0].z, dtype=float).ravel()
+    assert (z[blocks[blocks > 0]] == 3).all()
+    for meta in ex.image.metadata_blocks("/usr/bin/bash"):
+        assert z[meta.block] == 4
+    assert str(ex.image.superblock.s_blocks_count) in ex.superblock.value
+    assert "i_block[0]" in ex.inode.value
+
+
+# ── the timeline ────────────────────────────────────────────────────────────────────────
+
+def test_timeline_shows_the_results_timeline(lab: ModuleType) -> None:
+    comparison = compare(SMALL, ["xip", "ksm"])
+    tl = lab.timeline(comparison).controller
+    memory = tl.figures["memory"]
+    tl.mode.value = "ksm"
+    r = comparison.results["ksm"]
+    assert tl.figures["memory"] is memory
+    for i, trace in enumerate(memory.data):
+        assert list(trace.y) == pytest.approx((r.timeline_bytes[:, i] / MIB).tolist())
+    assert list(memory.data[0].x) == pytest.approx((r.timeline_ns / 1e9).tolist())
+
+
+def test_figures_load_a_small_front_end_module() -> None:
+    """anywidget drops, for good, the messages of a widget whose front-end module has not
+    loaded within 2 s of its creation: our figures' module must stay small (plotly's 5 MB
+    bundle travels as state and is imported once per page), else a loaded browser shows
+    figures that never move again (the Voila browser test's stuck titles)."""
+    from xipmodel.lab import widgets
+
+    fig = widgets._figure({"data": [], "layout": {}})
+    assert isinstance(fig, widgets.FigureWidget)
+    assert len(fig._esm) < 4096 < len(fig._xip_plotly_esm)
+    assert type(fig).__name__ == "FigureWidget"  # the text repr notebooks store is unchanged

@@ -445,14 +445,15 @@ class Dashboard:
             raise
 
     def _jobs(self, s: Scenario, modes: Sequence[str]) -> list[tuple[Scenario, str]]:
-        """The (scenario, mode) results the figures need; for modes with prefixes, also
-        the slider's maximum (so that the first update precomputes every position)."""
-        top = self.guests_slider.max
+        """The (scenario, mode) results the figures need. A mode whose curve is read off
+        its run needs one result, the largest count (the cache grows the run to its
+        reach, the slider's maximum unless given: the first update precomputes every
+        position); ksm one per curve point."""
         jobs = []
         for m in modes:
             counts = {s.guests, *self._curve_points(m)}
             if line_of_run(m) and has_prefixes(m, s):
-                counts = {max(top, *counts)}  # one run answers every count below it
+                counts = {max([s.guests, *(self.curve_guests or ())])}
             jobs += [(s.replace(guests=n), m) for n in sorted(counts)]
         return jobs
 

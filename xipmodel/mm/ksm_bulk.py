@@ -56,7 +56,10 @@ class ScanOrder:
         self.kind = np.zeros(0, np.uint8)
         self.rank: Ints = np.zeros(0, np.int64)
         self.next: Ints = np.zeros(0, np.int64)
-        self.shared_frame = np.zeros(0, bool)  # a frame more than one page maps
+        # Every content seen (sorted): how many pages hold it, the last of them.
+        self._contents: Ints = np.zeros(0, np.int64)
+        self._count: Ints = np.zeros(0, np.int64)
+        self._last: Ints = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         """Guests in the order."""
@@ -64,27 +67,46 @@ class ScanOrder:
 
     def extend(self, host: HostMemory, backings: Sequence[Ints]) -> None:
         """Append the resident pages of more guests (their EPT backing: gpfn → frame)."""
-        frames = [self.frame]
-        for backing in backings:
-            frames.append(backing[backing >= 0])
-            self.offsets.append(self.offsets[-1] + len(frames[-1]))
-        self.frame = np.concatenate(frames)
-        self.content = host.content[self.frame]
-        self.kind = host.kind[self.frame]
-        # Pages of one content, in scan order: stable sort by content.
-        by = np.argsort(self.content, kind="stable")
-        sorted_content = self.content[by]
+        base = len(self.frame)
+        frames = [backing[backing >= 0] for backing in backings]
+        for f in frames:
+            self.offsets.append(self.offsets[-1] + len(f))
+        frame = np.concatenate(frames) if frames else np.zeros(0, np.int64)
+        content = host.content[frame]
+        # The new pages of one content, in scan order: a stable sort by content.
+        by = np.argsort(content, kind="stable")
+        in_order = content[by]
         first = np.ones(len(by), bool)
-        first[1:] = sorted_content[1:] != sorted_content[:-1]
+        first[1:] = in_order[1:] != in_order[:-1]
         starts = np.flatnonzero(first)
-        group_start = np.repeat(starts, np.diff(np.append(starts, len(by))))
-        self.rank = np.empty(len(by), np.int64)
-        self.rank[by] = np.arange(len(by)) - group_start
-        self.next = np.full(len(by), _NONE, np.int64)
+        group = np.cumsum(first) - 1
+        sizes = np.diff(np.append(starts, len(by)))
+        contents = in_order[starts]
+        # Which of these contents earlier pages hold: they rank after those, and the
+        # last of those pages now has a next one.
+        at = np.searchsorted(self._contents, contents)
+        seen = at < len(self._contents)
+        seen[seen] = self._contents[at[seen]] == contents[seen]
+        earlier = np.zeros(len(contents), np.int64)
+        earlier[seen] = self._count[at[seen]]
+        rank = np.empty(len(by), np.int64)
+        rank[by] = earlier[group] + np.arange(len(by)) - starts[group]
+        nxt = np.full(len(by), _NONE, np.int64)
         same = ~first[1:]
-        self.next[by[:-1][same]] = by[1:][same]
-        _, inverse, counts = np.unique(self.frame, return_inverse=True, return_counts=True)
-        self.shared_frame = counts[inverse.ravel()] > 1
+        nxt[by[:-1][same]] = by[1:][same] + base
+        self.next = np.concatenate([self.next, nxt])
+        self.next[self._last[at[seen]]] = by[starts[seen]] + base
+        last = by[starts + sizes - 1] + base
+        self._count[at[seen]] += sizes[seen]
+        self._last[at[seen]] = last[seen]
+        new = ~seen
+        self._contents = np.insert(self._contents, at[new], contents[new])
+        self._count = np.insert(self._count, at[new], sizes[new])
+        self._last = np.insert(self._last, at[new], last[new])
+        self.frame = np.concatenate([self.frame, frame])
+        self.content = np.concatenate([self.content, content])
+        self.kind = np.concatenate([self.kind, host.kind[frame]])
+        self.rank = np.concatenate([self.rank, rank])
 
 
 def wakeup_visits(times: Sequence[int], next_wake: int, sleep_ns: int, pages_to_scan: int
@@ -143,10 +165,17 @@ def ksmd_passes(order: ScanOrder, guests: int, visits: Ints, host: HostMemory,
                                                          minlength=size + 1))
     alone_by = _before((q == 0) & ~paired)  # in the unstable tree from pass 3 on
 
+    # Where each sample is: passes done before the current one, pages looked at in it,
+    # and how far pass 2's merges have got (`at`: all of them once pass 2 is over).
+    done = np.where((visits > 0) & (size > 0), (visits - 1) // max(size, 1), -1)
+    x = np.where(done >= 0, visits - done * size, 0)
+    at = np.where(done == 1, x, np.where(done >= 2, size, 0))
+
     # Guest frames freed by the merges: when the last reference to each goes. Most are
-    # one page's own frame; the few that more pages map (the zero page) are counted apart.
+    # one page's own frame (refcount 1); the few that more references hold (the zero
+    # page) are counted apart, without the references of the guests after `guests`.
     frame = order.frame[:size]
-    multi = order.shared_frame[:size] | (host.refcount[frame] != 1)
+    multi = host.refcount[frame] != 1
     single = ~multi & (pos > 0)
     free_pos, free_kind = [pos[single]], [order.kind[:size][single]]
     if multi.any():
@@ -155,31 +184,32 @@ def ksmd_passes(order: ScanOrder, guests: int, visits: Ints, host: HostMemory,
         last = np.zeros(len(frames), np.int64)
         np.maximum.at(last, inverse, pos[multi])
         later = order.frame[size:]
-        later = later[np.isin(later, frames)]  # references of the guests after `guests`
+        later = later[np.isin(later, frames)]
         refs = host.refcount[frames] - np.bincount(np.searchsorted(frames, later),
                                                    minlength=len(frames))
         gone = (merges == refs) & (merges > 0)
         free_pos.append(last[gone])
         free_kind.append(host.kind[frames[gone]])
-    positions, kinds = np.concatenate(free_pos), np.concatenate(free_kind)
-    by_kind = {int(k): np.sort(positions[kinds == k]) for k in np.unique(kinds)}
+    points = np.unique(at)
+    slot = np.searchsorted(points, np.concatenate(free_pos))  # first point at or past it
+    kinds = np.concatenate(free_kind).astype(np.int64)
+    cells = np.bincount(kinds * (len(points) + 1) + slot,
+                        minlength=len(FrameKind) * (len(points) + 1))
+    freed_at = np.cumsum(cells.reshape(len(FrameKind), -1), axis=1)
+    freed = freed_at[:, np.searchsorted(points, at)].T.copy()
 
-    counters, freed = [], np.zeros((len(visits), len(FrameKind)), np.int64)
-    for row, v in enumerate(visits.tolist()):
-        done = (v - 1) // size if v and size else -1  # passes completed before this one
-        x = v - done * size if done >= 0 else 0  # pages looked at in the current pass
+    counters = []
+    for v, d, xi, ai in zip(visits.tolist(), done.tolist(), x.tolist(), at.tolist(),
+                            strict=True):
         c = KsmCounters(pages_scanned=v if size else 0, rmap_items=min(v, size),
-                        full_scans=max(done, 0))
-        if done >= 1:  # pass 2 under way (done == 1) or over
-            at = x if done == 1 else size
-            merged, c.pages_shared = int(merged_by[at]), int(frames_by[at])
-            c.pages_sharing = merged - c.pages_shared
-            c.pages_unshared = int(waiting_by[x] if done == 1 else alone_by[x])
-            for k, positions in by_kind.items():
-                freed[row, k] = np.searchsorted(positions, at, side="right")
-            c.pages_volatile = max(0, c.rmap_items - merged - c.pages_unshared)
-        else:
-            c.pages_volatile = c.rmap_items
+                        full_scans=max(d, 0))
+        merged = int(merged_by[ai])
+        c.pages_shared = int(frames_by[ai])
+        c.pages_sharing = merged - c.pages_shared
+        # The unstable tree: pass 2's first pages still waiting, or from pass 3 on the
+        # pages left alone, as far as the pass has got.
+        c.pages_unshared = int(waiting_by[xi] if d == 1 else alone_by[xi] if d >= 2 else 0)
+        c.pages_volatile = max(0, c.rmap_items - merged - c.pages_unshared)
         counters.append(c)
     return QuietScan(counters, freed)
 
