@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from xipmodel.errors import ParameterError
-from xipmodel.family import FamilyRun, has_prefixes
+from xipmodel.family import FamilyRun, has_prefixes, run
 from xipmodel.host import Host, RunResult, Scenario
 from xipmodel.mm.ksm import Ksm
 from xipmodel.mm.ksm_bulk import ScanOrder, ksmd_passes, wakeup_visits
@@ -134,3 +134,16 @@ def test_ksm_prefixes_only_when_guests_start_together() -> None:
     family.grow(2)
     with pytest.raises(ParameterError, match="guests 3"):
         family.result(3)
+
+
+@pytest.mark.parametrize("interval", [0.0, 40.0])
+def test_family_run_equals_host_run_in_every_mode(interval: float) -> None:
+    """family.run (what the CLI's compare runs) gives Host.run's result in every mode, with
+    guests started together (ksmd's tail in bulk) or apart (Host.run itself)."""
+    scenario = Scenario(guests=4, workload=_MIX, guest_ram_mib=64, seed=13, ksm_seconds=2.0,
+                        start_interval_ms=interval)
+    ticks: list[tuple[int, int]] = []
+    for mode in ("pagecache", "xip", "ksm", "dax"):
+        fast = run(scenario, mode, progress=lambda done, total: ticks.append((done, total)))
+        assert_same_run_or_plain(fast, Host(scenario, mode).run())
+    assert ticks == [(i, 4) for i in range(1, 5)] * 4
