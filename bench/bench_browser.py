@@ -10,9 +10,9 @@ page) to the first animation frame in which the figures show the new guest count
 (the bars' titles and the summary above the guests curve), with nothing left running.
 The dashboard shows pagecache, xip and ksm (its default), runs to 280 guests when it is
 built, and its slider goes to 300: a move from 280 on is past the largest count run so
-far, so its runs grow by a guest. The floor is a trivial FigureWidget (one bar, its
-title the value of a slider of its own) updated the same way (update_figure), measured
-in the same page: what any figure update costs here. Goals: with ksm shown, median
+far, so its runs grow by a guest. The floor is a trivial FigureWidget of the bar
+charts' size (one bar, its title the value of a slider of its own) updated the same way
+(update_figure), measured in the same page: what any figure update costs here. Goals: with ksm shown, median
 < 150 ms and <= 1.3x the floor at 64 guests; < 300 ms for a move past the end.
 
 This module is also the harness of tests/test_browser.py: JupyterLab and Voilà
@@ -401,7 +401,7 @@ BENCH_NOTEBOOK = {
                    "    return {'data': [{'type': 'bar', 'x': ['a'], 'y': [n]}],\n"
                    "            'layout': {'title': {'text': f'floor {n}'}}}\n"
                    "floor_fig = FigureWidget(floor_spec(0))\n"
-                   "floor_fig.update_layout(width=400, height=300)\n"
+                   "floor_fig.update_layout(width=560, height=440)\n"
                    "floor = W.IntSlider(value=0, min=0, max=10000, description='floor',\n"
                    "                    continuous_update=False)\n"
                    "floor.observe(lambda c: update_figure(floor_fig, floor_spec(c['new'])),\n"

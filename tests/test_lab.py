@@ -214,7 +214,7 @@ def test_dashboard_builds_headless_with_the_model_numbers(
     assert list(curve.data[1].y) == pytest.approx(
         [Host(SMALL.replace(guests=n), "xip").run().host_bytes / MIB for n in range(1, 9)],
         abs=1e-6)
-    assert list(curve.data[2].x) == [1, 2]  # ksm: a result per point
+    assert list(curve.data[2].x) == [1, 2, 4, 8]  # ksm: a result per point, up to the max
     assert list(curve.data[3].x) == [] and curve.data[3].visible is False
     assert "at 2 guests: " in dash.summary.value and "xip saves" in dash.summary.value
 
@@ -236,8 +236,10 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
     for cat in CATEGORIES:
         assert got[cat] == pytest.approx(want3[cat], abs=1e-6), cat
     assert list(guests.data[1].x) == list(range(1, 9))  # the xip line did not move
-    assert list(guests.data[2].x) == [1, 2, 3]  # ksm got its new point
+    assert list(guests.data[2].x) == [1, 2, 4, 8]  # nor did ksm's: the curve stays put
+    pc, ksm = (Host(SMALL.replace(guests=3), m).run().host_bytes for m in ("pagecache", "ksm"))
     assert "at 3 guests: " in dash.summary.value
+    assert f"ksm saves {(pc - ksm) / MIB:.1f} MiB" in dash.summary.value  # from the ksm bar
     # The synced state a new view draws from (JUPYTER.md pitfall 3) holds the new numbers too.
     bundle = {t["name"]: t["y"] for t in memory._widget_data}
     assert list(bundle["page_cache"]) == pytest.approx(want3["page_cache"], abs=1e-6)
@@ -274,7 +276,7 @@ def test_slider_past_the_runs_continues_them(lab: ModuleType,
     got = _bars(memory)
     for cat in CATEGORIES:
         assert got[cat] == pytest.approx(want[cat], abs=1e-6), cat
-    assert list(curve.data[1].x) == [1, 2, 3, 4]  # xip: every count run so far
+    assert list(curve.data[1].x) == [1, 2, 3]  # xip: every count up to the reach
     assert memory.layout.title.text == "Host memory, 4 guests"
     assert "at 4 guests: " in dash.summary.value
 
@@ -300,9 +302,9 @@ def test_pending_ksm_is_drawn_empty_first(lab: ModuleType,
     title, anon, ksm_x = seen[0]
     assert title == "Host memory, 3 guests (ksm running…)"
     assert anon[:2] == pytest.approx(want["anon"], abs=1e-6) and anon[2] is None
-    assert ksm_x == [1, 2]
+    assert ksm_x == [1, 2, 4, 8]
     assert memory.layout.title.text == "Host memory, 3 guests"
-    assert list(guests.data[2].x) == [1, 2, 3]
+    assert list(guests.data[2].x) == [1, 2, 4, 8]
 
 
 def test_curve_guests_fixes_the_curve_points(lab: ModuleType) -> None:

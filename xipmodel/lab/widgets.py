@@ -316,8 +316,8 @@ class Dashboard:
         self.guests_slider = W.IntSlider(value=scenario.guests, min=1,
                                          max=max(max_guests, scenario.guests),
                                          description="guests", continuous_update=False)
-        self.cache.reach = max(self.cache.reach,
-                               self.guests_slider.max if reach is None else reach)
+        self.top = self.guests_slider.max if reach is None else max(reach, 1)
+        self.cache.reach = max(self.cache.reach, self.top)
         self.mix = W.Dropdown(options=list(mixes.items()), value=scenario.workload,
                               description="workload")
         self.ram = W.SelectionSlider(options=[(f"{r} MiB", r) for r in
@@ -394,17 +394,18 @@ class Dashboard:
     def _curve_points(self, mode: str) -> list[int]:
         """The guest counts of `mode`'s line on the guests curve.
 
-        Given `curve_guests`: those and the slider's value. Otherwise a mode whose line
-        is read off one run has every count up to the slider's maximum (the line stays
-        put while the slider moves), ksm the powers of two up to the slider's value and
-        the value.
+        Given `curve_guests`: those and the slider's value. Otherwise counts that do not
+        depend on the slider, up to the runs' reach (the slider's maximum unless given),
+        so that the curve stays put while the slider moves (one figure fewer to redraw
+        in the browser; what each mode saves at the slider's value is in `summary`): a
+        mode whose line is read off one run has every count, ksm the powers of two and
+        the reach.
         """
-        n = self.guests_slider.value
         if self.curve_guests is not None:
-            return sorted({*self.curve_guests, n})
+            return sorted({*self.curve_guests, self.guests_slider.value})
         if line_of_run(mode):
-            return list(range(1, self.guests_slider.max + 1))
-        return default_curve_guests(n)
+            return list(range(1, self.top + 1))
+        return default_curve_guests(self.top)
 
     def _progress(self, done: int, total: int, what: str) -> None:
         """Show the bar only once a computation has taken SHOW_PROGRESS_AFTER seconds."""
@@ -425,7 +426,8 @@ class Dashboard:
         """Redraw the three figures in place from what the cache knows."""
         results = self.cache.known(s, modes).results
         lines = {m: self.cache.line(s, m, self._curve_points(m)) for m in modes}
-        curve = views.guests_lines(lines, modes, s.guests)
+        curve = views.guests_lines(lines, modes, s.guests,
+                                   at={m: r.host_bytes for m, r in results.items()})
         update_figures([
             (self._figures["memory"], views.memory_bars(results, pending)),
             (self._figures["faults"], views.faults_bars(results, pending)),

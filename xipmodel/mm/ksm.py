@@ -15,6 +15,9 @@ A guest writing a merged page takes a host copy-on-write fault (cow_ksm).
 Defaults 100 pages / 20 ms = 5,000 pages/s: 16 GiB takes ≈ 839 s a pass.
 Each scanned page costs a 64-byte rmap_item. Not modelled: use_zero_pages,
 merge_across_nodes, the smart scan and advisor heuristics of recent kernels.
+
+This file is the reference, page by page. Once no guest runs any more, its passes
+are also counted in bulk (ksm_bulk.py: the same counters, tested against this).
 """
 
 from __future__ import annotations
