@@ -12,8 +12,9 @@ The dashboard shows pagecache, xip and ksm (its default), runs to 280 guests whe
 built, and its slider goes to 300: a move from 280 on is past the largest count run so
 far, so its runs grow by a guest. The floor is a trivial FigureWidget of the bar
 charts' size (one bar, its title the value of a slider of its own) updated the same way
-(update_figure), measured in the same page: what any figure update costs here. Goals: with ksm shown, median
-< 150 ms and <= 1.3x the floor at 64 guests; < 300 ms for a move past the end.
+(update_figure), measured in the same page: what any figure update costs here.
+Goals: with ksm shown, median < 150 ms and <= 1.3x the floor at 64 guests; < 300 ms
+for a move past the end.
 
 This module is also the harness of tests/test_browser.py: JupyterLab and Voilà
 servers on 127.0.0.1 with throw-away settings, Debian's Chromium through Playwright,
