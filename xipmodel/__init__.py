@@ -15,6 +15,7 @@ Where things are (start with host.py for experiments, mm/ for the mechanisms)::
     distro.py      the embedded default distribution (Debian 12 ELF facts in data/distro/)
     workloads/     seeded program models, recorded traces, the valgrind recorder, replay
     host.py        guests on a host in four modes; Scenario, compare and sweep
+    family.py      a run grown guest by guest: every guest count's result, ksm too
     policies.py    textbook replacement policies and miss-ratio curves
     explain.py     events to step-by-step text        quiz.py   seeded OSTEP-style questions
     kernelcheck.py the running kernel as the oracle: the same accesses, page for page
