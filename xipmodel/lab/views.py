@@ -190,7 +190,7 @@ def guests_lines(lines: Mapping[str, tuple[Sequence[int], Sequence[int]]],
                                  "xanchor": "left", "font": {"color": MODE_COLORS[m]}})
         for m in modes:
             mine = dict(zip(xs[m], ys[m], strict=True))
-            if at is not None:
+            if at is not None and guests is not None:
                 base = {guests: _mib(at[baseline])} if baseline in at else {}
                 mine = {guests: _mib(at[m])} if m in at else {}
             if m == baseline or guests not in mine or guests not in base:

@@ -43,6 +43,7 @@ dashboard redraws only the figures whose data change.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
@@ -56,6 +57,7 @@ import plotly.graph_objects as go  # type: ignore[import-untyped]
 import traitlets
 
 from xipmodel.distro import default_image
+from xipmodel.errors import ParameterError
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import MODES, Comparison, Host, RunResult, Scenario
 from xipmodel.lab import views
@@ -481,6 +483,18 @@ class Dashboard:
         self.last_update_s = t3 - t0
         self.status.value = (f"updated in {self.last_update_s:.2f} s "
                              f"({self.cache.runs - runs} new runs)")
+        self._prefetch(s, modes)
+
+    def _prefetch(self, s: Scenario, modes: Sequence[str]) -> None:
+        """Ready the results of the slider's neighbours (a ksm result, a guest more past
+        the runs): done while the browser draws this update, so that a move by one (the
+        arrow keys, a drag) finds them made. Only what a family answers (tens of ms);
+        a bad neighbour (a host that fills up) is left for its own update to report."""
+        for n in (s.guests + 1, s.guests - 1):
+            if 1 <= n <= self.guests_slider.max:
+                with contextlib.suppress(ParameterError):
+                    self.cache.run_many([(s.replace(guests=n), m) for m in modes
+                                         if has_prefixes(m, s)])
 
 
 def _kernel_events() -> Any:
