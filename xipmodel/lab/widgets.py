@@ -289,15 +289,16 @@ class Dashboard:
     grows one run per shown mode to that many guests, with the progress bar; every
     other position of the slider is then answered from those runs without running a
     guest (see runs.py): a prefix, plus for ksm ksmd's scan after the last start,
-    counted in bulk (a few ms). The lines of the modes but ksm on the guests curve have
-    every guest count up to the maximum (read off the runs' timelines), so a move
-    redraws the two bar charts and the ksm line (what each mode saves at the slider's
-    value is in `summary`, an HTML line above the curve, sent after the figures). A
-    count past a run's length grows it by the guests missing (continued, not started
-    over). Showing dax, or another workload, RAM or heap share, costs one such run per
-    mode. Only ksm with guests started apart (start_interval_ms > 0) runs per guest
-    count, on demand, and the update then draws twice: at once with what is known (an
-    empty ksm bar named in the title), again when ksm is done.
+    counted in bulk (a few ms). The guests curve has points that do not depend on the
+    slider (every count up to the reach, read off the runs' timelines; ksm the powers of
+    two), so a move redraws the two bar charts only; what each mode saves at the
+    slider's value is in `summary`, an HTML line above the curve, sent after the
+    figures. A count past a run's length grows it by the guests missing (continued, not
+    started over), and after each update the slider's neighbours are readied while the
+    browser draws (_prefetch). Showing dax, or another workload, RAM or heap share,
+    costs one such run per mode. Only ksm with guests started apart (start_interval_ms
+    > 0) runs per guest count, on demand, and the update then draws twice: at once with
+    what is known (an empty ksm bar named in the title), again when ksm is done.
 
     In a Jupyter kernel the first computation waits until the cell that built the
     dashboard has run (post_run_cell): the box is on screen by then and shows the
