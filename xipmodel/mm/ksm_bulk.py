@@ -33,7 +33,7 @@ import numpy.typing as npt
 from xipmodel.mm.frames import FrameKind, HostMemory
 from xipmodel.mm.ksm import KsmCounters
 
-__all__ = ["QuietScan", "ScanOrder", "ksmd_passes", "wakeup_visits"]
+__all__ = ["QuietScan", "ScanOrder", "fits", "ksmd_passes", "wakeup_visits"]
 
 Ints = npt.NDArray[np.int64]
 _NONE: Final = np.iinfo(np.int64).max  # no next page of the same content
