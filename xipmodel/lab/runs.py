@@ -25,6 +25,7 @@ and kept among the `maxsize` most recently used results. No plotly or ipywidgets
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,6 +44,12 @@ Job = tuple[Scenario, str]
 
 _FAMILIES = 8  # growing runs kept (each a host: some 25 MiB at 256 guests)
 _ANSWERS = 4096  # results answered from them (cheap to make again; kept to skip the work)
+
+
+@functools.lru_cache(maxsize=4096)
+def _family_of(scenario: Scenario) -> Scenario:
+    """The scenario's family: the scenario with 1 guest (kept: a replace checks every field)."""
+    return scenario.replace(guests=1)
 
 
 def line_of_run(mode: str) -> bool:
@@ -95,7 +102,7 @@ class RunCache:
 
     def family_run(self, scenario: Scenario, mode: str) -> FamilyRun | None:
         """The growing run of `scenario`'s family in `mode`, if one was made."""
-        return self._families.get((scenario.replace(guests=1), mode))
+        return self._families.get((_family_of(scenario), mode))
 
     def cached(self, scenario: Scenario, mode: str) -> RunResult | None:
         """The result if known without running a guest, else None."""
@@ -105,7 +112,7 @@ class RunCache:
             if r is not None:
                 self._results.move_to_end(key)
             return r
-        family = (scenario.replace(guests=1), mode)
+        family = (_family_of(scenario), mode)
         run = self._families.get(family)
         if run is None or run.guests < scenario.guests:
             return None
@@ -121,13 +128,13 @@ class RunCache:
 
     def _family(self, scenario: Scenario, mode: str) -> FamilyRun:
         """The family run of `scenario` in `mode`, made (empty) if there is none."""
-        family = (scenario.replace(guests=1), mode)
+        family = (_family_of(scenario), mode)
         run = self._families.get(family)
         if run is None:
             run = self._families[family] = FamilyRun(scenario, mode, self.image)
             while len(self._families) > _FAMILIES:
                 gone, _ = self._families.popitem(last=False)
-                for k in [k for k in self._answers if (k[0].replace(guests=1), k[1]) == gone]:
+                for k in [k for k in self._answers if (_family_of(k[0]), k[1]) == gone]:
                     del self._answers[k]
         self._families.move_to_end(family)
         return run
@@ -147,7 +154,7 @@ class RunCache:
             if self.cached(s, m) is not None:
                 continue
             if has_prefixes(m, s):
-                family = (s.replace(guests=1), m)
+                family = (_family_of(s), m)
                 longest[family] = max(longest.get(family, 0), s.guests)
             else:
                 exact.append((s, m))
