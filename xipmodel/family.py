@@ -11,9 +11,9 @@ Without KSM, result(n) is a prefix of the grown run (RunResult.prefix). With KSM
 ksmd only starts scanning once the guests have all started (start_interval_ms == 0:
 they start together), so the host after n guests is the n-guest host before ksmd's
 tail, and the tail is counted in bulk (mm/ksm_bulk.py) from the first n guests'
-pages: a few milliseconds instead of replaying ksmd page by page. Scenarios whose
-guests start apart (ksmd scanning between starts) have no such prefixes:
-result(n) is then a run of its own (`prefixes`: False).
+pages: a few milliseconds instead of replaying ksmd page by page. In ksm mode,
+guests started apart (ksmd scanning between starts) have no such prefixes
+(has_prefixes is False): FamilyRun refuses them, and run() is then Host.run.
 """
 
 from __future__ import annotations
