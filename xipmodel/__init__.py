@@ -15,12 +15,12 @@ Where things are (start with host.py for experiments, mm/ for the mechanisms)::
     distro.py      the embedded default distribution (Debian 12 ELF facts in data/distro/)
     workloads/     seeded program models, recorded traces, the valgrind recorder, replay
     host.py        guests on a host in four modes; Scenario, compare and sweep
-    family.py      a run grown guest by guest: every guest count's result, ksm too
     policies.py    textbook replacement policies and miss-ratio curves
     explain.py     events to step-by-step text        quiz.py   seeded OSTEP-style questions
     kernelcheck.py the running kernel as the oracle: the same accesses, page for page
     lab/           widgets, figures and exercises (the only place ipywidgets and plotly load)
     __main__.py    the command line (python -m xipmodel)
+    family.py      a run grown guest by guest: every guest count's result, ksm too
     data/          shipped traces and the distribution's ELF facts
 
 The model depends on numpy only; the widgets live in ``xipmodel.lab``.
