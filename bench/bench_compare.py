@@ -1,6 +1,9 @@
 """Benchmark: `compare` of the default web-server scenario in all modes (issue 4's targets).
 
-    python -m bench compare            64 and 1,000 guests, 2 worker processes
+    python -m bench compare            64 and 1,000 guests, 2 worker processes; then one
+                                       run per mode at 64 guests, in this process: ksm
+                                       with ksmd's tail page by page (Host.run, ksm.py)
+                                       and counted in bulk (family.run, mm/ksm_bulk.py)
     python -m bench compare --quick    64 guests only
 
 Goals: 64 guests in every mode in under 2 s on 2 cores; 1,000 guests in under
@@ -16,7 +19,8 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from xipmodel.host import MODES, Scenario, compare
+from xipmodel import family
+from xipmodel.host import MODES, Host, Scenario, compare
 
 
 def _peak_rss_mib() -> float:
@@ -42,6 +46,22 @@ def measure(guests: int, repeat: int, workers: int = 2) -> tuple[float, float]:
     return statistics.median(times), _peak_rss_mib()
 
 
+def mode_times(guests: int, repeat: int) -> dict[str, float]:
+    """Median seconds of one run per mode (and ksm with its tail in bulk), alternated."""
+    scenario = Scenario(guests=guests, workload="webserver")
+    runs = {m: (lambda m=m: Host(scenario, m).run()) for m in MODES}
+    runs["ksm, bulk tail"] = lambda: family.run(scenario, "ksm")
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for f in runs.values():
+        f()  # warm: traces synthesized, image open
+    for _ in range(repeat):
+        for k, f in runs.items():
+            start = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _noop(i: int) -> int:
     return i
 
@@ -57,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         median, peak = measure(guests, repeat)
         print(f"{guests:>7} {median:>9.2f} {goal:>7.1f} {median / goal:>6.2f} {peak:>9.0f}")
+    per_mode = mode_times(64, 3 if quick else 5)
+    base = per_mode["pagecache"]
+    print("one run per mode, 64 guests, in this process (median s, ratio to pagecache)")
+    for k, v in per_mode.items():
+        print(f"  {k:<16} {v:>6.2f} s  {v / base:>5.2f}x")
     return 0
 
 

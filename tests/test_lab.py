@@ -119,25 +119,32 @@ def test_dashboard_figures_data_holds_the_model_numbers() -> None:
 
 
 def test_run_cache_runs_each_scenario_and_mode_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One run per family and mode answers every shorter guest count; ksm runs per point.
-
-    Curve points and results already known are never run again.
+    """One growing run per family and mode answers every shorter guest count, ksm too;
+    a longer count continues it. Guests already run are never run again.
     """
     calls = _count_runs(monkeypatch)
     cache = RunCache()
     cache.curve(SMALL, ["xip"], default_curve_guests(2))
-    assert calls == [(2, "xip")]  # the 1-guest point is its prefix
+    assert calls == [("xip", 0, 2)]  # the 1-guest point is its prefix
     cache.comparison(SMALL, ["xip"])
     cache.comparison(SMALL.replace(guests=1), ["xip"])
     cache.curve(SMALL.replace(guests=3), ["xip"], default_curve_guests(3))
-    assert calls == [(2, "xip"), (3, "xip")]
+    assert calls == [("xip", 0, 2), ("xip", 2, 3)]  # continued, not started over
     cache.curve(SMALL, ["xip"], default_curve_guests(2))
-    assert calls == [(2, "xip"), (3, "xip")]
-    # ksm has no prefixes: one run per guest count, each once.
+    assert calls == [("xip", 0, 2), ("xip", 2, 3)]
+    # ksm: one growing run too; every point is its prefix plus ksmd's tail.
     calls.clear()
     cache.curve(SMALL, ["xip", "ksm"], default_curve_guests(2))
     cache.curve(SMALL.replace(guests=3), ["xip", "ksm"], default_curve_guests(3))
-    assert calls == [(1, "ksm"), (2, "ksm"), (3, "ksm")]
+    assert calls == [("ksm", 0, 2), ("ksm", 2, 3)]
+    for n in (1, 2, 3):
+        got = cache.result(SMALL.replace(guests=n), "ksm")
+        assert got.as_dict() == Host(SMALL.replace(guests=n), "ksm").run().as_dict()
+    # Guests started apart: ksmd scans between starts, so ksm runs once per count.
+    apart = SMALL.replace(start_interval_ms=50.0)
+    calls.clear()
+    cache.curve(apart, ["xip", "ksm"], default_curve_guests(2))
+    assert calls == [("xip", 0, 2), ("ksm", 0, 1), ("ksm", 0, 2)]
 
 
 def test_run_cache_answers_from_prefixes_of_a_run_at_its_reach(
@@ -147,7 +154,7 @@ def test_run_cache_answers_from_prefixes_of_a_run_at_its_reach(
     calls = _count_runs(monkeypatch)
     cache = RunCache(reach=5)
     got = cache.comparison(SMALL, ["pagecache", "xip"])
-    assert calls == [(5, "pagecache"), (5, "xip")]
+    assert calls == [("pagecache", 0, 5), ("xip", 0, 5)]
     calls.clear()
     for n in (1, 3, 4):
         for mode in ("pagecache", "xip"):
@@ -158,26 +165,27 @@ def test_run_cache_answers_from_prefixes_of_a_run_at_its_reach(
     calls.clear()
     cache.result(SMALL.replace(guests=4), "xip")
     assert calls == []  # prefixes are kept
-    cache.result(SMALL.replace(guests=7), "xip")  # beyond the reach: a longer run
-    assert calls == [(7, "xip")]
+    r = cache.result(SMALL.replace(guests=7), "xip")  # beyond the reach: the run grows
+    assert calls == [("xip", 5, 7)]
+    assert r.as_dict() == Host(SMALL.replace(guests=7), "xip").run().as_dict()
     assert (SMALL.replace(guests=6), "xip") in cache
     assert (SMALL.replace(guests=8), "xip") not in cache
     assert cache.known(SMALL.replace(guests=6), ["xip", "ksm"]).results.keys() == {"xip"}
 
 
-def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
-    calls: list[tuple[int, str]] = []
-    real = Host.run
+def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
+    """Records (mode, guests before, guests after) of every Host.add_guests that starts one."""
+    calls: list[tuple[str, int, int]] = []
+    real = Host.add_guests
 
-    def counting(self: Host, *args: Any, **kwargs: Any) -> RunResult:
-        calls.append((self.scenario.guests, self.mode))
-        return real(self, *args, **kwargs)
+    def counting(self: Host, guests: int, *args: Any, **kwargs: Any) -> None:
+        if guests > len(self.guests):
+            calls.append((self.mode, len(self.guests), guests))
+        real(self, guests, *args, **kwargs)
 
-    monkeypatch.setattr(Host, "run", counting)
+    monkeypatch.setattr(Host, "add_guests", counting)
     return calls
 
-
-# ── the dashboard ───────────────────────────────────────────────────────────────────────
 
 def _bars(fig: Any) -> dict[str, list[float]]:
     return {t.name: list(t.y) for t in fig.data}
@@ -190,10 +198,11 @@ def _expected_bars(scenario: Scenario, modes: list[str]) -> dict[str, list[float
 
 def test_dashboard_builds_headless_with_the_model_numbers(
         lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Built: one run per mode with prefixes at the slider's maximum, ksm per curve point."""
+    """Built: one run per mode at the slider's maximum, ksm included (its curve points are
+    that run's prefixes plus ksmd's tail)."""
     calls = _count_runs(monkeypatch)
     box = lab.comparison_dashboard(SMALL, max_guests=8)
-    assert sorted(calls) == [(1, "ksm"), (2, "ksm"), (8, "pagecache"), (8, "xip")]
+    assert sorted(calls) == [("ksm", 0, 8), ("pagecache", 0, 8), ("xip", 0, 8)]
     dash = box.controller
     assert dash.modes() == MODES3
     want = _expected_bars(SMALL, MODES3)
@@ -207,14 +216,15 @@ def test_dashboard_builds_headless_with_the_model_numbers(
     assert list(curve.data[1].y) == pytest.approx(
         [Host(SMALL.replace(guests=n), "xip").run().host_bytes / MIB for n in range(1, 9)],
         abs=1e-6)
-    assert list(curve.data[2].x) == [1, 2]  # ksm: run per point
+    assert list(curve.data[2].x) == [1, 2, 4, 8]  # ksm: a result per point, up to the max
     assert list(curve.data[3].x) == [] and curve.data[3].visible is False
     assert "at 2 guests: " in dash.summary.value and "xip saves" in dash.summary.value
 
 
 def test_slider_change_updates_figures_in_place_from_the_cache(
         lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Moving the guests slider runs nothing but ksm at a new count, and redraws in place."""
+    """Moving the guests slider runs no guest (ksm too is read off its run), and redraws
+    in place."""
     want3 = _expected_bars(SMALL.replace(guests=3), MODES3)
     want2 = _expected_bars(SMALL, MODES3)
     dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
@@ -222,14 +232,16 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
     calls = _count_runs(monkeypatch)
 
     dash.guests_slider.value = 3
-    assert calls == [(3, "ksm")]  # pagecache and xip: prefixes of the 8-guest runs
+    assert calls == []  # prefixes of the 8-guest runs (ksm: plus ksmd's tail)
     assert dash.figures["memory"] is memory and dash.figures["guests"] is guests
     got = _bars(memory)
     for cat in CATEGORIES:
         assert got[cat] == pytest.approx(want3[cat], abs=1e-6), cat
     assert list(guests.data[1].x) == list(range(1, 9))  # the xip line did not move
-    assert list(guests.data[2].x) == [1, 2, 3]  # ksm got its new point
+    assert list(guests.data[2].x) == [1, 2, 4, 8]  # nor did ksm's: the curve stays put
+    pc, ksm = (Host(SMALL.replace(guests=3), m).run().host_bytes for m in ("pagecache", "ksm"))
     assert "at 3 guests: " in dash.summary.value
+    assert f"ksm saves {(pc - ksm) / MIB:.1f} MiB" in dash.summary.value  # from the ksm bar
     # The synced state a new view draws from (JUPYTER.md pitfall 3) holds the new numbers too.
     bundle = {t["name"]: t["y"] for t in memory._widget_data}
     assert list(bundle["page_cache"]) == pytest.approx(want3["page_cache"], abs=1e-6)
@@ -238,7 +250,7 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
     dash.guests_slider.value = 7
     dash.mode_buttons["ksm"].value = False
     dash.guests_slider.value = 2
-    assert calls == [(4, "ksm"), (7, "ksm")]  # the curve's new points: 4 and 7
+    assert calls == []  # the curve's new points (4 and 7) too
     assert _bars(memory)["anon"] == pytest.approx(want2["anon"][:2], abs=1e-6)
     assert list(memory.data[0].x) == ["pagecache", "xip"]
     assert "0 new runs" in dash.status.value
@@ -246,18 +258,41 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
     calls.clear()
     dash.mode_buttons["dax"].value = True  # a mode not run yet: once, at the maximum
     dash.guests_slider.value = 5
-    assert calls == [(8, "dax")]
+    assert calls == [("dax", 0, 8)]
     assert list(memory.data[0].x) == ["pagecache", "xip", "dax"]
     assert _bars(memory)["shared"] == pytest.approx(
         _expected_bars(SMALL.replace(guests=5), ["pagecache", "xip", "dax"])["shared"],
         abs=1e-6)
 
 
+def test_slider_past_the_runs_continues_them(lab: ModuleType,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the guest count run so far (reach 3, slider to 4), each mode's run gets one guest
+    more, continued rather than started over, and the figures show the 4-guest numbers."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=8, reach=3).controller
+    memory, curve = dash.figures["memory"], dash.figures["guests"]
+    calls = _count_runs(monkeypatch)
+    dash.guests_slider.value = 4
+    assert sorted(calls[:3]) == [("ksm", 3, 4), ("pagecache", 3, 4), ("xip", 3, 4)]
+    # Then, while the browser draws, a guest more for the next move (ksm's results too).
+    assert sorted(calls[3:]) == [("ksm", 4, 5), ("pagecache", 4, 5), ("xip", 4, 5)]
+    assert (SMALL.replace(guests=5), "ksm") in dash.cache
+    want = _expected_bars(SMALL.replace(guests=4), MODES3)
+    got = _bars(memory)
+    for cat in CATEGORIES:
+        assert got[cat] == pytest.approx(want[cat], abs=1e-6), cat
+    assert list(curve.data[1].x) == [1, 2, 3]  # xip: every count up to the reach
+    assert memory.layout.title.text == "Host memory, 4 guests"
+    assert "at 4 guests: " in dash.summary.value
+
+
 def test_pending_ksm_is_drawn_empty_first(lab: ModuleType,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """While ksm runs, the figures already hold the other modes' new numbers."""
-    want = _expected_bars(SMALL.replace(guests=3), ["pagecache", "xip"])
-    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    """While ksm runs (guests started apart: a run per count), the figures already hold the
+    other modes' new numbers."""
+    apart = SMALL.replace(start_interval_ms=30.0)
+    want = _expected_bars(apart.replace(guests=3), ["pagecache", "xip"])
+    dash = lab.comparison_dashboard(apart, max_guests=8).controller
     memory, guests = dash.figures["memory"], dash.figures["guests"]
     seen: list[tuple[str, list[Any], list[Any]]] = []
     real = Host.run
@@ -272,9 +307,9 @@ def test_pending_ksm_is_drawn_empty_first(lab: ModuleType,
     title, anon, ksm_x = seen[0]
     assert title == "Host memory, 3 guests (ksm running…)"
     assert anon[:2] == pytest.approx(want["anon"], abs=1e-6) and anon[2] is None
-    assert ksm_x == [1, 2]
+    assert ksm_x == [1, 2, 4, 8]
     assert memory.layout.title.text == "Host memory, 3 guests"
-    assert list(guests.data[2].x) == [1, 2, 3]
+    assert list(guests.data[2].x) == [1, 2, 4, 8]
 
 
 def test_curve_guests_fixes_the_curve_points(lab: ModuleType) -> None:

@@ -25,6 +25,7 @@ Where things are (start with host.py for experiments, mm/ for the mechanisms)::
     mincore.py     which pages of a file the running kernel caches (mincore, cachestat)
     lab/           widgets, figures and exercises (the only place ipywidgets and plotly load)
     __main__.py    the command line (python -m xipmodel)
+    family.py      a run grown guest by guest: every guest count's result, ksm too
     data/          shipped traces and the distribution's ELF facts
 
 The model depends on numpy only; the widgets live in ``xipmodel.lab``.

@@ -51,6 +51,7 @@ from xipmodel.workloads.trace import PageTrace, replay
 
 __all__ = [
     "CATEGORIES",
+    "KIND_CATEGORY",
     "KSM_TIMELINE_COLUMNS",
     "MODES",
     "Comparison",
@@ -67,7 +68,7 @@ CATEGORIES: Final = ("shared", "page_cache", "anon", "cow", "page_tables", "stru
                      "ksm", "guest_free", "zero")
 KSM_TIMELINE_COLUMNS: Final = ("pages_shared", "pages_sharing", "pages_unshared",
                                 "pages_volatile", "full_scans", "pages_scanned")
-_KIND_CATEGORY: Final = {
+KIND_CATEGORY: Final = {  # a host frame's kind → its category
     FrameKind.SHARED: "shared", FrameKind.HOSTCACHE: "shared",
     FrameKind.PAGECACHE: "page_cache", FrameKind.ANON: "anon", FrameKind.COW: "cow",
     FrameKind.PAGETABLE: "page_tables", FrameKind.KSM: "ksm",
@@ -300,9 +301,10 @@ class RunResult:
 
         Exact without KSM: a guest's run never depends on the guests started after
         it, so host memory after guest n is what an n-guest host ends with. KSM keeps
-        scanning after the last start, so a ksm result has no prefixes.
+        scanning after the last start, so a ksm result has no prefixes (but one taken
+        before ksmd scanned anything has: xipmodel.family adds ksmd's tail to them).
         """
-        if self.mode == "ksm":
+        if self.ksm is not None and self.ksm.pages_scanned:
             raise ParameterError("RunResult.prefix: a ksm result depends on the run's end")
         if not 1 <= guests <= len(self.per_guest):
             raise ParameterError(f"RunResult.prefix: guests {guests} is not in "
@@ -313,7 +315,9 @@ class RunResult:
                          dict(zip(CATEGORIES, self.timeline_bytes[guests].tolist(),
                                   strict=True)),
                          per_guest, self.timeline_ns[:guests + 1],
-                         self.timeline_bytes[:guests + 1], totals, None, dict(self.extra))
+                         self.timeline_bytes[:guests + 1], totals, self.ksm,
+                         {k: v[:guests + 1] if k == "ksm_timeline" else v
+                          for k, v in self.extra.items()})
 
     def as_dict(self) -> dict[str, Any]:
         """Plain Python values (JSON-ready), with the per-mode keys the CLI prints."""
@@ -400,6 +404,7 @@ class Host:
         self.ksm = (Ksm(self.memory, self.guests, pages_to_scan=scenario.ksm_pages_to_scan,
                         sleep_millisecs=scenario.ksm_sleep_ms, bus=self.bus)
                     if mode == "ksm" else None)
+        self._templates: dict[tuple[str, int], tuple[Guest, int, int]] = {}
         self._samples_ns: list[int] = []
         self._samples: list[list[int]] = []
         # Columns: pages_shared, pages_sharing, pages_unshared, pages_volatile, full_scans,
@@ -410,14 +415,31 @@ class Host:
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
         """Start every guest's program at its start time; return what the host holds."""
+        self.add_guests(self.scenario.guests, progress)
+        if self.ksm is not None:
+            for t in self.ksmd_times():
+                self.ksm.run_until(t)
+                self._sample(t)
+        return self.result()
+
+    def add_guests(self, guests: int,
+                   progress: Callable[[int, int], None] | None = None) -> None:
+        """Start guests len(self.guests) .. guests-1, as run() does (a run continued).
+
+        Guests never depend on later ones, so a host grown to n guests holds what a
+        host of the n-guest scenario holds after its last start (before ksmd's tail).
+        """
+        if guests > self.scenario.guests:
+            self.scenario = self.scenario.replace(guests=guests)  # checks the bounds
         s = self.scenario
         interval = int(s.start_interval_ms * 1_000_000)
         preset = PRESETS[s.preset]
         ram_pages = (s.guest_ram_mib << 20) >> PAGE_SHIFT
         # (program, variant) → the guest that ran it, how long it ran, how long it waited.
-        templates: dict[tuple[str, int], tuple[Guest, int, int]] = {}
-        self._sample(0)
-        for i in range(s.guests):
+        templates = self._templates
+        if not self._samples:
+            self._sample(0)
+        for i in range(len(self.guests), guests):
             start = i * interval
             if self.ksm is not None:
                 self.ksm.run_until(start)
@@ -452,15 +474,16 @@ class Host:
             self.guests.append(guest)
             self._sample(guest.time)
             if progress is not None:
-                progress(i + 1, s.guests)
-        end = max(g.time for g in self.guests)
-        if self.ksm is not None:
-            stop = end + int(s.ksm_seconds * 1e9)
-            step = max(self.ksm.sleep_ns, (stop - end) // 50)
-            for t in range(end + step, stop + 1, step):
-                self.ksm.run_until(t)
-                self._sample(t)
-        return self.result()
+                progress(i + 1, guests)
+
+    def ksmd_times(self, guests: int | None = None) -> range:
+        """When ksmd's tail is sampled: 50 steps from the end of the last of the first
+        `guests` guests (default: all) to ksm_seconds later."""
+        assert self.ksm is not None, "ksmd_times: not a ksm host"
+        end = max((g.time for g in self.guests[:guests]), default=0)
+        stop = end + int(self.scenario.ksm_seconds * 1e9)
+        step = max(self.ksm.sleep_ns, (stop - end) // 50)
+        return range(end + step, stop + 1, step)
 
     def run_program(self, guest: Guest, program: str, seed: int) -> None:
         """exec `program` in `guest` and replay a seeded run of it (a trace: replay it)."""
@@ -489,7 +512,7 @@ class Host:
     def _bytes_by_category(self) -> dict[str, int]:
         out = dict.fromkeys(CATEGORIES, 0)
         for kind, count in self.memory.counts_by_kind().items():
-            out[_KIND_CATEGORY[kind]] += count * PAGE_SIZE
+            out[KIND_CATEGORY[kind]] += count * PAGE_SIZE
         if self.ksm is not None:
             out["ksm"] += len(self.ksm.rmap_items) * RMAP_ITEM_BYTES
         return out

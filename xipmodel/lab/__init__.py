@@ -5,8 +5,8 @@ Mesa style: views are pure functions of model state returning plotly figure data
 update FigureWidgets in place::
 
     views.py     figure data: dashboard, memory map, page walk, ext2, timeline (numpy only)
-    runs.py      RunCache: one run per (scenario, mode) at the largest guest count asked,
-                 smaller counts answered by RunResult.prefix (ksm: run on demand)
+    runs.py      RunCache: one growing run per (scenario, mode), the largest count asked,
+                 smaller counts answered from it (ksm: plus ksmd's tail, in bulk)
     widgets.py   comparison_dashboard, memory_map, page_walk_explorer, ext2_explorer,
                  timeline (ipywidgets + plotly FigureWidget; needs the `lab` extra)
     exercises/   the course's seeded, self-checking exercises, one module per notebook

@@ -1,29 +1,31 @@
-"""The dashboard's memory of runs: one run per scenario family and mode, answered by prefixes.
+"""The dashboard's memory of runs: one growing run per scenario family and mode.
 
-A run is deterministic (the same scenario gives the same numbers), so a result never
-goes stale. Without KSM, the first n guests of an N-guest run are exactly an n-guest
-run (RunResult.prefix), so the cache keeps, per *family* (the scenario without its
-guest count) and mode, a single run, the longest made, and answers every smaller
-guest count from it::
+A run is deterministic (the same scenario gives the same numbers), and a guest never
+depends on the guests started after it, so the cache keeps, per *family* (the scenario
+without its guest count) and mode, one host grown guest by guest (xipmodel.family's
+FamilyRun) and answers every guest count up to its length from it, ksm included::
 
-    RunCache(reach=256)                        runs that have prefixes are made with at
-                                               least 256 guests (the slider's maximum)
-    RunCache.result(scenario, mode)            a prefix of the family's run; a new run
-                                               only if it is shorter than `guests`
+    RunCache(reach=256)                        families are grown to at least 256
+                                               guests (the slider's maximum)
+    RunCache.result(scenario, mode)            the answer of the family's run; the run
+                                               grows (continues) if it is shorter
     RunCache.comparison(scenario, modes)       the same for several modes: a Comparison
-    RunCache.curve(scenario, modes, guests)    the sweep over "guests": prefixes too
+    RunCache.curve(scenario, modes, guests)    the sweep over "guests"
     RunCache.known(scenario, modes)            what is known without running anything
-    RunCache.line(scenario, mode, guests)      host bytes per guest count, read off the
-                                               family run's timeline (no RunResults)
+    RunCache.line(scenario, mode, guests)      host bytes per guest count: read off the
+                                               family run's timeline (not ksm: its
+                                               points are results, a few ms each)
 
-KSM has no prefixes (ksmd keeps scanning after the last start, so a ksm result
-depends on the run's end): each (scenario, "ksm") is run on demand, once, and kept
-among the `maxsize` most recently used results. Moving the guests slider therefore
-runs nothing but KSM at guest counts never seen. No plotly or ipywidgets here.
+Without KSM an n-guest result is a prefix of the family's run (RunResult.prefix); a
+ksm result adds ksmd's scan after the last start, counted in bulk (mm/ksm_bulk.py).
+Only ksm scenarios whose guests start apart (start_interval_ms > 0: ksmd scans
+between starts) have no family: each (scenario, "ksm") is then run on demand, once,
+and kept among the `maxsize` most recently used results. No plotly or ipywidgets here.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -31,20 +33,28 @@ from concurrent.futures import Executor, as_completed
 
 from xipmodel.errors import ParameterError
 from xipmodel.ext2.reader import Ext2Image
+from xipmodel.family import FamilyRun, has_prefixes
 from xipmodel.host import Comparison, Host, RunResult, Scenario
 
-__all__ = ["Progress", "RunCache", "default_curve_guests", "has_prefixes"]
+__all__ = ["Progress", "RunCache", "default_curve_guests", "has_prefixes", "line_of_run"]
 
 # progress(guests done, guests to run, what is running)
 Progress = Callable[[int, int, str], None]
 Job = tuple[Scenario, str]
 
-_FAMILIES = 32  # family runs kept (each a few hundred KiB at 256 guests)
-_PREFIXES = 4096  # prefixes kept (cheap to make again; kept to skip re-summing totals)
+_FAMILIES = 8  # growing runs kept (each a host: some 25 MiB at 256 guests)
+_ANSWERS = 4096  # results answered from them (cheap to make again; kept to skip the work)
 
 
-def has_prefixes(mode: str) -> bool:
-    """Is every n-guest run of `mode` the first n guests of a longer run? (All but ksm.)"""
+@functools.lru_cache(maxsize=4096)
+def _family_of(scenario: Scenario) -> Scenario:
+    """The scenario's family: the scenario with 1 guest (kept: a replace checks every field)."""
+    return scenario.replace(guests=1)
+
+
+def line_of_run(mode: str) -> bool:
+    """Is `mode`'s host memory at every guest count read off one run's timeline? (All but
+    ksm, whose n-guest result adds ksmd's scan after the n-th start.)"""
     return mode != "ksm"
 
 
@@ -60,13 +70,13 @@ def default_curve_guests(guests: int) -> list[int]:
 
 
 class RunCache:
-    """RunResults by (scenario, mode): family runs answered by prefixes; ksm results, LRU.
+    """RunResults by (scenario, mode): growing family runs; ksm results without a family, LRU.
 
-    `reach`: a run of a mode with prefixes is made with max(guests asked, reach, the
-    family's longest run so far) guests, so the guest counts below it cost nothing
-    later (the dashboard sets it to its slider's maximum). `maxsize`: ksm results kept.
-    `executor`: runs the jobs of one request in parallel (the embedded image only;
-    progress is then reported per finished run instead of per guest).
+    `reach`: a family run is grown to max(guests asked, reach) guests, so the guest
+    counts below it cost nothing later (the dashboard sets it to its slider's maximum);
+    asked for more, it continues from where it is. `maxsize`: results without a family
+    kept. `executor`: runs those results' jobs of one request in parallel (the embedded
+    image only; progress is then reported per finished run instead of per guest).
     """
 
     def __init__(self, image: Ext2Image | None = None, maxsize: int = 256,
@@ -77,73 +87,74 @@ class RunCache:
         self.maxsize = maxsize
         self.reach = reach
         self.executor = executor if image is None else None
-        self._results: OrderedDict[Job, RunResult] = OrderedDict()  # runs without prefixes
-        self._families: OrderedDict[Job, RunResult] = OrderedDict()  # (family, mode) → run
-        self._prefixes: OrderedDict[Job, RunResult] = OrderedDict()
-        self.runs = 0  # Host runs made (cache misses)
+        self._results: OrderedDict[Job, RunResult] = OrderedDict()  # runs without a family
+        self._families: OrderedDict[Job, FamilyRun] = OrderedDict()  # (family, mode) → run
+        self._answers: OrderedDict[Job, RunResult] = OrderedDict()
+        self.runs = 0  # runs made or grown (cache misses)
         self.seconds = 0.0  # time spent in them
 
     def __contains__(self, key: Job) -> bool:
         scenario, mode = key
-        if has_prefixes(mode):
-            run = self._families.get((scenario.replace(guests=1), mode))
-            return run is not None and run.scenario.guests >= scenario.guests
+        if has_prefixes(mode, scenario):
+            run = self.family_run(scenario, mode)
+            return run is not None and run.guests >= scenario.guests
         return key in self._results
 
-    def family_run(self, scenario: Scenario, mode: str) -> RunResult | None:
-        """The longest run made of `scenario`'s family in `mode` (a mode with prefixes)."""
-        return self._families.get((scenario.replace(guests=1), mode))
+    def family_run(self, scenario: Scenario, mode: str) -> FamilyRun | None:
+        """The growing run of `scenario`'s family in `mode`, if one was made."""
+        return self._families.get((_family_of(scenario), mode))
 
     def cached(self, scenario: Scenario, mode: str) -> RunResult | None:
-        """The result if known without a run (a prefix, or a cached ksm result), else None."""
+        """The result if known without running a guest, else None."""
         key = (scenario, mode)
-        if not has_prefixes(mode):
+        if not has_prefixes(mode, scenario):
             r = self._results.get(key)
             if r is not None:
                 self._results.move_to_end(key)
             return r
-        family = (scenario.replace(guests=1), mode)
+        family = (_family_of(scenario), mode)
         run = self._families.get(family)
-        if run is None or run.scenario.guests < scenario.guests:
+        if run is None or run.guests < scenario.guests:
             return None
         self._families.move_to_end(family)
-        if run.scenario.guests == scenario.guests:
-            return run
-        r = self._prefixes.get(key)
+        r = self._answers.get(key)
         if r is None:
-            r = self._prefixes[key] = run.prefix(scenario.guests)
-            while len(self._prefixes) > _PREFIXES:
-                self._prefixes.popitem(last=False)
+            r = self._answers[key] = run.result(scenario.guests)
+            while len(self._answers) > _ANSWERS:
+                self._answers.popitem(last=False)
+        else:
+            self._answers.move_to_end(key)
         return r
 
-    def _store(self, scenario: Scenario, mode: str, result: RunResult) -> None:
-        if has_prefixes(mode):
-            family = (scenario.replace(guests=1), mode)
-            old = self._families.get(family)
-            if old is None or old.scenario.guests < scenario.guests:
-                self._families[family] = result
-                # Prefixes of a shorter run are prefixes of this one too: nothing to drop.
-            self._families.move_to_end(family)
+    def _family(self, scenario: Scenario, mode: str) -> FamilyRun:
+        """The family run of `scenario` in `mode`, made (empty) if there is none."""
+        family = (_family_of(scenario), mode)
+        run = self._families.get(family)
+        if run is None:
+            run = self._families[family] = FamilyRun(scenario, mode, self.image)
             while len(self._families) > _FAMILIES:
                 gone, _ = self._families.popitem(last=False)
-                for k in [k for k in self._prefixes if (k[0].replace(guests=1), k[1]) == gone]:
-                    del self._prefixes[k]
-            return
+                for k in [k for k in self._answers if (_family_of(k[0]), k[1]) == gone]:
+                    del self._answers[k]
+        self._families.move_to_end(family)
+        return run
+
+    def _store(self, scenario: Scenario, mode: str, result: RunResult) -> None:
         self._results[(scenario, mode)] = result
         self._results.move_to_end((scenario, mode))
         while len(self._results) > self.maxsize:
             self._results.popitem(last=False)
 
     def plan(self, jobs: Sequence[Job]) -> list[Job]:
-        """The runs that `jobs` need: per family and mode with prefixes, one run long enough
+        """The runs that `jobs` need: per family and mode, one run (or growth) long enough
         for every job of it (at least `reach` guests); each other job not cached, once."""
         longest: dict[Job, int] = {}
         exact: list[Job] = []
         for s, m in jobs:
             if self.cached(s, m) is not None:
                 continue
-            if has_prefixes(m):
-                family = (s.replace(guests=1), m)
+            if has_prefixes(m, s):
+                family = (_family_of(s), m)
                 longest[family] = max(longest.get(family, 0), s.guests)
             else:
                 exact.append((s, m))
@@ -155,11 +166,25 @@ class RunCache:
                  ) -> list[RunResult]:
         """Results of `jobs` in order, running only what `plan(jobs)` says is missing."""
         todo = self.plan(jobs)
-        total = sum(s.guests for s, _ in todo)
+        grown = [(s, m) for s, m in todo if has_prefixes(m, s)]
+        exact = [(s, m) for s, m in todo if not has_prefixes(m, s)]
+        runs = {(s, m): self._family(s, m) for s, m in grown}
+        total = (sum(s.guests - run.guests for (s, _), run in runs.items())
+                 + sum(s.guests for s, _ in exact))
         done = 0
         start = time.perf_counter()
-        if self.executor is not None and len(todo) > 1:
-            futures = {self.executor.submit(_run_default_image, s, m): (s, m) for s, m in todo}
+        for (s, m), run in runs.items():
+            first = run.guests
+
+            def step(i: int, n: int, m: str = m, base: int = done - first) -> None:
+                if progress is not None:
+                    progress(base + i, total, f"{m}, {n} guests: guest {i}/{n}")
+
+            run.grow(s.guests, step)
+            self.runs += 1
+            done += s.guests - first
+        if self.executor is not None and len(exact) > 1:
+            futures = {self.executor.submit(_run_default_image, s, m): (s, m) for s, m in exact}
             for f in as_completed(futures):
                 s, m = futures[f]
                 self._store(s, m, f.result())
@@ -168,14 +193,14 @@ class RunCache:
                 if progress is not None:
                     progress(done, total, f"{m}, {s.guests} guests")
         else:
-            for s, m in todo:
-                def step(i: int, n: int, s: Scenario = s, m: str = m, base: int = done) -> None:
+            for s, m in exact:
+                def one(i: int, n: int, s: Scenario = s, m: str = m, base: int = done) -> None:
                     if progress is not None:
                         scanning = "; ksmd scanning" if i == n and m == "ksm" else ""
                         progress(base + i, total,
                                  f"{m}, {s.guests} guests: guest {i}/{n}{scanning}")
 
-                self._store(s, m, Host(s, m, self.image).run(progress=step))
+                self._store(s, m, Host(s, m, self.image).run(progress=one))
                 self.runs += 1
                 done += s.guests
         self.seconds += time.perf_counter() - start
@@ -206,16 +231,14 @@ class RunCache:
              ) -> tuple[list[int], list[int]]:
         """(guest counts, host bytes) of `mode` at the counts of `guests` known without a run.
 
-        A mode with prefixes reads them off its family run's timeline (host memory after
-        guest n is what an n-guest run ends with), so every count up to the run's length
-        costs nothing: no RunResult is made.
+        A mode whose line is read off one run (line_of_run) takes it from its family run's
+        timeline (host memory after guest n is what an n-guest run ends with), so every
+        count up to the run's length costs nothing: no RunResult is made.
         """
-        if has_prefixes(mode):
-            run = self.family_run(scenario, mode)
-            if run is None:
-                return [], []
-            host = run.timeline_bytes.sum(axis=1)
-            xs = sorted({n for n in guests if 1 <= n <= run.scenario.guests})
+        run = self.family_run(scenario, mode) if has_prefixes(mode, scenario) else None
+        if line_of_run(mode) and run is not None:
+            host = run.whole().timeline_bytes.sum(axis=1)
+            xs = sorted({n for n in guests if 1 <= n <= run.guests})
             return xs, [int(host[n]) for n in xs]
         out = [(n, r.host_bytes) for n in sorted(set(guests))
                if (r := self.cached(scenario.replace(guests=n), mode)) is not None]
@@ -225,9 +248,9 @@ class RunCache:
               progress: Progress | None = None, run: bool = True) -> list[Comparison]:
         """sweep(scenario, "guests", guests, modes), sorted by guests.
 
-        Modes with prefixes cost one run for the whole curve (none if the family's run
-        is long enough); ksm one run per point never computed. `run=False`: only what is
-        known (a point's Comparison may then lack modes).
+        A family costs one run (or its growth) for the whole curve, none if its run is
+        long enough; ksm without a family one run per point never computed. `run=False`:
+        only what is known (a point's Comparison may then lack modes).
         """
         points = sorted(set(guests))
         scenarios = [scenario.replace(guests=n) for n in points]

@@ -155,12 +155,13 @@ def guests_curve(curve: Sequence[Comparison], modes: Sequence[str], guests: int 
 
 def guests_lines(lines: Mapping[str, tuple[Sequence[int], Sequence[int]]],
                  modes: Sequence[str], guests: int | None = None,
-                 baseline: str = "pagecache") -> Figure:
+                 baseline: str = "pagecache", at: Mapping[str, int] | None = None) -> Figure:
     """guests_curve from (guest counts, host bytes) per mode: one trace per mode of MODES.
 
     What each mode saves at `guests` is not drawn in the figure but returned as HTML
-    ("summary"; the dashboard shows it above the figure): when the lines do not change
-    (the dashboard draws the modes with prefixes at every guest count), moving the
+    ("summary"; the dashboard shows it above the figure), from `at` (host bytes per mode
+    at `guests`) if given, else from the lines: when the lines do not change (the
+    dashboard draws them at guest counts that do not depend on the slider), moving the
     slider then leaves the figure alone. A marker, an annotation or even a new title
     would make plotly.js redraw it: 30–45 ms a move in the browser.
     """
@@ -192,6 +193,9 @@ def guests_lines(lines: Mapping[str, tuple[Sequence[int], Sequence[int]]],
                                  "xanchor": "left", "font": {"color": MODE_COLORS[m]}})
         for m in modes:
             mine = dict(zip(xs[m], ys[m], strict=True))
+            if at is not None and guests is not None:
+                base = {guests: _mib(at[baseline])} if baseline in at else {}
+                mine = {guests: _mib(at[m])} if m in at else {}
             if m == baseline or guests not in mine or guests not in base:
                 continue
             b, y = base[guests], mine[guests]

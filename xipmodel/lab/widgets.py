@@ -43,6 +43,7 @@ dashboard redraws only the figures whose data change.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
@@ -56,10 +57,11 @@ import plotly.graph_objects as go  # type: ignore[import-untyped]
 import traitlets
 
 from xipmodel.distro import default_image
+from xipmodel.errors import ParameterError
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import MODES, Comparison, Host, RunResult, Scenario
 from xipmodel.lab import views
-from xipmodel.lab.runs import RunCache, default_curve_guests, has_prefixes
+from xipmodel.lab.runs import RunCache, default_curve_guests, has_prefixes, line_of_run
 from xipmodel.mm.guest import Guest
 from xipmodel.workloads.synthetic import PROGRAMS
 
@@ -283,18 +285,20 @@ def _html_table(rows: Sequence[tuple[object, object]], title: str) -> str:
 class Dashboard:
     """The controller of comparison_dashboard: controls, a RunCache, three FigureWidgets.
 
-    Runs. The cache's `reach` is the slider's maximum, so the first update runs each
-    shown mode that has prefixes (all but ksm) once, at that many guests, with the
-    progress bar; every other position of the slider is then a prefix of those runs,
-    drawn without running anything (see runs.py). Their lines on the guests curve have
-    every guest count up to the maximum (read off the runs' timelines), so a move
-    redraws the two bar charts and leaves the curve alone (what each mode saves at the
-    slider's value is in `summary`, an HTML line above it): 120 ms from the key press
-    to the new numbers on screen in Chromium (python -m bench browser). Showing dax, or
-    another workload, RAM or heap share, costs one such run per mode. KSM has no
-    prefixes: each guest count never seen runs it on demand (1–3 s, with the progress
-    bar), and the update then draws twice, at once with what is known (an empty ksm bar
-    named in the title, the ksm line with the points known), again when ksm is done.
+    Runs. The cache's `reach` is the slider's maximum (or `reach`), so the first update
+    grows one run per shown mode to that many guests, with the progress bar; every
+    other position of the slider is then answered from those runs without running a
+    guest (see runs.py): a prefix, plus for ksm ksmd's scan after the last start,
+    counted in bulk (a few ms). The guests curve has points that do not depend on the
+    slider (every count up to the reach, read off the runs' timelines; ksm the powers of
+    two), so a move redraws the two bar charts only; what each mode saves at the
+    slider's value is in `summary`, an HTML line above the curve, sent after the
+    figures. A count past a run's length grows it by the guests missing (continued, not
+    started over), and after each update the slider's neighbours are readied while the
+    browser draws (_prefetch). Showing dax, or another workload, RAM or heap share,
+    costs one such run per mode. Only ksm with guests started apart (start_interval_ms
+    > 0) runs per guest count, on demand, and the update then draws twice: at once with
+    what is known (an empty ksm bar named in the title), again when ksm is done.
 
     In a Jupyter kernel the first computation waits until the cell that built the
     dashboard has run (post_run_cell): the box is on screen by then and shows the
@@ -303,7 +307,8 @@ class Dashboard:
 
     def __init__(self, scenario: Scenario, image: Ext2Image | None, max_guests: int,
                  mixes: Mapping[str, Workload], cache: RunCache | None,
-                 curve_guests: Sequence[int] | None, defer: bool | None) -> None:
+                 curve_guests: Sequence[int] | None, defer: bool | None,
+                 reach: int | None = None) -> None:
         self.cache = cache if cache is not None else RunCache(image)
         self.base = scenario
         self.curve_guests = curve_guests
@@ -314,7 +319,8 @@ class Dashboard:
         self.guests_slider = W.IntSlider(value=scenario.guests, min=1,
                                          max=max(max_guests, scenario.guests),
                                          description="guests", continuous_update=False)
-        self.cache.reach = max(self.cache.reach, self.guests_slider.max)
+        self.top = self.guests_slider.max if reach is None else max(reach, 1)
+        self.cache.reach = max(self.cache.reach, self.top)
         self.mix = W.Dropdown(options=list(mixes.items()), value=scenario.workload,
                               description="workload")
         self.ram = W.SelectionSlider(options=[(f"{r} MiB", r) for r in
@@ -391,17 +397,18 @@ class Dashboard:
     def _curve_points(self, mode: str) -> list[int]:
         """The guest counts of `mode`'s line on the guests curve.
 
-        Given `curve_guests`: those and the slider's value. Otherwise a mode with prefixes
-        has every count up to the slider's maximum (one run's timeline: the line stays
-        put while the slider moves), ksm the powers of two up to the slider's value and
-        the value.
+        Given `curve_guests`: those and the slider's value. Otherwise counts that do not
+        depend on the slider, up to the runs' reach (the slider's maximum unless given),
+        so that the curve stays put while the slider moves (one figure fewer to redraw
+        in the browser; what each mode saves at the slider's value is in `summary`): a
+        mode whose line is read off one run has every count, ksm the powers of two and
+        the reach.
         """
-        n = self.guests_slider.value
         if self.curve_guests is not None:
-            return sorted({*self.curve_guests, n})
-        if has_prefixes(mode):
-            return list(range(1, self.guests_slider.max + 1))
-        return default_curve_guests(n)
+            return sorted({*self.curve_guests, self.guests_slider.value})
+        if line_of_run(mode):
+            return list(range(1, self.top + 1))
+        return default_curve_guests(self.top)
 
     def _progress(self, done: int, total: int, what: str) -> None:
         """Show the bar only once a computation has taken SHOW_PROGRESS_AFTER seconds."""
@@ -422,13 +429,15 @@ class Dashboard:
         """Redraw the three figures in place from what the cache knows."""
         results = self.cache.known(s, modes).results
         lines = {m: self.cache.line(s, m, self._curve_points(m)) for m in modes}
-        curve = views.guests_lines(lines, modes, s.guests)
-        self.summary.value = f"<b>{curve['summary']}</b>"  # first: the cheapest to draw
+        curve = views.guests_lines(lines, modes, s.guests,
+                                   at={m: r.host_bytes for m, r in results.items()})
         update_figures([
             (self._figures["memory"], views.memory_bars(results, pending)),
             (self._figures["faults"], views.faults_bars(results, pending)),
             (self._figures["guests"], curve),
         ])
+        # Last: the text never names a guest count the figures do not show yet.
+        self.summary.value = f"<b>{curve['summary']}</b>"
 
     def update(self) -> None:
         """Recompute what the controls ask for (only what the cache does not know), redraw."""
@@ -441,14 +450,15 @@ class Dashboard:
             raise
 
     def _jobs(self, s: Scenario, modes: Sequence[str]) -> list[tuple[Scenario, str]]:
-        """The (scenario, mode) results the figures need; for modes with prefixes, also
-        the slider's maximum (so that the first update precomputes every position)."""
-        top = self.guests_slider.max
+        """The (scenario, mode) results the figures need. A mode whose curve is read off
+        its run needs one result, the largest count (the cache grows the run to its
+        reach, the slider's maximum unless given: the first update precomputes every
+        position); ksm one per curve point."""
         jobs = []
         for m in modes:
             counts = {s.guests, *self._curve_points(m)}
-            if has_prefixes(m):
-                counts = {max(top, *counts)}  # one run answers every count below it
+            if line_of_run(m) and has_prefixes(m, s):
+                counts = {max([s.guests, *(self.curve_guests or ())])}
             jobs += [(s.replace(guests=n), m) for n in sorted(counts)]
         return jobs
 
@@ -458,7 +468,7 @@ class Dashboard:
         s, modes = self.scenario(), self.modes()
         jobs = self._jobs(s, modes)
         # Modes with prefixes first: one run per family at most (at the slider's maximum).
-        self.cache.run_many([j for j in jobs if has_prefixes(j[1])], self._progress)
+        self.cache.run_many([j for j in jobs if has_prefixes(j[1], j[0])], self._progress)
         pending = [m for m in modes if self.cache.plan([j for j in jobs if j[1] == m])]
         t1 = time.perf_counter()
         if pending:
@@ -474,6 +484,18 @@ class Dashboard:
         self.last_update_s = t3 - t0
         self.status.value = (f"updated in {self.last_update_s:.2f} s "
                              f"({self.cache.runs - runs} new runs)")
+        self._prefetch(s, modes)
+
+    def _prefetch(self, s: Scenario, modes: Sequence[str]) -> None:
+        """Ready the results of the slider's neighbours (a ksm result, a guest more past
+        the runs): done while the browser draws this update, so that a move by one (the
+        arrow keys, a drag) finds them made. Only what a family answers (tens of ms);
+        a bad neighbour (a host that fills up) is left for its own update to report."""
+        for n in (s.guests + 1, s.guests - 1):
+            if 1 <= n <= self.guests_slider.max:
+                with contextlib.suppress(ParameterError):
+                    self.cache.run_many([(s.replace(guests=n), m) for m in modes
+                                         if has_prefixes(m, s)])
 
 
 def _kernel_events() -> Any:
@@ -498,19 +520,20 @@ def comparison_dashboard(scenario: Scenario | None = None, *, image: Ext2Image |
                          max_guests: int = 256, mixes: Mapping[str, Workload] = MIXES,
                          cache: RunCache | None = None,
                          curve_guests: Sequence[int] | None = None,
-                         defer: bool | None = None) -> Any:
+                         defer: bool | None = None, reach: int | None = None) -> Any:
     """A box of controls and figures comparing the modes for one scenario.
 
     `curve_guests`: the points of the memory-versus-guests curve (default: powers of two
     up to the slider's value, and the value). Runs are cached in `cache` (a RunCache,
-    whose reach becomes at least `max_guests`): each shown mode but ksm runs once at
-    `max_guests` guests, and every slider position is a prefix of that run, drawn
-    without running anything; ksm runs once per guest count, on demand.
+    whose reach becomes at least `reach`, default `max_guests`): each shown mode runs
+    once at that many guests, and every slider position up to it is answered from that
+    run without running a guest; a position past it grows the run (a few ms a guest
+    when guests repeat a variant). A smaller `reach` builds the dashboard sooner.
     `defer`: compute the first state after the cell has run (None: in a Jupyter kernel,
     so that the progress bar is on screen), or at once (False).
     """
     return Dashboard(scenario or Scenario(), image, max_guests, mixes, cache,
-                     curve_guests, defer).widget
+                     curve_guests, defer, reach).widget
 
 
 # ── the memory map ──────────────────────────────────────────────────────────────────────

@@ -31,6 +31,7 @@ The host::
                    size limits, versions, segment_load/unload, a DAX device's struct pages
     guest.py       one guest: its RAM and EPT, processes and page cache, and the wiring
     ksm.py         ksmd merging identical guest pages after the fact
+    ksm_bulk.py    ksmd's passes once no guest runs, counted in bulk (ksm.py's counts)
 
 The only import circle is the kernel's own: page_alloc.py ↔ vmscan.py (direct
 reclaim frees through the allocator); both files say so at the top.

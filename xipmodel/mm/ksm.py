@@ -15,6 +15,9 @@ A guest writing a merged page takes a host copy-on-write fault (cow_ksm).
 Defaults 100 pages / 20 ms = 5,000 pages/s: 16 GiB takes ≈ 839 s a pass.
 Each scanned page costs a 64-byte rmap_item. Not modelled: use_zero_pages,
 merge_across_nodes, the smart scan and advisor heuristics of recent kernels.
+
+This file is the reference, page by page. Once no guest runs any more, its passes
+are also counted in bulk (ksm_bulk.py: the same counters, tested against this).
 """
 
 from __future__ import annotations
@@ -95,6 +98,17 @@ class Ksm:
         """The /sys/kernel/mm/ksm counters now."""
         self._recount()
         return self._counters
+
+    @property
+    def next_wake(self) -> int:
+        """Model time of ksmd's next wake-up."""
+        return self._next_wake
+
+    @property
+    def untouched(self) -> bool:
+        """Has ksmd looked at no guest page yet (no rmap_item, no tree, no pass under way)?"""
+        return not (self.rmap_items or self.stable or self.checksum or len(self._pass_pages)
+                    or self._counters.pages_scanned or self._counters.full_scans)
 
     def run_until(self, time_ns: int) -> int:
         """Wake ksmd every sleep_millisecs up to model time `time_ns`; returns pages scanned.
