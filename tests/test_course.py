@@ -269,3 +269,60 @@ def test_quiz_summary_counts_the_faults_its_stats_count() -> None:
             assert line.count("minor fault") == int(stats.group(2)), (seed, line)
             saw_heap |= "minor fault [NONE]" in line
     assert saw_heap, "some seed writes the heap"
+
+
+# ── 6. the teacher's key ─────────────────────────────────────────────────────────────────
+
+def test_teachers_key_has_every_answer_and_model_answer() -> None:
+    """`python -m xipmodel key --notebook 04 --seeds 1-3`: each seed's answers and solutions."""
+    from xipmodel.__main__ import main
+    from xipmodel.lab.exercises.key import teacher_key
+
+    text = teacher_key("04", [1, 2, 3])
+    for seed in (1, 2, 3):
+        assert f"seed {seed} " in text
+        for name in ("readaround", "ra_windows", "lru_vs_fifo", "fault_flags"):
+            ex = exercise(name, seed)
+            assert ex.prompt in text and ex.solution_text() in text, (name, seed)
+    assert "Model answer:" in text and "One answer:" in text
+    grid = teacher_key("4", [1, 2, 3], answers_only=True).splitlines()
+    assert len(grid) == 2 + 3 and exercise("readaround", 2).shown(
+        exercise("readaround", 2).answer) in grid[3]
+    assert main(["key", "--notebook", "00", "--seeds", "5"]) == 0
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["key", "--notebook", "09"], "notebook '09' is not one of"),
+    (["key", "--notebook", "04", "--seeds", "5-1"], "a range goes up"),
+    (["key", "--notebook", "04", "--seeds", "0-9999"], "at most 500 seeds"),
+    (["key", "--notebook", "04", "--seeds", "one"], "write seeds as"),
+])
+def test_teachers_key_refuses_bad_input_in_one_line(
+        argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad input: one line on standard error, exit status 2."""
+    from xipmodel.__main__ import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+
+
+def test_jupyterlab_news_popup_is_off_in_binder_and_locally(tmp_path: Path) -> None:
+    """Binder's postBuild and `dev.py lab` install the same settings, and JupyterLab reads
+    them as defaults: news never fetched (so never asked about), no update check."""
+    import importlib.util
+
+    from jupyterlab_server.settings_utils import _get_overrides
+
+    root = NOTEBOOKS.parent
+    post = (root / "binder" / "postBuild").read_text(encoding="utf-8")
+    assert "binder/jupyterlab-settings.json" in post and "lab/settings/overrides.d" in post
+    spec = importlib.util.spec_from_file_location("dev", root / "dev.py")
+    assert spec and spec.loader
+    dev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dev)
+    installed = dev.install_lab_settings(tmp_path)
+    overrides, error = _get_overrides(str(installed.parent.parent))
+    assert not error
+    notification = overrides["@jupyterlab/apputils-extension:notification"]
+    assert notification == {"fetchNews": "false", "checkForUpdates": False}

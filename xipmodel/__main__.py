@@ -3,6 +3,7 @@
     demo                    the story in the terminal: populate, freeze, share, compare
     compare [options]       the same scenario in each mode, side by side (or --json)
     quiz [--seed N] [--solve]   an OSTEP-style seeded question, and its worked answer
+    key --notebook NN --seeds A-B   the teacher's key of a notebook's exercises
     info IMAGE              the superblock and block groups, like `dumpe2fs -h`
     ls IMAGE [PATH]         a directory listing with inode numbers, modes and sizes
     bmap IMAGE PATH         which image block holds each page of a file (holes shown)
@@ -530,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--kind", default=None, choices=("translate", "faults", "memory"),
                    help="which kind of question (default: chosen by the seed)")
     q.add_argument("--solve", action="store_true", help="also print the worked answer")
+    from xipmodel.lab.exercises import key
+
+    key.add_arguments(sub.add_parser("key", help="the teacher's key of a notebook's exercises "
+                                     "(answers, worked solutions, model answers)"))
     for name, help_text, needs_path in [
         ("info", "superblock and groups, like dumpe2fs -h", False),
         ("ls", "list a directory of an image", False),
@@ -590,6 +595,10 @@ def _main(argv: list[str]) -> int:
             return 0
         if args.command == "kernelcheck":
             return kernelcheck.run_command(args)
+        if args.command == "key":
+            from xipmodel.lab.exercises import key
+
+            return key.run_command(args)
         if args.command == "quiz":
             from xipmodel.quiz import make_question
 

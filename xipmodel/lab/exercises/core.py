@@ -136,8 +136,6 @@ class Exercise:
             text = str(value)
         return f"{text} {self.unit}".rstrip()
 
-    _shown = shown  # the name older notebooks and tests call
-
     def _read_number(self, text: str) -> tuple[float | None, str]:
         """The number in `text` in the answer's unit, and a note on how it was read."""
         m = _NUMBER_RE.search(text)
