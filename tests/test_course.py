@@ -326,3 +326,20 @@ def test_jupyterlab_news_popup_is_off_in_binder_and_locally(tmp_path: Path) -> N
     assert not error
     notification = overrides["@jupyterlab/apputils-extension:notification"]
     assert notification == {"fetchNews": "false", "checkForUpdates": False}
+
+
+def test_teachers_readme_has_a_two_week_module() -> None:
+    """Prerequisites, sessions, two graded assignments with deliverables and a rubric, a final
+    project, and the key's command."""
+    text = (NOTEBOOKS / "README.md").read_text(encoding="utf-8")
+    module = text.split("## A two-week module", 1)[1].split("\n## ", 1)[0]
+    for part in ("**Prerequisites.**", "| session |", "**Assignment 1", "**Assignment 2",
+                 "Deliverable", "**Rubric", "**Final project", "python -m xipmodel record"):
+        assert part in module, part
+    sessions = re.findall(r"^\| (\d) \(week (\d)\)", module, re.M)
+    assert [w for _s, w in sessions] == ["1", "1", "1", "2", "2", "2"]
+    for name in COURSE:
+        assert name[:2] in "".join(re.findall(r"^\| \d \(week \d\) \| ([\d, ]+) \|", module, re.M))
+    assert "python -m xipmodel key --notebook 04 --seeds 1-40" in text
+    for name in EXERCISES:
+        assert f"`{name}`" in text, f"the course map does not assign {name}"
