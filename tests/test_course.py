@@ -343,3 +343,38 @@ def test_teachers_readme_has_a_two_week_module() -> None:
     assert "python -m xipmodel key --notebook 04 --seeds 1-40" in text
     for name in EXERCISES:
         assert f"`{name}`" in text, f"the course map does not assign {name}"
+
+
+# ── 8. pictures that teach ───────────────────────────────────────────────────────────────
+
+@pytest.mark.parametrize("name", COURSE)
+def test_every_notebook_stores_a_static_figure(name: str) -> None:
+    """A picture that shows in a static view (GitHub, nbviewer, an HTML export)."""
+    figures = [o for c in _load(name)["cells"] for o in c.get("outputs", [])
+               if {"image/svg+xml", "image/png"} & set(o.get("data", {}))]
+    assert figures, f"{name}: no static figure"
+    for o in figures:
+        svg = "".join(o["data"].get("image/svg+xml", ""))
+        assert not svg or ("<title>" in svg and "font-size" in svg), "hover text and labels"
+
+
+def test_static_figures_are_deterministic_with_linear_axes_from_zero() -> None:
+    """Same numbers, same bytes; every bar and point has hover text; x from 0 on a line chart."""
+    from xipmodel.lab.figures import CATEGORY_WORDS, bars, lines
+
+    chart = lines({"pagecache": ([1, 2, 4, 8], [1.6, 3.1, 6.3, 12.7]),
+                   "xip": ([1, 2, 4, 8], [0.7, 1.2, 2.1, 3.4])},
+                  title="t", xlabel="guests", ylabel="MiB")
+    again = lines({"pagecache": ([1, 2, 4, 8], [1.6, 3.1, 6.3, 12.7]),
+                   "xip": ([1, 2, 4, 8], [0.7, 1.2, 2.1, 3.4])},
+                  title="t", xlabel="guests", ylabel="MiB")
+    assert chart.text == again.text and chart._repr_svg_() == chart.text
+    assert chart.text.count("<circle") + chart.text.count("<polyline") == chart.text.count(
+        "<title>") == 10
+    ticks = re.findall(r"text-anchor='middle'[^>]*>([\d,.]+)</text>", chart.text)
+    assert ticks[:3] == ["0", "2", "4"], ticks  # linear: equal steps from zero
+    stacked = bars(["pagecache", "xip"], {"page_cache": [10.0, 0.0], "shared": [0.0, 0.8]},
+                   title="b", ylabel="MiB", unit="MiB", words=CATEGORY_WORDS)
+    assert stacked.text.count("<rect x=") == stacked.text.count("<title>") == 2
+    assert "page cache" in stacked.text and "shared image pages" in stacked.text
+    assert repr(stacked) == "<static figure: b>"
