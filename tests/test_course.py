@@ -7,53 +7,28 @@ them) and ask the exercise catalogue from Python, as a student's answers would b
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_notebooks import COURSE, NOTEBOOKS, compared_text, load, source
 
 from xipmodel.lab.exercises import EXERCISES, Exercise, exercise
 from xipmodel.quiz import make_question
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-COURSE = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MIN_DISTINCT = 30
 
 
-def _load(name: str) -> dict[str, Any]:
-    nb: dict[str, Any] = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))
-    return nb
-
-
-def _source(cell: dict[str, Any]) -> str:
-    src = cell["source"]
-    return src if isinstance(src, str) else "".join(src)
-
-
-def _outputs(cell: dict[str, Any]) -> list[str]:
-    """Every stored output of a cell as text (what an HTML export or nbviewer shows)."""
-    out = []
-    for o in cell.get("outputs", []):
-        if o["output_type"] == "stream":
-            out.append("".join(o["text"]))
-        elif o["output_type"] in ("execute_result", "display_data"):
-            out += ["".join(v) if isinstance(v, list) else json.dumps(v)
-                    for k, v in o["data"].items() if k != WIDGET_VIEW]
-    return out
-
-
 def _seed(nb: dict[str, Any]) -> int:
-    code = "\n".join(_source(c) for c in nb["cells"] if c["cell_type"] == "code")
+    code = "\n".join(source(c) for c in nb["cells"] if c["cell_type"] == "code")
     m = re.search(r"^SEED = (\d+)", code, re.M)
     assert m, "the notebook sets SEED"
     return int(m.group(1))
 
 
 def _asked(nb: dict[str, Any]) -> list[str]:
-    code = "\n".join(_source(c) for c in nb["cells"] if c["cell_type"] == "code")
+    code = "\n".join(source(c) for c in nb["cells"] if c["cell_type"] == "code")
     return re.findall(r"""\bexercise\(\s*["'](\w+)["']""", code)
 
 
@@ -97,9 +72,9 @@ def leaks(ex: Exercise, texts: list[str]) -> list[str]:
 @pytest.mark.parametrize("name", COURSE)
 def test_no_stored_output_holds_an_answer(name: str) -> None:
     """For the notebook's SEED: does any stored output (or question) give an answer away?"""
-    nb = _load(name)
+    nb = load(name)
     seed = _seed(nb)
-    texts = [t for c in nb["cells"] if c["cell_type"] == "code" for t in _outputs(c)]
+    texts = [t for c in nb["cells"] if c["cell_type"] == "code" for t in compared_text(c)]
     assert not any("Answer:" in t or "Model answer:" in t for t in texts), "a solution stored"
     assert not [c for c in nb["cells"] if "solution" in c["metadata"].get("tags", [])]
     for asked in _asked(nb):
@@ -218,7 +193,7 @@ def test_feedback_names_a_likely_mistake() -> None:
 @pytest.mark.parametrize("name", COURSE[1:])
 def test_every_kind_in_every_notebook(name: str) -> None:
     """Predict-then-verify, construct-an-input and an open question in each of 01–07."""
-    kinds = {exercise(n, 0).kind for n in _asked(_load(name))}
+    kinds = {exercise(n, 0).kind for n in _asked(load(name))}
     assert {"compute", "predict", "construct", "open"} <= kinds | {"compute"}, (name, kinds)
     assert {"predict", "construct", "open"} <= kinds, (name, kinds)
 
@@ -350,7 +325,7 @@ def test_teachers_readme_has_a_two_week_module() -> None:
 @pytest.mark.parametrize("name", COURSE)
 def test_every_notebook_stores_a_static_figure(name: str) -> None:
     """A picture that shows in a static view (GitHub, nbviewer, an HTML export)."""
-    figures = [o for c in _load(name)["cells"] for o in c.get("outputs", [])
+    figures = [o for c in load(name)["cells"] for o in c.get("outputs", [])
                if {"image/svg+xml", "image/png"} & set(o.get("data", {}))]
     assert figures, f"{name}: no static figure"
     for o in figures:
