@@ -131,8 +131,8 @@ def _ratio_guests(seed: int) -> Exercise:
             return False, f"{n} guests is not in 1–{MAX_GUESTS}."
         r = ratio_at(n)
         if r >= ratio:
-            return True, f"with {n} guests the page cache needs {r:.2f} × XIP's host memory."
-        return False, f"with {n} guests the page cache needs only {r:.2f} × XIP's."
+            return True, f"with {n} guests the page cache needs {r:.3f} × XIP's host memory."
+        return False, f"with {n} guests the page cache needs only {r:.3f} × XIP's."
 
     def answer(_: int) -> int:
         return next(n for n in range(1, MAX_GUESTS + 1) if ratio_at(n) >= ratio)
@@ -149,7 +149,7 @@ def _ratio_guests(seed: int) -> Exercise:
     return Exercise(
         f"Every guest makes the same {workload} run (variants=1, workload seed {seed}). Give "
         f"a number of guests (1–{MAX_GUESTS}) at which the page-cache mode needs at least "
-        f"{ratio:.1f} times the host memory XIP needs.",
+        f"{ratio:g} times the host memory XIP needs.",
         answer, explain, seed, name="01.3", kind="construct", accept=accept,
         hint="The ratio grows with the guests: why?")
 
