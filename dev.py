@@ -77,7 +77,17 @@ def cmd_lab(args: list[str]) -> None:
         )
         return
     ensure_venv("lab")
+    install_lab_settings(VENV)
     run(BIN / "jupyter", "lab", MAIN_NOTEBOOK, *args)
+
+
+def install_lab_settings(prefix: Path) -> Path:
+    """JupyterLab's defaults for the course (no "news" pop-up), as Binder's postBuild does."""
+    settings = prefix / "share" / "jupyter" / "lab" / "settings" / "overrides.d"
+    settings.mkdir(parents=True, exist_ok=True)
+    target = settings / "xipmodel.json"
+    target.write_bytes((ROOT / "binder" / "jupyterlab-settings.json").read_bytes())
+    return target
 
 
 def main() -> None:

@@ -5,7 +5,10 @@
                             --trace my.npz replays a recorded program in every guest,
                             --image IMG --program bash execs a program of an image
     image -o IMG PROGRAM…   an image of this machine's programs and what ld.so loads
+    rollout [options]       a new version of the frozen image, rolled out guest by guest
+    kernelcheck [options]   the running kernel and the model, page for page (root: own fs)
     quiz [--seed N] [--solve]   an OSTEP-style seeded question, and its worked answer
+    key --notebook NN --seeds A-B   the teacher's key of a notebook's exercises
     info IMAGE              the superblock and block groups, like `dumpe2fs -h`
     ls IMAGE [PATH]         a directory listing with inode numbers, modes and sizes
     bmap IMAGE PATH         which image block holds each page of a file (holes shown)
@@ -654,6 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--kind", default=None, choices=("translate", "faults", "memory"),
                    help="which kind of question (default: chosen by the seed)")
     q.add_argument("--solve", action="store_true", help="also print the worked answer")
+    from xipmodel.lab.exercises import key
+
+    key.add_arguments(sub.add_parser("key", help="the teacher's key of a notebook's exercises "
+                                     "(answers, worked solutions, model answers)"))
     for name, help_text, needs_path in [
         ("info", "superblock and groups, like dumpe2fs -h", False),
         ("ls", "list a directory of an image", False),
@@ -720,6 +727,10 @@ def _main(argv: list[str]) -> int:
         if args.command == "rollout":
             print(rollout.run_command(args))
             return 0
+        if args.command == "key":
+            from xipmodel.lab.exercises import key
+
+            return key.run_command(args)
         if args.command == "quiz":
             from xipmodel.quiz import make_question
 

@@ -270,13 +270,16 @@ def _faults(seed: int, rng: np.random.Generator) -> Question:
         world = _World(image, xip)
         guest, mm = world.guest(0)
         name = "xip" if xip else "pagecache"
-        flags: list[int] = []
+        flags: list[tuple[int, bool]] = []
         with Recorder(world.bus, guest_names={0: name}) as rec:
             for va, kind in accesses:
-                flags.append(guest.access(mm, va, kind))
+                before = guest.stats.major_faults + guest.stats.minor_faults
+                result = guest.access(mm, va, kind)
+                flags.append((result, guest.stats.major_faults + guest.stats.minor_faults
+                              > before))
         answer.append(f"{'XIP (execute in place)' if xip else 'Page cache'}:")
         answer += ["  " + line for line in rec.lines()]
-        summary = [f"{i + 1}: {_fault_kind(f)}" for i, f in enumerate(flags)]
+        summary = [f"{i + 1}: {_fault_kind(f, faulted)}" for i, (f, faulted) in enumerate(flags)]
         answer.append("  In short: " + "; ".join(summary) + ".")
         answer.append(f"  {guest.stats.major_faults} major, {guest.stats.minor_faults} minor "
                       f"faults; {guest.stats.disk_read_bytes} bytes read from the disk.")
@@ -290,8 +293,10 @@ def _faults(seed: int, rng: np.random.Generator) -> Question:
     return Question("faults", seed, prompt, answer)
 
 
-def _fault_kind(flags: int) -> str:
-    if flags == 0:
+def _fault_kind(flags: int, faulted: bool) -> str:
+    """How the summary names an access: the stats say whether it faulted (a fault served
+    by do_anonymous_page returns no flags at all), the flags say how."""
+    if not faulted:
         return "no fault"
     kind = "major" if flags & VmFault.MAJOR else "minor"
     return f"{kind} fault [{fault_flags(flags)}]"

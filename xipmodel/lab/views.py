@@ -206,7 +206,8 @@ def guests_lines(lines: Mapping[str, tuple[Sequence[int], Sequence[int]]],
                f"at {guests} guests{': ' if saved else ''}{' · '.join(saved)}")
     return {"data": data,
             "layout": {"title": {"text": "Host memory versus number of guests"},
-                       "xaxis": {"title": {"text": "guests"}, "type": "log"},
+                       "xaxis": {"title": {"text": "guests"}, "type": "linear",
+                                 "rangemode": "tozero"},
                        "yaxis": {"title": {"text": "MiB"}}, "annotations": annotations,
                        "hovermode": "x"},
             "break_even": evens, "saving": savings, "summary": summary}

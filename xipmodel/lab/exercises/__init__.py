@@ -10,13 +10,21 @@ named after it (n04_faults_readahead_lru for notebooks/04_faults_readahead_lru.i
 that holds its part of the catalogue (`EXERCISES`):
 
     n00_start_here               xip_saving, pte_target
-    n01_xip_vs_pagecache         per_guest, largest_category
-    n02_frozen_ext2              block_of_page, indirect_blocks
-    n03_page_tables_tlb_nested   tiny_translate, nested_refs, tlb_hits
-    n04_faults_readahead_lru     readaround, ra_windows, fifo_belady, policy_misses
-    n05_cow_ksm_limits           cow_frames, ksm_pass, heap_share
-    n06_experiments_at_scale     firecracker, break_even
-    n07_recorded_programs        trace_shared, trace_disk (and first_touches)
+    n01_xip_vs_pagecache         per_guest, largest_category, ratio_guests, variants_open
+    n02_frozen_ext2              block_of_page, indirect_blocks, file_size, frozen_open
+    n03_page_tables_tlb_nested   tiny_translate, nested_refs, tlb_hits, tlb_construct,
+                                 nested_open
+    n04_faults_readahead_lru     readaround, ra_windows, fifo_belady, policy_misses,
+                                 lru_vs_fifo, fault_flags
+    n05_cow_ksm_limits           cow_frames, ksm_pass, heap_share, cow_construct, ksm_open
+    n06_experiments_at_scale     firecracker, break_even, share_target, fit_open
+    n07_recorded_programs        trace_shared, trace_disk, ra_budget, overfetch_open
+                                 (and first_touches)
+
+Each exercise has a kind (core.KINDS): compute, predict (then verify), construct (the
+model checks the student's input) or open (a model answer for the teacher). `key`
+prints a notebook's answers, worked solutions and model answers for a range of seeds:
+the teacher's key, `python -m xipmodel key --notebook 04 --seeds 1-40`.
 
 To add an exercise: a factory (seed → Exercise) in its notebook's module, an entry in
 that module's `EXERCISES`, and `exercise("<name>", SEED)` in the notebook.
