@@ -143,6 +143,7 @@ class Ext2Image:
     _buf: memoryview
     _file: BinaryIO | None
     _mmap: mmap.mmap | None
+    _equal_blocks: npt.NDArray[np.int64] | None
 
     # --- opening and closing ----------------------------------------------
 
@@ -185,6 +186,7 @@ class Ext2Image:
                 ) from exc
         image = cls.__new__(cls)
         image._file, image._mmap = file, mapping
+        image._equal_blocks = None
         image._buf = view.toreadonly()
         try:
             image._mount(sb_block, block_size, max_read)
@@ -435,6 +437,26 @@ class Ext2Image:
     def read_block(self, block: int) -> bytes:
         """A copy of image block `block` (the bytes a frame of the shared segment holds)."""
         return bytes(self._block(block, "read_block"))
+
+    def equal_blocks(self) -> npt.NDArray[np.int64]:
+        """For each block, the first block holding the same bytes; 0 where they are all zeros.
+
+        What KSM's memcmp_pages finds equal: two files' pages with the same bytes are one
+        content, pages that differ in one byte are two. Computed once (a digest per
+        block, every match compared byte for byte), handed out read-only.
+        """
+        if self._equal_blocks is None:
+            bs, n = self.block_size, self.superblock.s_blocks_count
+            blocks = np.frombuffer(self._buf, dtype=np.uint8, count=n * bs).reshape(n, bs)
+            first: dict[bytes, int] = {}
+            equal = np.zeros(n, dtype=np.int64)
+            for block in np.flatnonzero(blocks.any(axis=1)).tolist():
+                data = self._buf[block * bs:(block + 1) * bs]
+                seen = first.setdefault(hashlib.blake2b(data, digest_size=16).digest(), block)
+                equal[block] = seen if data == self._buf[seen * bs:(seen + 1) * bs] else block
+            equal.flags.writeable = False
+            self._equal_blocks = equal
+        return self._equal_blocks
 
     @property
     def buffer(self) -> memoryview:
