@@ -18,7 +18,7 @@ The same scenario runs in each mode::
 Guests run one after another in start order, each from its start time; the
 host's clock is the latest guest time, and ksmd scans up to it (then keeps
 scanning for `ksm_seconds`). Deterministic: the same scenario gives the same
-numbers, in any process.
+numbers, in any process (with real_files, on any machine with the same files).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ traces and programs) gets one image holding every trace's files (and the distrib
 a file two traces map at the same path and size held once (recorded.traces_image).
 
 Every guest replaying a trace makes the same run (a recording has no seed). A scenario
-names a trace file by its path: on a cluster, every worker must see the file there.
+names a trace file by its path: on a cluster, every worker must see the file there (and,
+with real_files, reads its own machine's files: the same files, the same numbers).
 """
 
 from __future__ import annotations
