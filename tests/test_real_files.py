@@ -203,3 +203,19 @@ def test_ksm_merges_equal_pages_of_two_files(tmp_path: Path, same: bool) -> None
     result = Host(Scenario(guests=1, workload=str(trace), **SMALL), "ksm", image).run()
     assert result.ksm is not None
     assert result.ksm.pages_sharing == (4 if same else 0)
+
+
+def test_equal_blocks_is_grouping_by_bytes() -> None:
+    """Ext2Image.equal_blocks, over a whole image with copied, zero and distinct pages,
+    is what grouping every block by its bytes gives (the first of each group; 0: zeros)."""
+    rng = np.random.default_rng(3)
+    pages = [_pages(rng, 1) for _ in range(5)]
+    picks = rng.integers(0, 6, (6, 7))
+    tree = {f"/f{i}": b"".join(pages[k] if k < 5 else bytes(PAGE_SIZE) for k in row)
+            for i, row in enumerate(picks.tolist())}
+    image = Ext2Image.open(build_image(tree, timestamp=0))
+    first: dict[bytes, int] = {bytes(PAGE_SIZE): 0}
+    expected = [first.setdefault(image.read_block(b), b) if b else 0
+                for b in range(image.superblock.s_blocks_count)]
+    assert image.equal_blocks().tolist() == expected
+    assert len(set(expected)) < len(expected)  # copies were there to find

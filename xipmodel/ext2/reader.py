@@ -442,18 +442,27 @@ class Ext2Image:
         """For each block, the first block holding the same bytes; 0 where they are all zeros.
 
         What KSM's memcmp_pages finds equal: two files' pages with the same bytes are one
-        content, pages that differ in one byte are two. Computed once (a digest per
-        block, every match compared byte for byte), handed out read-only.
+        content, pages that differ in one byte are two. Computed once and handed out
+        read-only: blocks are grouped by a 64-bit fingerprint, and every block put with
+        another is compared with it byte for byte (a fingerprint collision stays apart).
         """
         if self._equal_blocks is None:
             bs, n = self.block_size, self.superblock.s_blocks_count
-            blocks = np.frombuffer(self._buf, dtype=np.uint8, count=n * bs).reshape(n, bs)
-            first: dict[bytes, int] = {}
-            equal = np.zeros(n, dtype=np.int64)
-            for block in np.flatnonzero(blocks.any(axis=1)).tolist():
-                data = self._buf[block * bs:(block + 1) * bs]
-                seen = first.setdefault(hashlib.blake2b(data, digest_size=16).digest(), block)
-                equal[block] = seen if data == self._buf[seen * bs:(seen + 1) * bs] else block
+            words = np.frombuffer(self._buf, dtype=np.uint64, count=n * bs // 8).reshape(n, -1)
+            odd = np.random.default_rng(0xB10C).integers(1, 1 << 63, words.shape[1],
+                                                        dtype=np.uint64) | np.uint64(1)
+            prints = np.concatenate([(words[i:i + 4096] * odd).sum(axis=1, dtype=np.uint64)
+                                     for i in range(0, n, 4096)])
+            prints[0] = 0  # block 0 (boot block, superblock) holds no file's data
+            _, first, inverse = np.unique(prints, return_index=True, return_inverse=True)
+            equal = first[inverse.reshape(-1)].astype(np.int64)
+            equal[prints == 0] = 0
+            zeros = bytes(bs)
+            for block in np.flatnonzero(equal != np.arange(n)).tolist():
+                seen = int(equal[block])
+                if bytes(self._block(block, "equal_blocks")) != (
+                        bytes(self._block(seen, "equal_blocks")) if seen else zeros):
+                    equal[block] = block  # the same fingerprint, not the same bytes
             equal.flags.writeable = False
             self._equal_blocks = equal
         return self._equal_blocks
