@@ -100,6 +100,13 @@ def test_what_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     os.mkfifo(fifo)
     link = tmp_path / "maps"
     link.symlink_to("/proc/self/maps")
+    through = tmp_path / "root"
+    through.symlink_to("/proc/self/root")  # a magic link back to / : still /proc
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    libc = Path(LIBC).resolve()
+    hop = tmp_path / "lib"
+    hop.symlink_to(libc.parent)
     secret = tmp_path / "secret"
     secret.write_bytes(b"x" * 10)
     assert read_host_file(str(tmp_path / "none"), 10) == (None, "missing here")
@@ -107,6 +114,11 @@ def test_what_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert read_host_file(str(fifo), 10)[1] == "a FIFO here, not a regular file"
     assert read_host_file(str(link), 10)[1] == "under /proc: not read"
     assert read_host_file("/sys/kernel/mm/ksm/run", 4096)[1] == "under /sys: not read"
+    size = libc.stat().st_size
+    assert read_host_file(f"{through}{libc}", size)[1] == "under /proc: not read"
+    assert read_host_file(f"{hop}/../{libc.parent.name}/{libc.name}", size)[0] == \
+        libc.read_bytes()  # ".." after a link: the real parent, as namei
+    assert read_host_file(str(loop), 10)[1] == "a loop of symlinks here"
     assert read_host_file(str(secret), 10) == (b"x" * 10, "")
     assert read_host_file(str(secret), 9)[1] == "10 bytes here, 9 recorded"
     opened = os.open

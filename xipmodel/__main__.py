@@ -482,8 +482,8 @@ def comparison_json(comparison: Comparison) -> dict[str, Any]:
 
 def real_files_report(comparison: Comparison) -> dict[str, Any] | None:
     """Which trace files were this machine's own (Scenario.real_files), else None."""
-    first = next(iter(comparison.results.values()))
-    report: dict[str, Any] | None = first.extra.get("real_files")
+    report: dict[str, Any] | None = next(iter(comparison.results.values())).extra.get(
+        "real_files")
     return report
 
 

@@ -62,7 +62,7 @@ class FrameKind(enum.IntEnum):
 OWNER_HOST: Final = -1
 OWNER_SEGMENT: Final = -2
 CONTENT_ZERO: Final = 0
-CONTENT_BLOCK: Final = 1  # content of image block b is CONTENT_BLOCK + b
+CONTENT_BLOCK: Final = 1  # bytes first held by image block b: CONTENT_BLOCK + b
 
 
 def block_content(image: Ext2Image, block: int) -> int:

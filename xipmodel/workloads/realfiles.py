@@ -13,7 +13,8 @@ on this machine (and, in a sweep on a cluster, on each worker's files).
     (directory, FIFO, device, ...), unreadable,
     or under /proc, /sys or /dev (never opened)
 
-The recorded path is followed through this machine's symlinks (a library's soname link);
+The recorded path is followed through this machine's symlinks (a library's soname link),
+component by component, never into /proc, /sys or /dev (not even /proc/self/root/...);
 only the file it ends at is opened, read-only, after its type and size were checked. The
 image is built from copies: the machine's files are never written, nor the frozen image.
 """
@@ -84,10 +85,9 @@ def read_host_file(path: str, size: int) -> tuple[bytes | None, str]:
     SPECIAL_DIRS is opened, and nothing but a regular file (a FIFO would block, a
     device could act on being opened).
     """
-    real = os.path.realpath(path)
-    for top in SPECIAL_DIRS:
-        if f"{real}/".startswith(f"{top}/") or f"{path}/".startswith(f"{top}/"):
-            return None, f"under {top}: not read"
+    real, why = _resolve(path)
+    if real is None:
+        return None, why
     try:
         st = os.stat(real)
         if not stat.S_ISREG(st.st_mode):
@@ -116,6 +116,33 @@ def read_host_file(path: str, size: int) -> tuple[bytes | None, str]:
         return None, f"unreadable here: {exc.strerror or exc}"
     finally:
         os.close(fd)
+
+
+def _resolve(path: str) -> tuple[str | None, str]:
+    """`path` with this machine's symlinks followed (namei's walk), never into SPECIAL_DIRS:
+    (the path, "") or (None, why). A link through /proc (/proc/self/root/...) is refused
+    where it enters /proc, before anything there is read."""
+    from xipmodel.ext2.builder import follow_links
+
+    entered: list[str] = []
+
+    def readlink(here: str) -> str | None:
+        here = os.path.normpath(here)  # ".." of a resolved directory: its real parent
+        top = next((d for d in SPECIAL_DIRS if f"{here}/".startswith(f"{d}/")), None)
+        if top is not None:
+            entered.append(top)
+            return None
+        try:
+            return os.readlink(here)
+        except OSError:
+            return None  # not a link (or not there: the stat that follows says so)
+
+    resolved = follow_links(path, readlink)
+    if entered:
+        return None, f"under {entered[0]}: not read"
+    if resolved is None:
+        return None, "a loop of symlinks here"
+    return os.path.normpath(resolved), ""
 
 
 def _file_type(mode: int) -> str:
