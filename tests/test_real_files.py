@@ -231,3 +231,21 @@ def test_equal_blocks_is_grouping_by_bytes() -> None:
                 for b in range(image.superblock.s_blocks_count)]
     assert image.equal_blocks().tolist() == expected
     assert len(set(expected)) < len(expected)  # copies were there to find
+
+
+def test_the_report_names_what_moved_aside_and_counts_the_rest() -> None:
+    """A stand-in moved aside (its path taken) names the machine's file it compared; past
+    SHOWN_STAND_INS, the summary counts the stand-ins it does not name."""
+    moved = realfiles.FileSource("/xipmodel-traces/1/etc/ld.so.cache", "/etc/ld.so.cache",
+                                 5, "9 bytes here, 5 recorded")
+    many = [realfiles.FileSource(f"/f{i:02}", f"/f{i:02}", 1, "missing here")
+            for i in range(realfiles.SHOWN_STAND_INS + 2)]
+    report = realfiles.FileReport((realfiles.FileSource("/bin/true", "/bin/true", 3),
+                                   moved, *many))
+    assert report.real == ["/bin/true"]
+    assert report.stand_ins[moved.path] == "/etc/ld.so.cache: 9 bytes here, 5 recorded"
+    total = len(many) + 2
+    assert report.summary().startswith(f"1 of {total} files are this machine's own; "
+                                       f"{total - 1} stand-ins: {moved.path} (/etc/ld.so")
+    assert report.summary().endswith(", and 3 more")
+    assert report.as_dict()["summary"] == report.summary()

@@ -59,7 +59,9 @@ class FileReport:
 
     @property
     def stand_ins(self) -> dict[str, str]:
-        return {f.path: f.why for f in self.files if not f.real}
+        """Each stand-in's image path, and why (naming the file read, if it moved aside)."""
+        return {f.path: f.why if f.path == f.recorded else f"{f.recorded}: {f.why}"
+                for f in self.files if not f.real}
 
     def summary(self) -> str:
         """"12 of 18 files are this machine's own; 6 stand-ins: /a (missing), ..."."""
