@@ -90,6 +90,7 @@ def test_a_file_of_another_size_is_a_stand_in(recorded: Path, tmp_path: Path) ->
     stand_in = built.image.read(LIBC)
     assert len(stand_in) == real_size + PAGE_SIZE
     assert stand_in[:real_size] != Path(LIBC).read_bytes()
+    assert stand_in == workload_set([f"trace:{other}"]).image.read(LIBC)  # as without
     assert result.totals["sigsegv"] == result.totals["sigbus"] == 0
 
 
