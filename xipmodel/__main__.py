@@ -438,7 +438,8 @@ def describe_scenario(s: Scenario, image_name: str | None = None) -> str:
             f"{variants} of each program, one run of each trace"
     if image_name is None:
         image_name = "the embedded distribution" if not traces else (
-            "seeded stand-ins of the traces' files"
+            ("this machine's files (seeded stand-ins where they differ)"
+             if s.real_files else "seeded stand-ins of the traces' files")
             + (" and the embedded distribution" if traces < len(s.mix) else ""))
     return (f"{s.guests} guest{'s' if s.guests != 1 else ''} × {work} ({variants}), "
             f"{s.guest_ram_mib} MiB RAM each, seed {s.seed}\n"
@@ -456,7 +457,9 @@ def format_comparison(comparison: Comparison, image_name: str | None = None) -> 
     def line(label: str, cells: Sequence[str]) -> str:
         return f"{label:<{label_w}}" + "".join(f"{c:>{col_w}}" for c in cells)
 
-    out = [describe_scenario(comparison.scenario, image_name), "",
+    files = real_files_report(comparison)
+    out = [describe_scenario(comparison.scenario, image_name),
+           *([f"files: {files['summary']}"] if files is not None else []), "",
            line("", modes), line("host memory (MiB)", [_mib(rows[m]["host_bytes"])
                                                        for m in modes])]
     if "pagecache" in rows:
@@ -475,12 +478,26 @@ def comparison_json(comparison: Comparison) -> dict[str, Any]:
     for mode, row in out["modes"].items():
         row["saving_vs_pagecache"] = (comparison.saving(mode)
                                       if "pagecache" in comparison.results else None)
+    files = real_files_report(comparison)
+    if files is not None:
+        out["real_files"] = files
     return out
+
+
+def real_files_report(comparison: Comparison) -> dict[str, Any] | None:
+    """Which trace files were this machine's own (Scenario.real_files), else None."""
+    report: dict[str, Any] | None = next(iter(comparison.results.values())).extra.get(
+        "real_files")
+    return report
 
 
 def cmd_compare(args: argparse.Namespace) -> str:
     from xipmodel.host import MODES, Scenario
 
+    if args.real_files and (args.image or not args.trace):
+        raise ParameterError("--real-files puts this machine's files in the image built "
+                             "for --trace" + (", not in --image's" if args.image else
+                                              ", and no --trace is given"))
     modes = parse_modes(args.modes) if args.modes else MODES
     image = load_image_bytes(args.image) if args.image else None
     others = parse_traces(args.trace or []) + parse_programs(args.program or [], image)
@@ -491,6 +508,8 @@ def cmd_compare(args: argparse.Namespace) -> str:
             changes[name] = getattr(args, name)
     if args.variants is not None:
         changes["variants"] = args.variants or None
+    if args.real_files:
+        changes["real_files"] = True
     scenario = Scenario(**changes)
     comparison = run_comparison(scenario, modes, image, jobs=args.jobs)
     if args.json:
@@ -609,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"replay a recorded trace: a shipped one ({', '.join(TRACES)}) or a "
                    ".npz from `xipmodel record`; repeat for a mix (with --workload: "
                    "traces and programs mixed)")
+    c.add_argument("--real-files", action="store_true",
+                   help="put this machine's own files in the traces' image where they have "
+                   "the recorded size (default: seeded stand-ins, the same numbers "
+                   "everywhere); says which files are stand-ins")
     c.add_argument("--program", action="append", default=None, metavar="NAME|PATH[=SHARE]",
                    help="exec a program of the image (a name is looked up in /usr/bin, /bin, "
                    "...) in the guests, run by a seeded model; repeat for a mix; see "

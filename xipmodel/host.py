@@ -18,7 +18,7 @@ The same scenario runs in each mode::
 Guests run one after another in start order, each from its start time; the
 host's clock is the latest guest time, and ksmd scans up to it (then keeps
 scanning for `ksm_seconds`). Deterministic: the same scenario gives the same
-numbers, in any process.
+numbers, in any process (with real_files, on any machine with the same files).
 """
 
 from __future__ import annotations
@@ -172,6 +172,9 @@ class Scenario:
     runs_per_guest: int = 1
     variants: int | None = 4  # distinct seeded runs per program (None: every guest its own)
     kernel: str = DEFAULT_KERNEL.name  # the guests' kernel rules (params.KERNELS)
+    # The traces' files: this machine's own where they match (workloads/realfiles.py);
+    # the numbers then depend on the machine. False: seeded stand-ins, the same everywhere.
+    real_files: bool = False
 
     def __post_init__(self) -> None:
         """Check every field (type and range) now, naming the field, the value and the range.
@@ -209,6 +212,12 @@ class Scenario:
             raise ParameterError(f"Scenario: policy {self.policy!r} is not one of "
                                  f"{', '.join(CACHE_POLICIES)}")
         object.__setattr__(self, "workload", _check_workload(self.workload))
+        if not isinstance(self.real_files, bool):
+            raise ParameterError(f"Scenario: real_files {self.real_files!r} is not True or "
+                                 f"False")
+        if self.real_files and not any(is_trace(name) for name, _ in self.mix):
+            raise ParameterError(f"Scenario: real_files puts this machine's files in a "
+                                 f"trace's image, and workload {self.workload!r} has no trace")
         runs = self.program_runs
         if runs > MAX_PROGRAM_RUNS:
             raise ParameterError(
@@ -388,7 +397,11 @@ class Host:
             raise ParameterError(f"Host: mode {mode!r} is not one of {', '.join(MODES)}")
         self.scenario = scenario
         self.mode = mode
-        self.workloads = workload_set([name for name, _ in scenario.mix], image)
+        if image is not None and scenario.real_files:
+            raise ParameterError("Host: real_files fills the image built for the traces; "
+                                 "an image of the caller's was given")
+        self.workloads = workload_set([name for name, _ in scenario.mix], image,
+                                      scenario.real_files)
         self.image = self.workloads.image
         self.bus = bus if bus is not None else EventBus()
         self.memory = HostMemory()
@@ -533,6 +546,8 @@ class Host:
         extra: dict[str, Any] = {}
         if self.ksm is not None:
             extra["ksm_timeline"] = np.array(self._ksm_samples, dtype=np.int64)
+        if self.scenario.real_files and self.workloads.files is not None:
+            extra["real_files"] = self.workloads.files.as_dict()  # which files are real
         if self.segment is not None and self.segment.dcss:
             extra["dcss"] = [d.name for d in self.segment.dcss]  # the saved segments
         return RunResult(self.mode, self.scenario, self._bytes_by_category(), per_guest,

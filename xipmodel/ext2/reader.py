@@ -143,6 +143,7 @@ class Ext2Image:
     _buf: memoryview
     _file: BinaryIO | None
     _mmap: mmap.mmap | None
+    _equal_blocks: npt.NDArray[np.int64] | None
 
     # --- opening and closing ----------------------------------------------
 
@@ -185,6 +186,7 @@ class Ext2Image:
                 ) from exc
         image = cls.__new__(cls)
         image._file, image._mmap = file, mapping
+        image._equal_blocks = None
         image._buf = view.toreadonly()
         try:
             image._mount(sb_block, block_size, max_read)
@@ -435,6 +437,35 @@ class Ext2Image:
     def read_block(self, block: int) -> bytes:
         """A copy of image block `block` (the bytes a frame of the shared segment holds)."""
         return bytes(self._block(block, "read_block"))
+
+    def equal_blocks(self) -> npt.NDArray[np.int64]:
+        """For each block, the first block holding the same bytes; 0 where they are all zeros.
+
+        What KSM's memcmp_pages finds equal: two files' pages with the same bytes are one
+        content, pages that differ in one byte are two. Computed once and handed out
+        read-only: blocks are grouped by a 64-bit fingerprint, and every block put with
+        another is compared with it byte for byte (a fingerprint collision stays apart).
+        """
+        if self._equal_blocks is None:
+            bs, n = self.block_size, self.superblock.s_blocks_count
+            words = np.frombuffer(self._buf, dtype=np.uint64, count=n * bs // 8).reshape(n, -1)
+            odd = np.random.default_rng(0xB10C).integers(1, 1 << 63, words.shape[1],
+                                                        dtype=np.uint64) | np.uint64(1)
+            prints = np.concatenate([(words[i:i + 4096] * odd).sum(axis=1, dtype=np.uint64)
+                                     for i in range(0, n, 4096)])
+            prints[0] = 0  # block 0 (boot block, superblock) holds no file's data
+            _, first, inverse = np.unique(prints, return_index=True, return_inverse=True)
+            equal = first[inverse.reshape(-1)].astype(np.int64)
+            equal[prints == 0] = 0
+            zeros = bytes(bs)
+            for block in np.flatnonzero(equal != np.arange(n)).tolist():
+                seen = int(equal[block])
+                if bytes(self._block(block, "equal_blocks")) != (
+                        bytes(self._block(seen, "equal_blocks")) if seen else zeros):
+                    equal[block] = block  # the same fingerprint, not the same bytes
+            equal.flags.writeable = False
+            self._equal_blocks = equal
+        return self._equal_blocks
 
     @property
     def buffer(self) -> memoryview:

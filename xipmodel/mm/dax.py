@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
+from xipmodel.mm.frames import FrameKind, block_content
 from xipmodel.mm.memory import (
     VM_FAULT_DONE_COW,
     VM_FAULT_NOPAGE,
@@ -90,12 +90,9 @@ def dax_fault_cow_page(vmf: VmFaultInfo, block: int) -> int:
     copied from zeros.
     """
     guest = vmf.guest
-    content = CONTENT_ZERO
-    if block:
-        if guest.map_segment_block(block) is None:
-            return VM_FAULT_OOM
-        content = CONTENT_BLOCK + block
-    copy = alloc_page(guest, FrameKind.COW, content)
+    if block and guest.map_segment_block(block) is None:
+        return VM_FAULT_OOM
+    copy = alloc_page(guest, FrameKind.COW, block_content(guest.disk, block))
     if copy is None:
         return VM_FAULT_OOM
     vmf.page = copy

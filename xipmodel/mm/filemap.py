@@ -30,7 +30,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from xipmodel.events import DiskRead, PageCacheInsert, Readahead
-from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
+from xipmodel.mm.frames import FrameKind, block_content
 from xipmodel.mm.memory import (
     VM_FAULT_LOCKED,
     VM_FAULT_MAJOR,
@@ -299,7 +299,7 @@ def add_folio_to_page_cache(guest: Guest, ino: int, index: int, order: int,
 def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
     """Allocate a guest frame, read page `index` of `ino` into it, put it on the LRU."""
     block = guest.disk.bmap(ino, index)
-    content = CONTENT_BLOCK + block if block else CONTENT_ZERO
+    content = block_content(guest.disk, block)
     cache = guest.cache
     if cache.policy == "arc":
         # ARC chooses its victim knowing the incoming page (a ghost hit moves p).

@@ -13,20 +13,24 @@ grown on demand, so a 64 GiB host (16 M frames) costs about 17 bytes a frame::
     5          FREE        -                0          -
 
 Frames hold no bytes: `content` is an identity. Two frames with equal content
-hold equal bytes (that is what KSM looks for): file pages are named by the
-image block they came from, zero-filled pages by CONTENT_ZERO, and every page
-written with something new gets a fresh negative id.
+hold equal bytes (that is what KSM looks for): a file page is named by the first
+image block holding its bytes (block_content: equal pages of two files are one
+content, as memcmp sees them), zero-filled pages (an all-zero block, a hole) by
+CONTENT_ZERO, and every page written with something new gets a fresh negative id.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from xipmodel.errors import ParameterError
+
+if TYPE_CHECKING:
+    from xipmodel.ext2.reader import Ext2Image
 
 __all__ = [
     "CONTENT_BLOCK",
@@ -35,6 +39,7 @@ __all__ = [
     "OWNER_SEGMENT",
     "FrameKind",
     "HostMemory",
+    "block_content",
 ]
 
 
@@ -57,7 +62,17 @@ class FrameKind(enum.IntEnum):
 OWNER_HOST: Final = -1
 OWNER_SEGMENT: Final = -2
 CONTENT_ZERO: Final = 0
-CONTENT_BLOCK: Final = 1  # content of image block b is CONTENT_BLOCK + b
+CONTENT_BLOCK: Final = 1  # bytes first held by image block b: CONTENT_BLOCK + b
+
+
+def block_content(image: Ext2Image, block: int) -> int:
+    """The content of a frame read from image `block` (0: a hole, read as zeros).
+
+    CONTENT_BLOCK + the first block with the same bytes (Ext2Image.equal_blocks), or
+    CONTENT_ZERO for zeros: KSM merges equal pages of different files, never others.
+    """
+    first = int(image.equal_blocks()[block]) if block else 0
+    return CONTENT_BLOCK + first if first else CONTENT_ZERO
 
 
 class HostMemory:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from xipmodel.events import Cow, Fault, PteInstall, TlbLookup, WalkStep
-from xipmodel.mm.frames import CONTENT_BLOCK, CONTENT_ZERO, FrameKind
+from xipmodel.mm.frames import CONTENT_ZERO, FrameKind, block_content
 from xipmodel.mm.page_alloc import alloc_page, free_page
 from xipmodel.mm.pagetable import nested_walk
 from xipmodel.mm.rmap import folio_add_rmap, folio_mapcount, folio_remove_rmap
@@ -351,7 +351,7 @@ def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> int:
         set_pte_range(guest, vmf.mm, vmf.vpn, gpfn, True, vmf.vma.exec, dirty=True)
         return 0
     if not in_ram:
-        source, content = "shared segment", CONTENT_BLOCK + gpfn - guest.dcss_base
+        source, content = "shared segment", block_content(guest.disk, gpfn - guest.dcss_base)
     elif kind == FrameKind.ZERO:
         source, content = "zero page", CONTENT_ZERO
     elif kind == FrameKind.PAGECACHE:

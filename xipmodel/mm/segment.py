@@ -51,7 +51,7 @@ import numpy as np
 from xipmodel.errors import ParameterError
 from xipmodel.events import EventBus, HostPageIn
 from xipmodel.ext2.reader import Ext2Image
-from xipmodel.mm.frames import CONTENT_BLOCK, OWNER_SEGMENT, FrameKind, HostMemory
+from xipmodel.mm.frames import OWNER_SEGMENT, FrameKind, HostMemory, block_content
 from xipmodel.mm.page_alloc import alloc_page, free_page
 from xipmodel.params import STRUCT_PAGE_BYTES
 
@@ -155,7 +155,7 @@ class SharedSegment:
         if pfn >= 0:
             return pfn
         # The first guest to touch this block: the host pages it in from the saved segment.
-        new = self.host.alloc(self.frame_kind, OWNER_SEGMENT, CONTENT_BLOCK + block)
+        new = self.host.alloc(self.frame_kind, OWNER_SEGMENT, block_content(self.image, block))
         if new is None:
             return None
         self.frame_of[block] = new

@@ -6,9 +6,10 @@
     "trace:httpd"           a shipped recording (recorded.TRACES);    seeded stand-ins of the
                             the prefix may be left out where no       recorded sizes
                             program has the name (not for "shell")
-    "trace:/abs/run.npz"    a trace saved by `python -m xipmodel      (the same)
-                            record` or PageTrace.save; a path with
-                            a slash or ending .npz needs no prefix
+    "trace:/abs/run.npz"    a trace saved by `python -m xipmodel      (the same; with
+                            record` or PageTrace.save; a path with    real_files: this
+                            a slash or ending .npz needs no prefix    machine's own where
+                                                                      they match, realfiles.py)
     "exec:/usr/bin/bash"    any program of the image, exec'd and run  the image (an image of
                             by a seeded model with default shares     this machine's binaries:
                             (synthetic.ProgramModel)                  sysroot.py)
@@ -22,7 +23,8 @@ traces and programs) gets one image holding every trace's files (and the distrib
 a file two traces map at the same path and size held once (recorded.traces_image).
 
 Every guest replaying a trace makes the same run (a recording has no seed). A scenario
-names a trace file by its path: on a cluster, every worker must see the file there.
+names a trace file by its path: on a cluster, every worker must see the file there (and,
+with real_files, reads its own machine's files: the same files, the same numbers).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from xipmodel.errors import ParameterError, TraceFileError
+from xipmodel.workloads.realfiles import FileReport
 from xipmodel.workloads.recorded import TRACES, load_trace, trace_file_sizes, traces_image
 from xipmodel.workloads.synthetic import PROGRAMS, ProgramModel
 from xipmodel.workloads.trace import PageTrace
@@ -143,19 +146,26 @@ def _load(path: str, dev: int, ino: int, size: int, mtime_ns: int) -> PageTrace:
 
 @dataclass(frozen=True)
 class WorkloadSet:
-    """What a host's guests run from: the image, and each trace as it maps that image."""
+    """What a host's guests run from: the image, and each trace as it maps that image.
+
+    `files`: where the traces' files in an image built for them come from (this
+    machine or a seed: realfiles.FileReport); None when no image was built.
+    """
 
     image: Ext2Image
     traces: dict[str, PageTrace]
+    files: FileReport | None = None
 
 
-def workload_set(names: Sequence[str], image: Ext2Image | None = None) -> WorkloadSet:
+def workload_set(names: Sequence[str], image: Ext2Image | None = None,
+                 real_files: bool = False) -> WorkloadSet:
     """The image and traces for the canonical workload `names` (a Scenario's mix).
 
     Without traces: `image`, else the embedded distribution. With traces and no `image`:
     one image built for them (cached per process), holding the distribution as well if a
-    program model is in the mix. With an `image` given, the traces map its files as
-    recorded (the image must hold them).
+    program model is in the mix, and this machine's own files where they match with
+    `real_files` (read once per process). With an `image` given, the traces map its
+    files as recorded (the image must hold them).
     """
     from xipmodel.distro import default_image
 
@@ -164,7 +174,7 @@ def workload_set(names: Sequence[str], image: Ext2Image | None = None) -> Worklo
         return WorkloadSet(image if image is not None else default_image(),
                            {n: workload_trace(n) for n in traces})
     with_programs = any(not is_trace(n) for n in names)
-    return _built(traces, with_programs, tuple(_stamp(n) for n in traces))
+    return _built(traces, with_programs, tuple(_stamp(n) for n in traces), real_files)
 
 
 def _stamp(name: str) -> tuple[int, int]:
@@ -178,11 +188,12 @@ def _stamp(name: str) -> tuple[int, int]:
 
 @lru_cache(maxsize=8)
 def _built(traces: tuple[str, ...], with_programs: bool,
-           stamps: tuple[tuple[int, int], ...]) -> WorkloadSet:
+           stamps: tuple[tuple[int, int], ...], real_files: bool) -> WorkloadSet:
     """The image of `traces` (plus the distribution with programs), built once."""
     from xipmodel.distro import distro_tree
 
     base = distro_tree() if with_programs else None
-    image, placed = traces_image([workload_trace(n) for n in traces], base=base,
-                                 volume_name="xipmodel-distro" if with_programs else None)
-    return WorkloadSet(image, dict(zip(traces, placed, strict=True)))
+    built = traces_image([workload_trace(n) for n in traces], base=base,
+                         volume_name="xipmodel-distro" if with_programs else None,
+                         real_files=real_files)
+    return WorkloadSet(built.image, dict(zip(traces, built.traces, strict=True)), built.files)
