@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -75,3 +77,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         _missing(f"the shared folder {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """/usr/bin/true recorded by `python -m xipmodel record` (valgrind: fails in CI if absent)."""
+    need_tool("valgrind")
+    out = tmp_path_factory.mktemp("trace") / "true.npz"
+    proc = subprocess.run([sys.executable, "-m", "xipmodel", "record", "-o", str(out), "--",
+                           "/usr/bin/true"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return out

@@ -33,19 +33,6 @@ LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """/usr/bin/true recorded by `python -m xipmodel record` (valgrind: fails in CI if absent)."""
-    from conftest import need_tool
-
-    need_tool("valgrind")
-    out = tmp_path_factory.mktemp("trace") / "true.npz"
-    proc = subprocess.run([sys.executable, "-m", "xipmodel", "record", "-o", str(out), "--",
-                           "/usr/bin/true"], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 def _with_sizes(trace: PageTrace, path: Path, **sizes: int) -> Path:
     """A copy of `trace` whose meta records other sizes for some files (by path)."""
     meta = dict(trace.meta)

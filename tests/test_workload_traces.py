@@ -28,19 +28,6 @@ SMALL = {"guest_ram_mib": 64, "ksm_seconds": 0.5}
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """/usr/bin/true recorded by `python -m xipmodel record` (valgrind: fails in CI if absent)."""
-    from conftest import need_tool
-
-    need_tool("valgrind")
-    out = tmp_path_factory.mktemp("trace") / "true.npz"
-    proc = subprocess.run([sys.executable, "-m", "xipmodel", "record", "-o", str(out), "--",
-                           TRUE], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
 def comparison(recorded: Path) -> Comparison:
     return compare(Scenario(guests=6, workload=str(recorded), **SMALL))
 
