@@ -23,7 +23,6 @@ from xipmodel.workloads.recorded import RELOCATED_DIR, load_trace
 from xipmodel.workloads.sources import TRACE_PREFIX, workload_name, workload_set
 from xipmodel.workloads.trace import MapSpec, PageTrace
 
-TRUE = "/usr/bin/true"
 SMALL = {"guest_ram_mib": 64, "ksm_seconds": 0.5}
 
 
