@@ -1,0 +1,242 @@
+"""Many accesses by one process at once: memory.access, exact, with the TLB hits in bulk.
+
+What one access changes when it hits the TLB with the permission it needs is
+small, and a replayed trace is 99% such hits::
+
+    TLB hit, allowed     counters (accesses, TLB hits, model time), the set's LRU
+                         order, and for a write to a private page its content
+    TLB miss, the walk   the same, plus: the miss and the walk counted, the PTE's
+    finds a present PTE  accessed (and dirty) bit set, the TLB filled (its LRU
+    that allows it       entry evicted)
+    anything else        a fault, or a write through a read-only TLB entry:
+                         memory.access itself, one access at a time
+
+`access_many` finds each run of hits with numpy (a table of what the TLB holds
+for this process, indexed by the trace's distinct pages), handles the walks
+that succeed in Python, and calls memory.access for the rest. What a run of
+hits defers is brought up to date before anything that could look at it:
+
+    LRU order     a set's order is put right (`TLB.touch`, entries by their last
+                  use, found from the sorted positions of each page's accesses)
+                  before that set is filled, and every set's before memory.access
+    counters      added before memory.access (its handlers read the model time)
+    writes        the pages' contents (fresh ids drawn in the accesses' order) are
+                  stored before memory.access (its handlers draw ids too)
+
+It applies only where it is exact and simple (see `exact_for`): no event
+listeners (every access would be an event), Linux's page-cache policy (a
+textbook policy sees every access), an LRU, ASID-tagged TLB, whole-nanosecond
+costs. trace.replay falls back to the access-at-a-time loop elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from xipmodel.mm import memory
+from xipmodel.mm.frames import FrameKind
+from xipmodel.params import PAGE_SHIFT, PTE_W, PTE_X
+
+if TYPE_CHECKING:
+    from xipmodel.mm.guest import Guest
+    from xipmodel.mm.vma import MmStruct
+
+__all__ = ["access_many", "exact_for"]
+
+_KIND_NAMES = ("r", "w", "x")
+_NEEDS = np.array([0, PTE_W, PTE_X], dtype=np.int64)  # the PTE bit each kind needs
+_WRITE = 1
+_MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
+
+
+def exact_for(guest: Guest) -> bool:
+    """Does access_many give exactly memory.access's results in this guest?"""
+    tlb = guest.tlb
+    return (not guest.bus and guest.cache.policy == "linux" and tlb.policy == "lru"
+            and tlb.asid_tagged and isinstance(guest.time, int)
+            and all(isinstance(v, int) for v in dataclasses.astuple(guest.costs)))
+
+
+class _Run:
+    """The state of one access_many call: the trace's pages and what the TLB holds of them."""
+
+    def __init__(self, guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
+                 kinds: npt.NDArray[np.uint8], contents: npt.NDArray[np.int64]) -> None:
+        self.guest, self.mm, self.asid = guest, mm, mm.asid
+        self.vpns, self.kinds, self.contents = vpns, kinds, contents
+        n = self.n = int(vpns.size)
+        # Each access's page as an index into the trace's distinct pages (one stable sort).
+        order = np.argsort(vpns, kind="stable")
+        ordered = vpns[order]
+        new = np.ones(n, dtype=bool)
+        new[1:] = ordered[1:] != ordered[:-1]
+        self.page = np.empty(n, dtype=np.int64)
+        self.page[order] = np.cumsum(new) - 1
+        pages = ordered[new]
+        self.page_of = dict(zip(pages.tolist(), range(pages.size), strict=True))
+        self.needs = _NEEDS[kinds]
+        self.position = np.arange(n, dtype=np.int64)
+        self.writes = np.flatnonzero(kinds == _WRITE)
+        # What the TLB holds for this process, by page: its flags (-1: not cached) and frame.
+        self.flags = np.full(pages.size, -1, dtype=np.int64)
+        self.pfn = np.zeros(pages.size, dtype=np.int64)
+        # A set's true LRU order is its dict order with the entries used at or after
+        # sorted_from[set] moved to the end by their last use (see sort_sets).
+        self.last = np.full(pages.size, -1, dtype=np.int64)  # each page's last use
+        self.sorted_from = [0] * guest.tlb.nsets
+        self.hits = self.walks = 0  # not yet added to the counters
+        self.counted = self.stored = 0  # first access not yet counted, whose write not stored
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the TLB's entries for this process into the tables (after memory.access)."""
+        self.flags.fill(-1)
+        for _, asid, vpn, pfn, flags in self.guest.tlb.contents():
+            k = self.page_of.get(vpn) if asid == self.asid else None
+            if k is not None:
+                self.flags[k], self.pfn[k] = flags, pfn
+
+    def used(self, start: int, end: int) -> None:
+        """Accesses [start, end) hit the TLB: note each page's last use (in order)."""
+        np.maximum.at(self.last, self.page[start:end], self.position[start:end])
+
+    def sort_sets(self, sets: list[int], upto: int) -> None:
+        """Put the LRU order of `sets` right (TLB.touch) for the uses before `upto`."""
+        tlb, last, page_of = self.guest.tlb, self.last, self.page_of
+        for n in sets:
+            since = self.sorted_from[n]
+            self.sorted_from[n] = upto
+            used = []
+            for vpn in tlb.cached_vpns(self.asid, n):
+                k = page_of.get(vpn)
+                if k is not None and (when := int(last[k])) >= since:
+                    used.append((when, vpn))
+            if used:
+                used.sort()
+                tlb.touch(self.asid, [vpn for _, vpn in used])
+
+    def catch_up(self, sets: list[int], upto: int) -> None:
+        """Bring everything deferred for the accesses before `upto` up to date."""
+        self.count(upto - self.counted)
+        self.sort_sets(sets, upto)
+        self.store_writes(self.stored, upto)
+        self.counted = self.stored = upto
+
+    def count(self, done: int) -> None:
+        """Add `done` accesses (the deferred hits and walks among them) to the counters."""
+        guest, stats, tlb = self.guest, self.guest.stats, self.guest.tlb
+        walk_refs = self.walks * guest.walk_cost
+        stats.accesses += done
+        stats.tlb_hits += self.hits
+        stats.tlb_misses += self.walks
+        stats.walk_refs += walk_refs
+        tlb.hits += self.hits
+        tlb.misses += self.walks
+        guest.time += done * guest.costs.access_ns + walk_refs * guest.costs.walk_ref_ns
+        self.hits = self.walks = 0
+
+    def store_writes(self, start: int, end: int) -> None:
+        """What the writes among accesses [start, end) did to private pages (memory.access's
+        last step): fresh content ids in order, each page left holding its last write."""
+        guest, host = self.guest, self.guest.host
+        lo, hi = np.searchsorted(self.writes, [start, end]).tolist()
+        if lo == hi:
+            return
+        at = self.writes[lo:hi]
+        gpfn = self.pfn[self.page[at]]
+        private = gpfn < guest.ram_pages
+        private[private] = np.isin(guest.kind[gpfn[private]], memory.PRIVATE_KINDS)
+        if not private.any():
+            return
+        gpfn = gpfn[private]
+        content = self.contents[at[private]].copy()
+        fresh = content == 0
+        if fresh.any():
+            content[fresh] = host.unique_contents(int(np.count_nonzero(fresh)))
+        if (host.kind[guest.backing[gpfn]] == FrameKind.KSM).any():
+            # A write breaks a KSM merge (a new host frame): one at a time, as memory.access.
+            for g, c in zip(gpfn.tolist(), content.tolist(), strict=True):
+                guest.write_page(g, c)
+            return
+        pages, last = np.unique(gpfn[::-1], return_index=True)
+        host.content[guest.backing[pages]] = content[::-1][last]
+
+    def next_stop(self, i: int, window: int) -> tuple[int, int]:
+        """The first access from `i` that is not a TLB hit allowed by the entry's flags
+        (n if none), and the window to use next."""
+        n, flags, page, needs = self.n, self.flags, self.page, self.needs
+        while i < n:
+            end = min(n, i + window)
+            f = flags[page[i:end]]
+            stop = (f < 0) | (needs[i:end] & ~f != 0)
+            k = int(stop.argmax())
+            if stop[k]:
+                return i + k, max(_MIN_WINDOW, 2 * k)
+            i, window = end, min(2 * window, _MAX_WINDOW)
+        return n, window
+
+    def walk(self, j: int) -> bool:
+        """Access j missed the TLB: if the walk finds a PTE that allows it, fill the TLB as
+        memory.access would and return True; False if it would fault."""
+        guest, mm = self.guest, self.mm
+        preset = guest.preset
+        vpn = int(self.vpns[j])
+        pte = mm.pt.lookup_pte(vpn)
+        need = int(self.needs[j])
+        if not preset.pte_present_p(pte) or int(preset.pte_flags(pte)) & need != need:
+            return False
+        k = int(self.page[j])
+        n = vpn % guest.tlb.nsets
+        if len(guest.tlb.sets[n]) >= guest.tlb.ways:  # it evicts the LRU entry: find it
+            self.sort_sets([n], j)
+        gpfn, flags, victim = memory.fill_tlb(guest, mm, vpn, pte, need == PTE_W)
+        if victim is not None and victim[0] == self.asid:
+            gone = self.page_of.get(victim[1])
+            if gone is not None:
+                self.flags[gone] = -1
+        if gpfn != self.pfn[k]:
+            # The page's frame changed (the evicted entry was stale): store the writes
+            # made through the old one first.
+            self.store_writes(self.stored, j)
+            self.stored = j
+        self.flags[k], self.pfn[k], self.last[k] = flags, gpfn, j
+        self.walks += 1
+        return True
+
+
+def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
+                kinds: npt.NDArray[np.uint8], contents: npt.NDArray[np.int64]) -> list[int]:
+    """memory.access for each (vpn, kind, content) in order (content 0: fresh); returns the
+    nonzero VM_FAULT_* flags of the accesses that faulted, in order.
+
+    Exactly what calling memory.access for each would leave, where `exact_for(guest)`.
+    """
+    run = _Run(guest, mm, vpns, kinds, contents)
+    every_set = list(range(guest.tlb.nsets))
+    faults: list[int] = []
+    i, window, n = 0, _MIN_WINDOW, run.n
+    while i < n:
+        j, window = run.next_stop(i, window)
+        run.hits += j - i
+        run.used(i, j)
+        if j == n:
+            break
+        if run.flags[run.page[j]] < 0 and run.walk(j):
+            i = j + 1
+            continue
+        # A fault, or the entry does not allow the access: the one-at-a-time path.
+        run.catch_up(every_set, j)
+        content = int(contents[j])
+        flags = memory.access(guest, mm, int(vpns[j]) << PAGE_SHIFT,
+                              _KIND_NAMES[int(kinds[j])], content or None)
+        if flags:
+            faults.append(flags)
+        run.reload()
+        i = run.counted = run.stored = j + 1
+        run.sorted_from = [i] * len(every_set)
+    run.catch_up(every_set, n)
+    return faults
