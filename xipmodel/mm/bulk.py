@@ -48,7 +48,11 @@ if TYPE_CHECKING:
 __all__ = ["access_many", "exact_for"]
 
 _KIND_NAMES = ("r", "w", "x")
-_NEEDS = np.array([0, PTE_W, PTE_X], dtype=np.int64)  # the PTE bit each kind needs
+_NEEDS = (0, PTE_W, PTE_X)  # the PTE bit each kind (read, write, exec) needs
+# What a TLB entry denies, as bits: 1 not cached, 2 not writable, 4 not executable;
+# an access stops a run of hits when it needs a denied bit (reads need only the first).
+_MISSING, _NO_W, _NO_X = 1, 2, 4
+_ASKS = np.array([_MISSING, _MISSING | _NO_W, _MISSING | _NO_X], dtype=np.uint8)
 _WRITE = 1
 _MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
 
@@ -78,12 +82,12 @@ class _Run:
         self.page[order] = np.cumsum(new) - 1
         pages = ordered[new]
         self.page_of = dict(zip(pages.tolist(), range(pages.size), strict=True))
-        self.needs = _NEEDS[kinds]
+        self.asks = _ASKS[kinds]
         self.position = np.arange(n, dtype=np.int64)
         self.writes = np.flatnonzero(kinds == _WRITE)
-        # What the TLB holds for this process, by page: its flags (-1: not cached) and frame.
-        self.flags = np.full(pages.size, -1, dtype=np.int64)
-        self.pfn = np.zeros(pages.size, dtype=np.int64)
+        # What the TLB holds for this process, by page: what it denies, and its frame.
+        self.denies = np.full(pages.size, _MISSING, dtype=np.uint8)
+        self.pfn = np.full(pages.size, -1, dtype=np.int64)
         # A set's true LRU order is its dict order with the entries used at or after
         # sorted_from[set] moved to the end by their last use (see sort_sets).
         self.last = np.full(pages.size, -1, dtype=np.int64)  # each page's last use
@@ -94,11 +98,11 @@ class _Run:
 
     def reload(self) -> None:
         """Read the TLB's entries for this process into the tables (after memory.access)."""
-        self.flags.fill(-1)
+        self.denies.fill(_MISSING)
         for _, asid, vpn, pfn, flags in self.guest.tlb.contents():
             k = self.page_of.get(vpn) if asid == self.asid else None
             if k is not None:
-                self.flags[k], self.pfn[k] = flags, pfn
+                self.denies[k], self.pfn[k] = _denies(flags), pfn
 
     def used(self, start: int, end: int) -> None:
         """Accesses [start, end) hit the TLB: note each page's last use (in order)."""
@@ -168,11 +172,10 @@ class _Run:
     def next_stop(self, i: int, window: int) -> tuple[int, int]:
         """The first access from `i` that is not a TLB hit allowed by the entry's flags
         (n if none), and the window to use next."""
-        n, flags, page, needs = self.n, self.flags, self.page, self.needs
+        n, denies, page, asks = self.n, self.denies, self.page, self.asks
         while i < n:
             end = min(n, i + window)
-            f = flags[page[i:end]]
-            stop = (f < 0) | (needs[i:end] & ~f != 0)
+            stop = (asks[i:end] & denies[page[i:end]]).astype(bool)
             k = int(stop.argmax())
             if stop[k]:
                 return i + k, max(_MIN_WINDOW, 2 * k)
@@ -186,7 +189,7 @@ class _Run:
         preset = guest.preset
         vpn = int(self.vpns[j])
         pte = mm.pt.lookup_pte(vpn)
-        need = int(self.needs[j])
+        need = _NEEDS[int(self.kinds[j])]
         if not preset.pte_present_p(pte) or int(preset.pte_flags(pte)) & need != need:
             return False
         k = int(self.page[j])
@@ -197,15 +200,20 @@ class _Run:
         if victim is not None and victim[0] == self.asid:
             gone = self.page_of.get(victim[1])
             if gone is not None:
-                self.flags[gone] = -1
-        if gpfn != self.pfn[k]:
+                self.denies[gone] = _MISSING
+        if gpfn != self.pfn[k] >= 0:
             # The page's frame changed (the evicted entry was stale): store the writes
             # made through the old one first.
             self.store_writes(self.stored, j)
             self.stored = j
-        self.flags[k], self.pfn[k], self.last[k] = flags, gpfn, j
+        self.denies[k], self.pfn[k], self.last[k] = _denies(flags), gpfn, j
         self.walks += 1
         return True
+
+
+def _denies(flags: int) -> int:
+    """What a TLB entry with PTE `flags` denies (the bits of _ASKS)."""
+    return (0 if flags & PTE_W else _NO_W) | (0 if flags & PTE_X else _NO_X)
 
 
 def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
@@ -225,7 +233,7 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
         run.used(i, j)
         if j == n:
             break
-        if run.flags[run.page[j]] < 0 and run.walk(j):
+        if run.denies[run.page[j]] & _MISSING and run.walk(j):
             i = j + 1
             continue
         # A fault, or the entry does not allow the access: the one-at-a-time path.

@@ -183,7 +183,9 @@ def fill_tlb(guest: Guest, mm: MmStruct, vpn: int, pte: int,
     """
     preset = guest.preset
     bits = PTE_A | (PTE_D if write else 0)
-    mm.pt.set_flags(vpn, bits)
+    young = preset.pte_accessed | (preset.pte_dirty if write else 0)
+    if pte & young != young:  # the MMU writes the entry only to set a bit not yet set
+        mm.pt.set_flags(vpn, bits)
     gpfn = preset.pte_pfn(pte)
     flags = int(preset.pte_flags(pte) | bits)
     return gpfn, flags, guest.tlb.insert(mm.asid, vpn, gpfn, flags)
