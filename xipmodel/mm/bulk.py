@@ -108,6 +108,15 @@ class _Run:
         """Accesses [start, end) hit the TLB: note each page's last use (in order)."""
         np.maximum.at(self.last, self.page[start:end], self.position[start:end])
 
+    def used_since_sorted(self, n: int) -> bool:
+        """Has set `n`'s first entry been used since the set was last sorted (so that it
+        may not be the least recently used)?"""
+        oldest = self.guest.tlb.oldest(n)
+        if oldest is None or oldest[0] != self.asid:
+            return False
+        k = self.page_of.get(oldest[1])
+        return k is not None and int(self.last[k]) >= self.sorted_from[n]
+
     def sort_sets(self, sets: list[int], upto: int) -> None:
         """Put the LRU order of `sets` right (TLB.touch) for the uses before `upto`."""
         tlb, last, page_of = self.guest.tlb, self.last, self.page_of
@@ -194,8 +203,8 @@ class _Run:
             return False
         k = int(self.page[j])
         n = vpn % guest.tlb.nsets
-        if len(guest.tlb.sets[n]) >= guest.tlb.ways:  # it evicts the LRU entry: find it
-            self.sort_sets([n], j)
+        if len(guest.tlb.sets[n]) >= guest.tlb.ways and self.used_since_sorted(n):
+            self.sort_sets([n], j)  # the fill evicts the set's first entry: make it the LRU
         gpfn, flags, victim = memory.fill_tlb(guest, mm, vpn, pte, need == PTE_W)
         if victim is not None and victim[0] == self.asid:
             gone = self.page_of.get(victim[1])
@@ -236,15 +245,18 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
         if run.denies[run.page[j]] & _MISSING and run.walk(j):
             i = j + 1
             continue
-        # A fault, or the entry does not allow the access: the one-at-a-time path.
-        run.catch_up(every_set, j)
+        # A fault, or the entry does not allow the access: the one-at-a-time path. Of the
+        # TLB's order it needs its own set's (it fills only that set; invalidating an
+        # entry elsewhere keeps the rule of sort_sets true).
+        vpn = int(vpns[j])
+        run.catch_up([vpn % guest.tlb.nsets], j)
         content = int(contents[j])
-        flags = memory.access(guest, mm, int(vpns[j]) << PAGE_SHIFT,
-                              _KIND_NAMES[int(kinds[j])], content or None)
+        flags = memory.access(guest, mm, vpn << PAGE_SHIFT, _KIND_NAMES[int(kinds[j])],
+                              content or None)
         if flags:
             faults.append(flags)
         run.reload()
+        run.last[run.page[j]] = j  # its entry (if any) is the newest in its set
         i = run.counted = run.stored = j + 1
-        run.sorted_from = [i] * len(every_set)
     run.catch_up(every_set, n)
     return faults
