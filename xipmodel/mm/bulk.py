@@ -92,12 +92,15 @@ class _Run:
         # sorted_from[set] moved to the end by their last use (see sort_sets).
         self.last = np.full(pages.size, -1, dtype=np.int64)  # each page's last use
         self.sorted_from = [0] * guest.tlb.nsets
+        # PTEs walked since the last memory.access: only fill_tlb changes them meanwhile.
+        self.ptes: dict[int, int] = {}
         self.hits = self.walks = 0  # not yet added to the counters
         self.counted = self.stored = 0  # first access not yet counted, whose write not stored
         self.reload()
 
     def reload(self) -> None:
         """Read the TLB's entries for this process into the tables (after memory.access)."""
+        self.ptes.clear()
         self.denies.fill(_MISSING)
         for _, asid, vpn, pfn, flags in self.guest.tlb.contents():
             k = self.page_of.get(vpn) if asid == self.asid else None
@@ -115,7 +118,7 @@ class _Run:
         if oldest is None or oldest[0] != self.asid:
             return False
         k = self.page_of.get(oldest[1])
-        return k is not None and int(self.last[k]) >= self.sorted_from[n]
+        return k is not None and self.last.item(k) >= self.sorted_from[n]
 
     def sort_sets(self, sets: list[int], upto: int) -> None:
         """Put the LRU order of `sets` right (TLB.touch) for the uses before `upto`."""
@@ -126,7 +129,7 @@ class _Run:
             used = []
             for vpn in tlb.cached_vpns(self.asid, n):
                 k = page_of.get(vpn)
-                if k is not None and (when := int(last[k])) >= since:
+                if k is not None and (when := last.item(k)) >= since:
                     used.append((when, vpn))
             if used:
                 used.sort()
@@ -162,7 +165,8 @@ class _Run:
         at = self.writes[lo:hi]
         gpfn = self.pfn[self.page[at]]
         private = gpfn < guest.ram_pages
-        private[private] = np.isin(guest.kind[gpfn[private]], memory.PRIVATE_KINDS)
+        kind = guest.kind[gpfn[private]]
+        private[private] = (kind == memory.PRIVATE_KINDS[0]) | (kind == memory.PRIVATE_KINDS[1])
         if not private.any():
             return
         gpfn = gpfn[private]
@@ -194,23 +198,25 @@ class _Run:
     def walk(self, j: int) -> bool:
         """Access j missed the TLB: if the walk finds a PTE that allows it, fill the TLB as
         memory.access would and return True; False if it would fault."""
-        guest, mm = self.guest, self.mm
-        preset = guest.preset
-        vpn = int(self.vpns[j])
-        pte = mm.pt.lookup_pte(vpn)
+        guest, tlb, preset = self.guest, self.guest.tlb, self.guest.preset
+        vpn, k = int(self.vpns[j]), int(self.page[j])
+        pte = self.ptes.get(k)
+        if pte is None:
+            pte = self.mm.pt.lookup_pte(vpn)
         need = _NEEDS[int(self.kinds[j])]
         if not preset.pte_present_p(pte) or int(preset.pte_flags(pte)) & need != need:
             return False
-        k = int(self.page[j])
-        n = vpn % guest.tlb.nsets
-        if len(guest.tlb.sets[n]) >= guest.tlb.ways and self.used_since_sorted(n):
+        n = vpn % tlb.nsets
+        if len(tlb.sets[n]) >= tlb.ways and self.used_since_sorted(n):
             self.sort_sets([n], j)  # the fill evicts the set's first entry: make it the LRU
-        gpfn, flags, victim = memory.fill_tlb(guest, mm, vpn, pte, need == PTE_W)
+        pte, flags, victim = memory.fill_tlb(guest, self.mm, vpn, pte, need == PTE_W)
+        self.ptes[k] = pte
         if victim is not None and victim[0] == self.asid:
             gone = self.page_of.get(victim[1])
             if gone is not None:
                 self.denies[gone] = _MISSING
-        if gpfn != self.pfn[k] >= 0:
+        gpfn = preset.pte_pfn(pte)
+        if gpfn != self.pfn.item(k) >= 0:
             # The page's frame changed (the evicted entry was stale): store the writes
             # made through the old one first.
             self.store_writes(self.stored, j)

@@ -162,7 +162,8 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
             pte = mm.pt.lookup_pte(vpn)
         else:
             raise AssertionError(f"access: {address:#x} still faults after {_MAX_RETRIES} tries")
-        gpfn, _, _ = fill_tlb(guest, mm, vpn, pte, write)
+        pte, _, _ = fill_tlb(guest, mm, vpn, pte, write)
+        gpfn = preset.pte_pfn(pte)
     if guest.cache.policy != "linux" and gpfn in guest.cache.key_of:
         guest.cache.touch(gpfn)  # what a textbook policy sees (Linux's learns from A bits)
     # The write itself: a private page now holds what was written (unique unless told).
@@ -172,6 +173,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
 
 
 PRIVATE_KINDS = (int(FrameKind.ANON), int(FrameKind.COW))  # what a write changes the content of
+_MAX_RETRIES = 3  # no fault path here needs more than two faults for one access
 
 
 def fill_tlb(guest: Guest, mm: MmStruct, vpn: int, pte: int,
@@ -179,17 +181,17 @@ def fill_tlb(guest: Guest, mm: MmStruct, vpn: int, pte: int,
     """The end of a walk that found `pte` allowing the access: set accessed (and dirty on
     a write) in the PTE and cache the translation.
 
-    Returns the frame, the flags cached with it, and the (asid, vpn) the TLB evicted.
+    Returns the PTE as it is now, the flags cached with it, and the (asid, vpn) the TLB
+    evicted (None: none).
     """
     preset = guest.preset
     bits = PTE_A | (PTE_D if write else 0)
     young = preset.pte_accessed | (preset.pte_dirty if write else 0)
     if pte & young != young:  # the MMU writes the entry only to set a bit not yet set
         mm.pt.set_flags(vpn, bits)
-    gpfn = preset.pte_pfn(pte)
+        pte |= young
     flags = int(preset.pte_flags(pte) | bits)
-    return gpfn, flags, guest.tlb.insert(mm.asid, vpn, gpfn, flags)
-_MAX_RETRIES = 3  # no fault path here needs more than two faults for one access
+    return pte, flags, guest.tlb.insert(mm.asid, vpn, preset.pte_pfn(pte), flags)
 
 
 def _emit_lookup(guest: Guest, mm: MmStruct, address: int, hit: bool) -> None:
