@@ -127,7 +127,8 @@ def test_shipped_trace_under_memory_pressure_same_in_both_engines(name: str, mod
 # --- seeded synthetic runs in a guest ----------------------------------------------------
 
 _TEXT, _DATA, _LIB, _LIBDATA = 40, 12, 30, 6
-_FILES = {"/bin/prog": (_TEXT + _DATA) * PAGE_SIZE, "/lib/libx.so": (_LIB + 2 * _LIBDATA) * PAGE_SIZE}
+_FILES = {"/bin/prog": (_TEXT + _DATA) * PAGE_SIZE,
+          "/lib/libx.so": (_LIB + 2 * _LIBDATA) * PAGE_SIZE}
 
 
 @functools.cache
@@ -263,7 +264,7 @@ def test_fast_engine_falls_back_where_it_would_differ() -> None:
 def test_unknown_engine_is_refused() -> None:
     from xipmodel.errors import ParameterError
 
-    host, guest = _guest("pagecache", 4096, 64)
+    _, guest = _guest("pagecache", 4096, 64)
     with pytest.raises(ParameterError, match="engine 'turbo'"):
         replay(guest, _synthetic(0, 10), engine="turbo")
 
