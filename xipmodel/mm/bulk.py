@@ -55,6 +55,7 @@ _MISSING, _NO_W, _NO_X = 1, 2, 4
 _ASKS = np.array([_MISSING, _MISSING | _NO_W, _MISSING | _NO_X], dtype=np.uint8)
 _WRITE = 1
 _MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
+_STREAK = 32  # hits in a row that make numpy worth its cost per call
 
 
 def exact_for(guest: Guest) -> bool:
@@ -96,16 +97,29 @@ class _Run:
         self.ptes: dict[int, int] = {}
         self.hits = self.walks = 0  # not yet added to the counters
         self.counted = self.stored = 0  # first access not yet counted, whose write not stored
-        self.reload()
+        self.reload(list(range(guest.tlb.nsets)))
 
-    def reload(self) -> None:
-        """Read the TLB's entries for this process into the tables (after memory.access)."""
-        self.ptes.clear()
-        self.denies.fill(_MISSING)
-        for _, asid, vpn, pfn, flags in self.guest.tlb.contents():
-            k = self.page_of.get(vpn) if asid == self.asid else None
+    def forget(self, entries: list[tuple[int, int, int]] | None) -> None:
+        """Mark these TLB entries (vpn, pfn, flags) of this process as no longer cached;
+        None: every entry (before a reload)."""
+        if entries is None:
+            self.denies.fill(_MISSING)
+            return
+        for vpn, _, _ in entries:
+            k = self.page_of.get(vpn)
             if k is not None:
-                self.denies[k], self.pfn[k] = _denies(flags), pfn
+                self.denies[k] = _MISSING
+
+    def reload(self, sets: list[int]) -> None:
+        """Read the TLB's entries of `sets` for this process into the tables (after
+        memory.access: see access_many for which sets it changes)."""
+        self.ptes.clear()
+        denies, pfns, page_of = self.denies, self.pfn, self.page_of
+        for n in sets:
+            for vpn, pfn, flags in self.guest.tlb.cached(self.asid, n):
+                k = page_of.get(vpn)
+                if k is not None:
+                    denies[k], pfns[k] = _denies(flags), pfn
 
     def used(self, start: int, end: int) -> None:
         """Accesses [start, end) hit the TLB: note each page's last use (in order)."""
@@ -127,7 +141,7 @@ class _Run:
             since = self.sorted_from[n]
             self.sorted_from[n] = upto
             used = []
-            for vpn in tlb.cached_vpns(self.asid, n):
+            for vpn, _, _ in tlb.cached(self.asid, n):
                 k = page_of.get(vpn)
                 if k is not None and (when := last.item(k)) >= since:
                     used.append((when, vpn))
@@ -239,30 +253,53 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
     Exactly what calling memory.access for each would leave, where `exact_for(guest)`.
     """
     run = _Run(guest, mm, vpns, kinds, contents)
-    every_set = list(range(guest.tlb.nsets))
+    tlb, asks, denies, page, last = guest.tlb, run.asks, run.denies, run.page, run.last
+    every_set = list(range(tlb.nsets))
     faults: list[int] = []
     i, window, n = 0, _MIN_WINDOW, run.n
+    streak = 0  # hits in a row, one at a time: after _STREAK of them, numpy takes over
     while i < n:
-        j, window = run.next_stop(i, window)
-        run.hits += j - i
-        run.used(i, j)
-        if j == n:
-            break
-        if run.denies[run.page[j]] & _MISSING and run.walk(j):
+        if streak < _STREAK:
+            # Few hits between misses (a run that mostly touches pages first): numpy's
+            # cost per call would exceed what it saves, so look at one access.
+            k = page.item(i)
+            if not asks.item(i) & denies.item(k):
+                run.hits += 1
+                last[k] = i
+                i += 1
+                streak += 1
+                continue
+            j = i
+        else:
+            j, window = run.next_stop(i, window)
+            run.hits += j - i
+            run.used(i, j)
+            if j == n:
+                break
+        streak = 0
+        if denies.item(page.item(j)) & _MISSING and run.walk(j):
             i = j + 1
             continue
         # A fault, or the entry does not allow the access: the one-at-a-time path. Of the
         # TLB's order it needs its own set's (it fills only that set; invalidating an
         # entry elsewhere keeps the rule of sort_sets true).
         vpn = int(vpns[j])
-        run.catch_up([vpn % guest.tlb.nsets], j)
+        own = [vpn % tlb.nsets]
+        run.catch_up(own, j)
+        changed, before = (tlb.invalidations, tlb.flushes), tlb.cached(run.asid, own[0])
         content = int(contents[j])
         flags = memory.access(guest, mm, vpn << PAGE_SHIFT, _KIND_NAMES[int(kinds[j])],
                               content or None)
         if flags:
             faults.append(flags)
-        run.reload()
-        run.last[run.page[j]] = j  # its entry (if any) is the newest in its set
+        # Its own set's entries changed; others only if it dropped entries (reclaim).
+        if changed == (tlb.invalidations, tlb.flushes):
+            run.forget(before)
+            run.reload(own)
+        else:
+            run.forget(None)
+            run.reload(every_set)
+        last[page.item(j)] = j  # its entry (if any) is the newest in its set
         i = run.counted = run.stored = j + 1
     run.catch_up(every_set, n)
     return faults

@@ -56,6 +56,7 @@ class TLB:
         self.misses = 0
         self.evictions = 0
         self.flushes = 0
+        self.invalidations = 0  # entries dropped one at a time (invalidate)
         self.switches = 0
 
     def _key(self, asid: int, vpn: int) -> int:
@@ -114,7 +115,10 @@ class TLB:
         """Drop one entry, like invlpg / sfence.vma after a PTE change (CoW, unmap); found?"""
         if not self.asid_tagged and asid != self.asid:
             return False  # an untagged TLB holds nothing of another address space
-        return self.sets[vpn % self.nsets].pop(self._key(asid, vpn), None) is not None
+        if self.sets[vpn % self.nsets].pop(self._key(asid, vpn), None) is None:
+            return False
+        self.invalidations += 1
+        return True
 
     def flush(self, asid: int | None = None) -> int:
         """Drop every entry, or only `asid`'s; returns how many were dropped."""
@@ -185,11 +189,12 @@ class TLB:
         self.evictions += evictions
         return np.frombuffer(bytes(hit), dtype=np.uint8).astype(bool)
 
-    def cached_vpns(self, asid: int, n: int) -> list[int]:
-        """The vpns `asid` has cached in set `n`, in replacement order (LRU first)."""
+    def cached(self, asid: int, n: int) -> list[tuple[int, int, int]]:
+        """(vpn, pfn, flags) of what `asid` has cached in set `n`, in replacement order
+        (LRU first)."""
         if not self.asid_tagged:
-            return list(self.sets[n]) if asid == self.asid else []
-        return [key & ((1 << _ASID_SHIFT) - 1) for key in self.sets[n]
+            return [(key, *e) for key, e in self.sets[n].items()] if asid == self.asid else []
+        return [(key & ((1 << _ASID_SHIFT) - 1), *e) for key, e in self.sets[n].items()
                 if key >> _ASID_SHIFT == asid]
 
     def oldest(self, n: int) -> tuple[int, int] | None:
