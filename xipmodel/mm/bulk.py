@@ -56,6 +56,7 @@ _ASKS = np.array([_MISSING, _MISSING | _NO_W, _MISSING | _NO_X], dtype=np.uint8)
 _WRITE = 1
 _MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
 _STREAK = 32  # hits in a row that make numpy worth its cost per call
+_CHUNK = 1024  # accesses between looks at the share of hits (see access_many)
 
 
 def exact_for(guest: Guest) -> bool:
@@ -149,6 +150,77 @@ class _Run:
                 used.sort()
                 tlb.touch(self.asid, [vpn for _, vpn in used])
 
+    def one_at_a_time(self, start: int, end: int) -> list[int]:
+        """memory.access for accesses [start, end); their nonzero fault flags. Nothing may
+        be deferred before `start` (catch_up), and the tables are stale after (resume)."""
+        guest, mm = self.guest, self.mm
+        faults = []
+        for vpn, kind, content in zip(self.vpns[start:end].tolist(),
+                                      self.kinds[start:end].tolist(),
+                                      self.contents[start:end].tolist(), strict=True):
+            flags = memory.access(guest, mm, vpn << PAGE_SHIFT, _KIND_NAMES[kind],
+                                  content or None)
+            if flags:
+                faults.append(flags)
+        return faults
+
+    def resume(self, at: int) -> None:
+        """After memory.access made accesses [.., at): read the TLB back into the tables."""
+        every_set = list(range(len(self.sorted_from)))
+        self.forget(None)
+        self.reload(every_set)
+        self.counted = self.stored = at
+        self.sorted_from = [at] * len(every_set)
+
+    def hits_in_bulk(self, start: int, end: int) -> list[int]:
+        """Accesses [start, end): runs of hits deferred, walks here, the rest through
+        memory.access; their nonzero fault flags."""
+        tlb = self.guest.tlb
+        asks, denies, page, last = self.asks, self.denies, self.page, self.last
+        every_set = list(range(tlb.nsets))
+        faults: list[int] = []
+        i, window = start, _MIN_WINDOW
+        streak = 0  # hits in a row, one at a time: after _STREAK of them, numpy takes over
+        while i < end:
+            if streak < _STREAK:
+                # Few hits between misses: numpy's cost per call would exceed what it
+                # saves, so look at one access.
+                k = page.item(i)
+                if not asks.item(i) & denies.item(k):
+                    self.hits += 1
+                    last[k] = i
+                    i += 1
+                    streak += 1
+                    continue
+                j = i
+            else:
+                j, window = self.next_stop(i, end, window)
+                self.hits += j - i
+                self.used(i, j)
+                if j == end:
+                    break
+            streak = 0
+            if denies.item(page.item(j)) & _MISSING and self.walk(j):
+                i = j + 1
+                continue
+            # A fault, or the entry does not allow the access: the one-at-a-time path. Of
+            # the TLB's order it needs its own set's (it fills only that set; invalidating
+            # an entry elsewhere keeps the rule of sort_sets true).
+            own = [int(self.vpns[j]) % tlb.nsets]
+            self.catch_up(own, j)
+            changed, before = (tlb.invalidations, tlb.flushes), tlb.cached(self.asid, own[0])
+            faults += self.one_at_a_time(j, j + 1)
+            # Its own set's entries changed; others only if it dropped entries (reclaim).
+            if changed == (tlb.invalidations, tlb.flushes):
+                self.forget(before)
+                self.reload(own)
+            else:
+                self.forget(None)
+                self.reload(every_set)
+            last[page.item(j)] = j  # its entry (if any) is the newest in its set
+            i = self.counted = self.stored = j + 1
+        return faults
+
     def catch_up(self, sets: list[int], upto: int) -> None:
         """Bring everything deferred for the accesses before `upto` up to date."""
         self.count(upto - self.counted)
@@ -196,18 +268,18 @@ class _Run:
         pages, last = np.unique(gpfn[::-1], return_index=True)
         host.content[guest.backing[pages]] = content[::-1][last]
 
-    def next_stop(self, i: int, window: int) -> tuple[int, int]:
-        """The first access from `i` that is not a TLB hit allowed by the entry's flags
-        (n if none), and the window to use next."""
-        n, denies, page, asks = self.n, self.denies, self.page, self.asks
-        while i < n:
-            end = min(n, i + window)
+    def next_stop(self, i: int, limit: int, window: int) -> tuple[int, int]:
+        """The first access in [i, limit) that is not a TLB hit allowed by the entry's
+        flags (limit if none), and the window to use next."""
+        denies, page, asks = self.denies, self.page, self.asks
+        while i < limit:
+            end = min(limit, i + window)
             stop = (asks[i:end] & denies[page[i:end]]).astype(bool)
             k = int(stop.argmax())
             if stop[k]:
                 return i + k, max(_MIN_WINDOW, 2 * k)
             i, window = end, min(2 * window, _MAX_WINDOW)
-        return n, window
+        return limit, window
 
     def walk(self, j: int) -> bool:
         """Access j missed the TLB: if the walk finds a PTE that allows it, fill the TLB as
@@ -251,55 +323,24 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
     nonzero VM_FAULT_* flags of the accesses that faulted, in order.
 
     Exactly what calling memory.access for each would leave, where `exact_for(guest)`.
+    Chunks of _CHUNK accesses go one at a time through memory.access until one of them
+    mostly hits the TLB (a run touching pages for the first time gains nothing from
+    deferring), and back when one mostly misses.
     """
     run = _Run(guest, mm, vpns, kinds, contents)
-    tlb, asks, denies, page, last = guest.tlb, run.asks, run.denies, run.page, run.last
-    every_set = list(range(tlb.nsets))
+    every_set = list(range(guest.tlb.nsets))
     faults: list[int] = []
-    i, window, n = 0, _MIN_WINDOW, run.n
-    streak = 0  # hits in a row, one at a time: after _STREAK of them, numpy takes over
+    i, n, bulk = 0, run.n, False
     while i < n:
-        if streak < _STREAK:
-            # Few hits between misses (a run that mostly touches pages first): numpy's
-            # cost per call would exceed what it saves, so look at one access.
-            k = page.item(i)
-            if not asks.item(i) & denies.item(k):
-                run.hits += 1
-                last[k] = i
-                i += 1
-                streak += 1
-                continue
-            j = i
-        else:
-            j, window = run.next_stop(i, window)
-            run.hits += j - i
-            run.used(i, j)
-            if j == n:
-                break
-        streak = 0
-        if denies.item(page.item(j)) & _MISSING and run.walk(j):
-            i = j + 1
-            continue
-        # A fault, or the entry does not allow the access: the one-at-a-time path. Of the
-        # TLB's order it needs its own set's (it fills only that set; invalidating an
-        # entry elsewhere keeps the rule of sort_sets true).
-        vpn = int(vpns[j])
-        own = [vpn % tlb.nsets]
-        run.catch_up(own, j)
-        changed, before = (tlb.invalidations, tlb.flushes), tlb.cached(run.asid, own[0])
-        content = int(contents[j])
-        flags = memory.access(guest, mm, vpn << PAGE_SHIFT, _KIND_NAMES[int(kinds[j])],
-                              content or None)
-        if flags:
-            faults.append(flags)
-        # Its own set's entries changed; others only if it dropped entries (reclaim).
-        if changed == (tlb.invalidations, tlb.flushes):
-            run.forget(before)
-            run.reload(own)
-        else:
-            run.forget(None)
-            run.reload(every_set)
-        last[page.item(j)] = j  # its entry (if any) is the newest in its set
-        i = run.counted = run.stored = j + 1
-    run.catch_up(every_set, n)
+        end = min(n, i + _CHUNK)
+        hits = guest.stats.tlb_hits + run.hits
+        faults += run.hits_in_bulk(i, end) if bulk else run.one_at_a_time(i, end)
+        wanted = 2 * (guest.stats.tlb_hits + run.hits - hits) >= end - i
+        if wanted and not bulk:
+            run.resume(end)
+        elif bulk and not wanted:
+            run.catch_up(every_set, end)
+        i, bulk = end, wanted
+    if bulk:
+        run.catch_up(every_set, n)
     return faults
