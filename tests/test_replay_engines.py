@@ -243,6 +243,43 @@ def test_seeded_runs_reach_every_path() -> None:
     assert totals["tlb_hits"] > 2 * totals["tlb_misses"]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_switching_between_bulk_and_one_at_a_time_is_exact(seed: int) -> None:
+    """access_many decides every `chunk` accesses whether to defer hits: with small chunks
+    and a run that alternates first touches with loops over a few pages, it switches
+    back and forth many times. Is the result still exactly the reference's?"""
+    rng = np.random.default_rng([seed, 2])
+    base = _synthetic(seed, 4000)
+    _, first = np.unique(base.vpns, return_index=True)
+    hot = rng.choice(first, 24, replace=False)  # 24 pages: more than the TLB holds
+    picks = []
+    for phase in range(10):
+        # Phases alternate: the hot pages alone (mostly hits), then the hot pages between
+        # pages the run has not touched yet (mostly misses).
+        picks.append(rng.choice(hot, 300))
+        if phase % 2:
+            fresh = np.arange(phase * 400, (phase + 1) * 400)
+            picks[-1] = np.stack([fresh[:300], picks[-1]], axis=1).reshape(-1)
+    at = np.concatenate(picks)
+    trace = PageTrace("phases", base.maps, base.vpns[at], base.kinds[at], {},
+                      base.contents[at])
+    ram_pages, chunk = int(rng.choice([80, 4096])), int(rng.choice([37, 100]))
+    states = []
+    for engine in ENGINES:
+        host, guest = _guest("pagecache", ram_pages, 16)
+        mm, _ = replay(guest, PageTrace("empty", trace.maps, trace.vpns[:0], trace.kinds[:0]))
+        assert mm is not None
+        if engine == "reference":
+            failed = [f for a, k, c in trace.accesses()
+                      if (f := guest.access(mm, a, k, c or None))]
+        else:
+            assert trace.contents is not None
+            failed = bulk.access_many(guest, mm, trace.vpns, trace.kinds, trace.contents,
+                                      chunk=chunk)
+        states.append({**_state(host, [guest]), "failed": failed})
+    _assert_same(*states)
+
+
 def test_fast_engine_falls_back_where_it_would_differ() -> None:
     """With someone listening for events, each access is an event: the fast engine is the
     reference loop, and both deliver the same events."""

@@ -32,7 +32,7 @@ costs. trace.replay falls back to the access-at-a-time loop elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
     from xipmodel.mm.vma import MmStruct
 
-__all__ = ["access_many", "exact_for"]
+__all__ = ["CHUNK", "access_many", "exact_for"]
 
 _KIND_NAMES = ("r", "w", "x")
 _NEEDS = (0, PTE_W, PTE_X)  # the PTE bit each kind (read, write, exec) needs
@@ -56,7 +56,7 @@ _ASKS = np.array([_MISSING, _MISSING | _NO_W, _MISSING | _NO_X], dtype=np.uint8)
 _WRITE = 1
 _MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
 _STREAK = 32  # hits in a row that make numpy worth its cost per call
-_CHUNK = 1024  # accesses between looks at the share of hits (see access_many)
+CHUNK: Final = 1024  # accesses between looks at the share of hits (see access_many)
 
 
 def exact_for(guest: Guest) -> bool:
@@ -318,12 +318,13 @@ def _denies(flags: int) -> int:
 
 
 def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
-                kinds: npt.NDArray[np.uint8], contents: npt.NDArray[np.int64]) -> list[int]:
+                kinds: npt.NDArray[np.uint8], contents: npt.NDArray[np.int64],
+                chunk: int = CHUNK) -> list[int]:
     """memory.access for each (vpn, kind, content) in order (content 0: fresh); returns the
     nonzero VM_FAULT_* flags of the accesses that faulted, in order.
 
     Exactly what calling memory.access for each would leave, where `exact_for(guest)`.
-    Chunks of _CHUNK accesses go one at a time through memory.access until one of them
+    Chunks of `chunk` accesses go one at a time through memory.access until one of them
     mostly hits the TLB (a run touching pages for the first time gains nothing from
     deferring), and back when one mostly misses.
     """
@@ -332,7 +333,7 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
     faults: list[int] = []
     i, n, bulk = 0, run.n, False
     while i < n:
-        end = min(n, i + _CHUNK)
+        end = min(n, i + chunk)
         hits = guest.stats.tlb_hits + run.hits
         faults += run.hits_in_bulk(i, end) if bulk else run.one_at_a_time(i, end)
         wanted = 2 * (guest.stats.tlb_hits + run.hits - hits) >= end - i
