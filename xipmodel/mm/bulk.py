@@ -16,12 +16,18 @@ for this process, indexed by the trace's distinct pages), handles the walks
 that succeed in Python, and calls memory.access for the rest. What a run of
 hits defers is brought up to date before anything that could look at it:
 
-    LRU order     a set's order is put right (`TLB.touch`, entries by their last
-                  use, found from the sorted positions of each page's accesses)
-                  before that set is filled, and every set's before memory.access
+    LRU order     each page's last use is noted; a set's dict order is put right
+                  (`TLB.touch`, the entries used since it was last put right, by
+                  their last use) before a fill evicts from it, and before
+                  memory.access fills it
     counters      added before memory.access (its handlers read the model time)
     writes        the pages' contents (fresh ids drawn in the accesses' order) are
                   stored before memory.access (its handlers draw ids too)
+
+After memory.access the tables are read back from the TLB: its own set, or all
+of them if it dropped entries elsewhere (`TLB.invalidations`, flushes). A run
+that mostly misses (first touches) gains nothing from deferring: chunks of
+accesses go one at a time until one of them mostly hits.
 
 It applies only where it is exact and simple (see `exact_for`): no event
 listeners (every access would be an event), Linux's page-cache policy (a
