@@ -186,26 +186,28 @@ class _Run:
         every_set = list(range(tlb.nsets))
         faults: list[int] = []
         i, window = start, _MIN_WINDOW
-        streak = 0  # hits in a row, one at a time: after _STREAK of them, numpy takes over
+        # Hits in the current run. After a short run, look at one access at a time (numpy's
+        # cost per call would exceed what it saves); after _STREAK hits, numpy takes over.
+        streak, single = 0, True
         while i < end:
-            if streak < _STREAK:
-                # Few hits between misses: numpy's cost per call would exceed what it
-                # saves, so look at one access.
+            if single:
                 k = page.item(i)
                 if not asks.item(i) & denies.item(k):
                     self.hits += 1
                     last[k] = i
                     i += 1
                     streak += 1
+                    single = streak < _STREAK
                     continue
                 j = i
             else:
                 j, window = self.next_stop(i, end, window)
                 self.hits += j - i
                 self.used(i, j)
+                streak += j - i
                 if j == end:
                     break
-            streak = 0
+            single, streak = streak < _STREAK, 0
             if denies.item(page.item(j)) & _MISSING and self.walk(j):
                 i = j + 1
                 continue
