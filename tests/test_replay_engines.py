@@ -94,10 +94,7 @@ def _shipped(name: str) -> tuple[PageTrace, Ext2Image]:
 
 def _replay_shipped(name: str, mode: str, engine: str, ram_pages: int) -> dict[str, Any]:
     trace, image = _shipped(name)
-    host = HostMemory()
-    segment = (SharedSegment(host, image, frame_kind=FrameKind.SHARED if mode == "xip"
-                             else FrameKind.HOSTCACHE) if mode in ("xip", "dax") else None)
-    guest = Guest(0, host, ram_pages, image, segment=segment)
+    host, guest = _guest(mode, ram_pages, image=image)
     _, result = replay(guest, trace, engine=engine)
     state = _state(host, [guest])
     state["result"] = dataclasses.asdict(result)
@@ -180,8 +177,10 @@ def _synthetic(seed: int, n: int, shared: bool = True) -> PageTrace:
     return PageTrace(f"synthetic-{seed}", maps, vpns, kinds, {}, contents.astype(np.int64))
 
 
-def _guest(mode: str, ram_pages: int, tlb_entries: int) -> tuple[HostMemory, Guest]:
-    host, image = HostMemory(), _image()
+def _guest(mode: str, ram_pages: int, tlb_entries: int = 64,
+           image: Ext2Image | None = None) -> tuple[HostMemory, Guest]:
+    """A guest of `mode` (the segment of xip and dax modes as Host makes it) on `image`."""
+    host, image = HostMemory(), image or _image()
     segment = (SharedSegment(host, image, frame_kind=FrameKind.SHARED if mode == "xip"
                              else FrameKind.HOSTCACHE) if mode in ("xip", "dax") else None)
     return host, Guest(0, host, ram_pages, image, segment=segment, tlb_entries=tlb_entries,
