@@ -61,7 +61,7 @@ _MISSING, _NO_W, _NO_X = 1, 2, 4
 _ASKS = np.array([_MISSING, _MISSING | _NO_W, _MISSING | _NO_X], dtype=np.uint8)
 _WRITE = 1
 _MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
-_STREAK = 32  # hits in a row that make numpy worth its cost per call
+_STREAK = 12  # hits in a row that make numpy worth its cost per call (measured)
 CHUNK: Final = 1024  # accesses between looks at the share of hits (see access_many)
 
 

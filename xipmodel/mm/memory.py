@@ -190,7 +190,7 @@ def fill_tlb(guest: Guest, mm: MmStruct, vpn: int, pte: int,
     if pte & young != young:  # the MMU writes the entry only to set a bit not yet set
         mm.pt.set_flags(vpn, bits)
         pte |= young
-    flags = int(preset.pte_flags(pte) | bits)
+    flags = int(preset.pte_flags(pte)) | bits
     return pte, flags, guest.tlb.insert(mm.asid, vpn, preset.pte_pfn(pte), flags)
 
 
