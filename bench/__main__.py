@@ -5,6 +5,7 @@
     python -m bench policies     LRU replay and miss-ratio curves against libCacheSim
     python -m bench compare      all modes for 64 and 1,000 guests
     python -m bench browser      the dashboard slider in Chromium: 8, 64, 256 guests
+    python -m bench replay       the shipped traces, fast replay engine against reference
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import bench_browser, bench_compare, bench_ext2, bench_policies
+from bench import bench_browser, bench_compare, bench_ext2, bench_policies, bench_replay
 
 BENCHMARKS: dict[str, Callable[[list[str]], int]] = {
     "ext2": bench_ext2.main,
     "policies": bench_policies.main,
     "compare": bench_compare.main,
     "browser": bench_browser.main,
+    "replay": bench_replay.main,
 }
 
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from xipmodel.mm.vma import MmStruct, Vma
 
 __all__ = [
+    "PRIVATE_KINDS",
     "VM_FAULT_DONE_COW",
     "VM_FAULT_ERROR",
     "VM_FAULT_LOCKED",
@@ -64,6 +65,7 @@ __all__ = [
     "do_read_fault",
     "do_shared_fault",
     "do_wp_page",
+    "fill_tlb",
     "finish_fault",
     "handle_mm_fault",
     "set_pte_range",
@@ -160,20 +162,36 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
             pte = mm.pt.lookup_pte(vpn)
         else:
             raise AssertionError(f"access: {address:#x} still faults after {_MAX_RETRIES} tries")
-        bits = PTE_A | (PTE_D if write else 0)
-        mm.pt.set_flags(vpn, bits)
+        pte, _, _ = fill_tlb(guest, mm, vpn, pte, write)
         gpfn = preset.pte_pfn(pte)
-        guest.tlb.insert(mm.asid, vpn, gpfn, int(preset.pte_flags(pte) | bits))
     if guest.cache.policy != "linux" and gpfn in guest.cache.key_of:
         guest.cache.touch(gpfn)  # what a textbook policy sees (Linux's learns from A bits)
     # The write itself: a private page now holds what was written (unique unless told).
-    if write and gpfn < guest.ram_pages and int(guest.kind[gpfn]) in _PRIVATE:
+    if write and gpfn < guest.ram_pages and int(guest.kind[gpfn]) in PRIVATE_KINDS:
         guest.write_page(gpfn, guest.host.unique_content() if content is None else content)
     return result
 
 
-_PRIVATE = (int(FrameKind.ANON), int(FrameKind.COW))
+PRIVATE_KINDS = (int(FrameKind.ANON), int(FrameKind.COW))  # what a write changes the content of
 _MAX_RETRIES = 3  # no fault path here needs more than two faults for one access
+
+
+def fill_tlb(guest: Guest, mm: MmStruct, vpn: int, pte: int,
+             write: bool) -> tuple[int, int, tuple[int, int] | None]:
+    """The end of a walk that found `pte` allowing the access: set accessed (and dirty on
+    a write) in the PTE and cache the translation.
+
+    Returns the PTE as it is now, the flags cached with it, and the (asid, vpn) the TLB
+    evicted (None: none).
+    """
+    preset = guest.preset
+    bits = PTE_A | (PTE_D if write else 0)
+    young = preset.pte_accessed | (preset.pte_dirty if write else 0)
+    if pte & young != young:  # the MMU writes the entry only to set a bit not yet set
+        mm.pt.set_flags(vpn, bits)
+        pte |= young
+    flags = int(preset.pte_flags(pte)) | bits
+    return pte, flags, guest.tlb.insert(mm.asid, vpn, preset.pte_pfn(pte), flags)
 
 
 def _emit_lookup(guest: Guest, mm: MmStruct, address: int, hit: bool) -> None:

@@ -56,6 +56,7 @@ class TLB:
         self.misses = 0
         self.evictions = 0
         self.flushes = 0
+        self.invalidations = 0  # entries dropped one at a time (invalidate)
         self.switches = 0
 
     def _key(self, asid: int, vpn: int) -> int:
@@ -114,7 +115,10 @@ class TLB:
         """Drop one entry, like invlpg / sfence.vma after a PTE change (CoW, unmap); found?"""
         if not self.asid_tagged and asid != self.asid:
             return False  # an untagged TLB holds nothing of another address space
-        return self.sets[vpn % self.nsets].pop(self._key(asid, vpn), None) is not None
+        if self.sets[vpn % self.nsets].pop(self._key(asid, vpn), None) is None:
+            return False
+        self.invalidations += 1
+        return True
 
     def flush(self, asid: int | None = None) -> int:
         """Drop every entry, or only `asid`'s; returns how many were dropped."""
@@ -184,6 +188,32 @@ class TLB:
         self.misses += v.size - nhits
         self.evictions += evictions
         return np.frombuffer(bytes(hit), dtype=np.uint8).astype(bool)
+
+    def cached(self, asid: int, n: int) -> list[tuple[int, int, int]]:
+        """(vpn, pfn, flags) of what `asid` has cached in set `n`, in replacement order
+        (LRU first)."""
+        if not self.asid_tagged:
+            return [(key, *e) for key, e in self.sets[n].items()] if asid == self.asid else []
+        return [(key & ((1 << _ASID_SHIFT) - 1), *e) for key, e in self.sets[n].items()
+                if key >> _ASID_SHIFT == asid]
+
+    def oldest(self, n: int) -> tuple[int, int] | None:
+        """(asid, vpn) of set `n`'s first entry in replacement order (None: set empty):
+        what an insert into the full set evicts under "lru" or "fifo"."""
+        key = next(iter(self.sets[n]), None)
+        if key is None:
+            return None
+        if not self.asid_tagged:
+            return self.asid, key
+        return key >> _ASID_SHIFT, key & ((1 << _ASID_SHIFT) - 1)
+
+    def touch(self, asid: int, vpns: list[int]) -> None:
+        """Make these cached entries the most recently used, in this order, as hits on
+        them would under "lru" (no counting: the caller counted the hits)."""
+        for vpn in vpns:
+            key = self._key(asid, vpn)
+            s = self.sets[vpn % self.nsets]
+            s[key] = s.pop(key)
 
     def __len__(self) -> int:
         """Entries currently cached."""

@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
     from xipmodel.mm.vma import MmStruct
 
-__all__ = ["ACCESS_KINDS", "MAX_RESIDENCY_PAGES", "MapSpec", "PageTrace", "ReplayResult",
-           "collapse", "replay"]
+__all__ = ["ACCESS_KINDS", "ENGINES", "MAX_RESIDENCY_PAGES", "MapSpec", "PageTrace",
+           "ReplayResult", "collapse", "replay"]
 
 ACCESS_KINDS: Final = ("r", "w", "x")
 READ, WRITE, EXEC = 0, 1, 2
@@ -472,16 +472,28 @@ class ReplayResult:
     oom: int = 0
 
 
-def replay(guest: Guest, trace: PageTrace,
-           mm: MmStruct | None = None) -> tuple[MmStruct | None, ReplayResult]:
+ENGINES: Final = ("fast", "reference")
+
+
+def replay(guest: Guest, trace: PageTrace, mm: MmStruct | None = None, *,
+           engine: str = "fast") -> tuple[MmStruct | None, ReplayResult]:
     """Run `trace` in `guest`: map its files from the guest's image, then make its accesses.
 
     A write stores the trace's content id for it, or fresh content where that is 0.
     Without `mm`, a new process runs it; if the guest cannot fork one (out of memory),
     nothing runs and the result counts one OOM.
+
+    `engine`: "reference" calls Guest.access once per access (the path to step
+    through); "fast" (mm/bulk.py) handles runs of TLB hits in bulk and leaves every
+    counter, frame and TLB entry exactly as "reference" would. Where it could not
+    (event listeners, a textbook page-cache policy, see bulk.exact_for) "fast" is
+    the reference loop.
     """
+    from xipmodel.mm import bulk
     from xipmodel.mm.memory import VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV
 
+    if engine not in ENGINES:
+        raise ParameterError(f"replay: engine {engine!r} is not one of {', '.join(ENGINES)}")
     if mm is None:
         mm = guest.new_process(trace.name)
         if mm is None:
@@ -490,12 +502,16 @@ def replay(guest: Guest, trace: PageTrace,
             guest.mmap(mm, m.start, m.length, m.prot, path=m.path, offset=m.offset,
                        shared=m.shared, name=m.name)
     result = ReplayResult()
-    access = guest.access
-    for address, kind, content in trace.accesses():
-        flags = access(mm, address, kind, content or None)
-        if flags:
-            result.sigsegv += bool(flags & VM_FAULT_SIGSEGV)
-            result.sigbus += bool(flags & VM_FAULT_SIGBUS)
-            result.oom += bool(flags & VM_FAULT_OOM)
+    if engine == "fast" and bulk.exact_for(guest):
+        assert trace.contents is not None
+        failed = bulk.access_many(guest, mm, trace.vpns, trace.kinds, trace.contents)
+    else:
+        access = guest.access
+        failed = [flags for address, kind, content in trace.accesses()
+                  if (flags := access(mm, address, kind, content or None))]
+    for flags in failed:
+        result.sigsegv += bool(flags & VM_FAULT_SIGSEGV)
+        result.sigbus += bool(flags & VM_FAULT_SIGBUS)
+        result.oom += bool(flags & VM_FAULT_OOM)
     result.accesses += len(trace)
     return mm, result
