@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
 NOTEBOOKS = ROOT / "notebooks"
 # What the notebooks need on Binder: the Jupyter stack of JUPYTER.md, Voilà for the
-# dashboard-as-an-app link, numpy for the model.
-REQUIRED = ("numpy", "jupyterlab", "ipywidgets", "plotly", "anywidget", "ipykernel", "voila")
+# dashboard-as-an-app link, numpy for the model, dask.distributed for 06's LocalCluster.
+REQUIRED = ("numpy", "jupyterlab", "ipywidgets", "plotly", "anywidget", "ipykernel", "voila",
+            "dask", "distributed")
 START = "notebooks/00_start_here.ipynb"
 
 

@@ -8,6 +8,7 @@ them) and ask the exercise catalogue from Python, as a student's answers would b
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +354,24 @@ def test_static_figures_are_deterministic_with_linear_axes_from_zero() -> None:
     assert stacked.text.count("<rect x=") == stacked.text.count("<title>") == 2
     assert "page cache" in stacked.text and "shared image pages" in stacked.text
     assert repr(stacked) == "<static figure: b>"
+
+
+def test_a_timeline_drawn_as_steps_holds_each_value_until_the_next_sample() -> None:
+    """A rollout's memory is sampled where it changes: between two samples the line must
+    run flat (no slope that suggests a gradual change), with a marker on each sample."""
+    from xipmodel.lab.figures import lines
+
+    xs, ys = [0.0, 1.0, 1.0, 3.0], [2.0, 5.0, 4.0, 1.0]
+    chart = lines({"host": (xs, ys)}, title="t", xlabel="s", ylabel="MiB", steps=True)
+    points = re.search(r"<polyline points='([^']*)'", chart.text)
+    assert points
+    corners = [tuple(map(float, p.split(","))) for p in points[1].split()]
+    assert len(corners) == 2 * len(xs) - 1
+    for (x0, y0), (x1, y1) in pairwise(corners):
+        assert x0 == x1 or y0 == y1, f"a slope from {(x0, y0)} to {(x1, y1)}"
+    assert chart.text.count("<circle") == len(xs)
+    sloped = lines({"host": (xs, ys)}, title="t", xlabel="s", ylabel="MiB")
+    assert sloped.text.count("<circle") == len(xs) and sloped.text != chart.text
+    colored = lines({"host": (xs, ys), "xip": (xs, ys)}, title="t", xlabel="s", ylabel="MiB",
+                    colors={"host": "#123456"})
+    assert "stroke='#123456'" in colored.text and "stroke='#2ca02c'" in colored.text  # xip's

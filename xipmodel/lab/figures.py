@@ -2,7 +2,7 @@
 no kernel runs (GitHub, nbviewer, an HTML export) as well as live.
 
     bars(groups, series, title=…, ylabel=…)          stacked (or side by side) bars
-    lines(series, title=…, xlabel=…, ylabel=…)       lines on linear axes, from zero
+    lines(series, title=…, xlabel=…, ylabel=…)       lines on linear axes, from zero (or steps)
     strip(cells, colors, title=…)                    one small box per block or page
 
 Each returns an `Svg`, which Jupyter displays as image/svg+xml; every bar and point has a
@@ -154,10 +154,17 @@ def bars(groups: Sequence[str], series: Mapping[str, Sequence[float]], *, title:
 
 def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
           xlabel: str, ylabel: str, dashed: Sequence[str] = (), markers: bool = True,
-          unit: str = "") -> Svg:
-    """Lines on linear axes that start at zero; names in `dashed` are drawn dashed (fits)."""
+          unit: str = "", steps: bool = False,
+          colors: Mapping[str, str] | None = None) -> Svg:
+    """Lines on linear axes that start at zero; names in `dashed` are drawn dashed (fits).
+
+    `steps`: each value holds until the next x (a timeline sampled where it changes), so
+    the line runs flat and then up or down, never on a slope between two samples.
+    `colors` gives a name its colour (else its first word's: a mode or a category).
+    """
     names = list(series)
-    colors = [color_of(n.split(" ")[0], i) for i, n in enumerate(names)]
+    palette = [(colors or {}).get(n) or color_of(n.split(" ")[0], i)
+               for i, n in enumerate(names)]
     xmax = max((max(xs, default=0) for xs, _ys in series.values()), default=1)
     ymax = max((max(ys, default=0) for _xs, ys in series.values()), default=1)
     xticks, yticks = _ticks(xmax), _ticks(ymax)
@@ -172,9 +179,15 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, titl
 
     for t in xticks:
         out.append(_text(px(t), HEIGHT - BOTTOM + 16, _num(t), 11, "middle"))
-    for name, color in zip(names, colors, strict=True):
+    for name, color in zip(names, palette, strict=True):
         xs, ys = series[name]
-        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys, strict=True))
+        corners = list(zip(xs, ys, strict=True))
+        if steps:  # each value holds until the next x: a corner at (next x, this y)
+            held = corners[:1]
+            for x, y in corners[1:]:
+                held += [(x, held[-1][1]), (x, y)]
+            corners = held
+        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in corners)
         dash = " stroke-dasharray='6 4'" if name in dashed else ""
         out.append(f"<polyline points='{points}' fill='none' stroke='{color}' "
                    f"stroke-width='2'{dash}><title>{html.escape(name)}</title></polyline>")
@@ -183,7 +196,7 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, titl
                 tip = f"{name}: {_num(x)}, {_num(round(y, 2))} {unit}".rstrip()
                 out.append(f"<circle cx='{px(x):.1f}' cy='{py(y):.1f}' r='3' fill='{color}'>"
                            f"<title>{html.escape(tip)}</title></circle>")
-    out += _legend(names, colors, [n in dashed for n in names])
+    out += _legend(names, palette, [n in dashed for n in names])
     return Svg("\n".join([*out, "</svg>"]), title)
 
 
