@@ -28,6 +28,7 @@ CATEGORY_WORDS: Final = {
     "shared": "shared image pages", "page_cache": "page cache", "anon": "anonymous memory",
     "cow": "CoW copies", "page_tables": "page tables", "ksm": "KSM merged + metadata",
     "guest_free": "freed guest pages", "zero": "zero page",
+    "struct_pages": "struct pages (DAX)",
 }
 PALETTE: Final = ("#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b",
                   "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
