@@ -406,7 +406,13 @@ def test_an_uploaded_trace_becomes_the_workload(lab: ModuleType, tmp_path: Any,
     monkeypatch.chdir(tmp_path)
     dash = lab.comparison_dashboard(SMALL, max_guests=3).controller
     httpd, compiler = _shipped_trace_bytes("httpd"), _shipped_trace_bytes("compiler")
+    seen: list[tuple[str, str]] = []
+    dash.status.observe(lambda c: seen.append((c["new"], dash.progress.layout.visibility)),
+                        names="value")
     _upload(dash, "my trace.npz", httpd)
+    # The bar is on screen from the start: the image is built before a guest reports.
+    assert seen[0] == ("building the image of my trace.npz…", "visible")
+    assert seen[-1][0].startswith("updated in ") and dash.progress.layout.visibility == "hidden"
     first = dash.scenario()
     assert first.workload.startswith(f"trace:{dash.uploads.path}/")
     assert list(tmp_path.iterdir()) == []  # nothing in the cwd

@@ -470,8 +470,10 @@ class Dashboard:
             self.upload_status.value = f"✗ {exc}"
             return False
         options, before = self.mix.options, self.mix.value
-        self.upload_status.value = (f"{name}: building its image and running the guests "
-                                    f"(progress below)…")
+        self.upload_status.value = f"{name}: a trace; running it…"
+        # Its image is built before the first guest reports progress (about a second).
+        self.progress.value, self.progress.layout.visibility = 0, "visible"
+        self.status.value = f"building the image of {name}…"
         try:
             with self._hold():
                 if workload not in [v for _, v in options]:
