@@ -146,7 +146,7 @@ def _check(probe: harness.DashboardProbe, shown: Shown, want: dict[str, Any]) ->
     n, modes = shown.scenario["guests"], shown.modes
     memory = figs["memory"]
     assert memory["title"] == f"Host memory, {n} guests"
-    bars = {t["name"]: t for t in memory["traces"]}
+    bars = {t["meta"]: t for t in memory["traces"]}  # meta: the category; name: its words
     assert list(bars) == list(CATEGORIES)
     for cat in CATEGORIES:
         assert bars[cat]["x"] == modes, cat
@@ -370,7 +370,8 @@ def test_dashboard_in_voila(chromium: str, session: Session) -> None:
 
 
 
-# True once the memory bars show `bars` ({category: [MiB per mode]}), to 1e-5 MiB.
+# True once the memory bars show `bars` ({category: [MiB per mode]}), to 1e-5 MiB (a
+# bar's trace carries its category in `meta`; its name is the legend's words).
 _BARS = """([sel, bars]) => {
     const box = document.querySelector(sel);
     if (!box) return false;
@@ -379,7 +380,7 @@ _BARS = """([sel, bars]) => {
                                           && p.layout.title.text) || ''));
     if (!memory) return false;
     return Object.entries(bars).every(([name, want]) => {
-        const t = (memory.data || []).find(d => d.name === name);
+        const t = (memory.data || []).find(d => d.meta === name);
         const y = t ? Array.from(t.y || []) : [];
         return y.length === want.length
             && y.every((v, i) => typeof v === 'number' && Math.abs(v - want[i]) <= 1e-5);

@@ -104,10 +104,10 @@ def test_dashboard_figures_data_holds_the_model_numbers() -> None:
     comparison = compare(SMALL, MODES3)
     curve = [compare(SMALL.replace(guests=1), MODES3), comparison]
     figs = views.dashboard_figures_data(comparison, curve)
-    assert [t["name"] for t in figs["memory"]["data"]] == list(CATEGORIES)
+    assert [t["meta"] for t in figs["memory"]["data"]] == list(CATEGORIES)
     for trace in figs["memory"]["data"]:
         assert trace["x"] == MODES3
-        want = [comparison.results[m].bytes_by_category[trace["name"]] / MIB for m in MODES3]
+        want = [comparison.results[m].bytes_by_category[trace["meta"]] / MIB for m in MODES3]
         assert trace["y"] == pytest.approx(want, abs=1e-6)
     lines = {t["name"]: t for t in figs["guests"]["data"]}
     assert lines["xip"]["x"] == [1, 2]
@@ -190,7 +190,7 @@ def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
 
 
 def _bars(fig: Any) -> dict[str, list[float]]:
-    return {t.name: list(t.y) for t in fig.data}
+    return {t.meta: list(t.y) for t in fig.data}  # meta: the category; name: its words
 
 
 def _expected_bars(scenario: Scenario, modes: list[str]) -> dict[str, list[float]]:
@@ -245,7 +245,7 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
     assert "at 3 guests: " in dash.summary.value
     assert f"ksm saves {(pc - ksm) / MIB:.1f} MiB" in dash.summary.value  # from the ksm bar
     # The synced state a new view draws from (JUPYTER.md pitfall 3) holds the new numbers too.
-    bundle = {t["name"]: t["y"] for t in memory._widget_data}
+    bundle = {t["meta"]: t["y"] for t in memory._widget_data}
     assert list(bundle["page_cache"]) == pytest.approx(want3["page_cache"], abs=1e-6)
 
     calls.clear()
@@ -355,6 +355,30 @@ def test_dashboard_in_a_kernel_computes_after_the_cell(lab: ModuleType) -> None:
         assert _bars(dash2.figures["memory"]) == _bars(dash.figures["memory"])  # read: now
         events.hooks[0](None)
         assert "0 new runs" in dash2.status.value
+
+
+def test_figures_speak_a_students_words(lab: ModuleType) -> None:
+    """Legends name the categories in words (one mapping, shared with the static figures),
+    "ksm" is a mode and never a category's label, and every bar and line has hover text."""
+    from xipmodel.host import MODES
+    from xipmodel.lab import figures
+
+    assert figures.CATEGORY_WORDS is views.CATEGORY_WORDS
+    assert set(views.CATEGORY_WORDS) == set(CATEGORIES)
+    dash = lab.comparison_dashboard(SMALL, max_guests=2).controller
+    memory = dash.figures["memory"]
+    assert [t.name for t in memory.data] == [views.CATEGORY_WORDS[c] for c in CATEGORIES]
+    assert views.CATEGORY_WORDS["page_cache"] == "page cache"
+    assert views.CATEGORY_WORDS["anon"] == "anonymous memory"
+    assert views.CATEGORY_WORDS["cow"] == "CoW copies"
+    assert "KSM" in views.CATEGORY_WORDS["ksm"] and "metadata" in views.CATEGORY_WORDS["ksm"]
+    timeline = lab.timeline(compare(SMALL, ["ksm"])).controller
+    figs = [*dash.figures.values(), *timeline.figures.values()]
+    for fig in figs:
+        for trace in fig.data:
+            assert trace.name not in MODES or trace.type == "scatter", trace.name
+            assert trace.hovertemplate, (fig.layout.title.text, trace.name)
+    assert not {t.name for t in memory.data} & set(MODES)
 
 
 # ── your own workload ───────────────────────────────────────────────────────────────────
