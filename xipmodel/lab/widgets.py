@@ -586,7 +586,8 @@ def _runnable(workload: Workload, image: Ext2Image | None) -> bool:
         if is_trace(n):
             if image is not None and not all(map(image.exists, workload_trace(n).files())):
                 return False
-        elif n not in PROGRAMS or not (image or default_image()).exists(PROGRAMS[n].binary):
+        elif n not in PROGRAMS or not (image if image is not None else default_image()
+                                       ).exists(PROGRAMS[n].binary):
             return False
     return True
 
@@ -616,6 +617,10 @@ def comparison_dashboard(scenario: Scenario | None = None, *, image: Ext2Image |
     when guests repeat a variant). A smaller `reach` builds the dashboard sooner.
     `defer`: compute the first state after the cell has run (None: in a Jupyter kernel,
     so that the progress bar is on screen), or at once (False).
+
+    The workload menu holds `mixes` (default: the program models and the shipped traces)
+    that can run on `image`; "upload trace" adds a recorded .npz and runs it (lab/uploads.py:
+    kept in a temporary directory of the dashboard's, a bad file refused in one line).
     """
     return Dashboard(scenario or Scenario(), image, max_guests, mixes, cache,
                      curve_guests, defer, reach).widget
