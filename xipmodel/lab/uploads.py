@@ -30,8 +30,11 @@ from xipmodel.workloads.sources import TRACE_PREFIX, workload_name
 
 __all__ = ["MAX_UPLOAD_BYTES", "UploadDir", "upload_file_name"]
 
-# The shipped traces are under 256 KiB; a recording of a long run may be a few MiB.
-MAX_UPLOAD_BYTES: Final = 32 << 20
+# The shipped traces are under 256 KiB; a recording of a long run may be a few MiB. The
+# browser sends an upload to the kernel in one websocket message, and Jupyter's server
+# (tornado's websocket_max_message_size) closes the connection on one over 10 MiB: a file
+# that large never arrives here. What arrives is refused above this limit.
+MAX_UPLOAD_BYTES: Final = 8 << 20
 _NAME_BYTES: Final = 100
 
 
