@@ -111,7 +111,8 @@ def _modes_of(results: Mapping[str, RunResult], pending: Sequence[str]) -> list[
 
 
 def memory_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -> Figure:
-    """Host memory by category, one stacked bar per mode; one trace per category, always.
+    """Host memory by category, one stacked bar per mode; one trace per category, always
+    (named in CATEGORY_WORDS, the category's key in its `meta`).
 
     `pending`: modes still running, drawn as empty bars after the others (and named in
     the title) so that what is known shows at once.
