@@ -266,7 +266,7 @@ _FIND = """(index) => {
 _READ = """(plots) => plots.map(el => ({
     title: (el.layout && el.layout.title && el.layout.title.text) || '',
     traces: (el.data || []).map(t => ({
-        name: t.name, visible: t.visible,
+        name: t.name, meta: t.meta, visible: t.visible,
         x: Array.from(t.x || []), y: Array.from(t.y || [])})),
 }))"""
 
@@ -330,7 +330,7 @@ class DashboardProbe:
         return int(self.readout.inner_text().strip())
 
     def figures(self) -> dict[str, dict[str, Any]]:
-        """{"memory" | "faults" | "guests": {"title", "traces": [{name, visible, x, y}]}}."""
+        """{"memory" | "faults" | "guests": {"title", "traces": [{name, meta, visible, x, y}]}}."""
         out: dict[str, dict[str, Any]] = {}
         for fig in self.box.locator(".js-plotly-plot").evaluate_all(_READ):
             title = fig["title"]

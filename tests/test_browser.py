@@ -146,7 +146,7 @@ def _check(probe: harness.DashboardProbe, shown: Shown, want: dict[str, Any]) ->
     n, modes = shown.scenario["guests"], shown.modes
     memory = figs["memory"]
     assert memory["title"] == f"Host memory, {n} guests"
-    bars = {t["name"]: t for t in memory["traces"]}
+    bars = {t["meta"]: t for t in memory["traces"]}  # meta: the category; name: its words
     assert list(bars) == list(CATEGORIES)
     for cat in CATEGORIES:
         assert bars[cat]["x"] == modes, cat
@@ -368,3 +368,67 @@ def test_dashboard_in_voila(chromium: str, session: Session) -> None:
         _check(probe, without, want_without())
         _shot(probe, "voila-3-no-ksm")
 
+
+
+# True once the memory bars show `bars` ({category: [MiB per mode]}), to 1e-5 MiB (a
+# bar's trace carries its category in `meta`; its name is the legend's words).
+_BARS = """([sel, bars]) => {
+    const box = document.querySelector(sel);
+    if (!box) return false;
+    const memory = [...box.querySelectorAll('.js-plotly-plot')].find(p =>
+        /^Host memory, \\d+ guests/.test((p.layout && p.layout.title
+                                          && p.layout.title.text) || ''));
+    if (!memory) return false;
+    return Object.entries(bars).every(([name, want]) => {
+        const t = (memory.data || []).find(d => d.meta === name);
+        const y = t ? Array.from(t.y || []) : [];
+        return y.length === want.length
+            && y.every((v, i) => typeof v === 'number' && Math.abs(v - want[i]) <= 1e-5);
+    });
+}"""
+
+
+def test_uploaded_trace_in_jupyterlab(chromium: str, session: Session,
+                                      tmp_path: Path) -> None:
+    """A recorded trace chosen in the dashboard's file upload becomes its workload: the
+    plotted numbers are those of the same file run here, in this test's workers (one Host
+    run per mode and guest count: what compare runs), and the menu names the upload."""
+    from xipmodel.workloads.recorded import TRACES
+
+    probe, _ = session.lab()
+    trace = tmp_path / "my-trace.npz"
+    shipped = ROOT / "xipmodel" / "data" / "traces" / f"{TRACES[1]}.npz"
+    trace.write_bytes(shipped.read_bytes())
+    with _diagnosed(probe, session.servers["lab"], "lab", session.errors["lab"]):
+        start = time.perf_counter()
+        # ipywidgets' FileUpload keeps its <input type=file> out of the document and clicks
+        # it when its button is clicked: Playwright hands us that input as a file chooser.
+        with probe.page.expect_file_chooser() as chooser:
+            probe.box.locator(".widget-upload").first.click()
+        chooser.value.set_files(str(trace))
+        probe.page.wait_for_function("""(sel) => [...document.querySelector(sel)
+            .querySelectorAll('.widget-label')].some(
+                l => l.textContent.startsWith('✓ my-trace.npz: trace'))""",
+                                     arg=probe.sel, polling=100, timeout=240_000)
+        probe.wait_settled()
+        seconds = time.perf_counter() - start
+        dashboards = json.loads(harness.kernel_exec(probe.page, _QUERY))
+        mine = [d for d in dashboards if str(d["scenario"]["workload"]).endswith(
+            "/my-trace.npz")]
+        assert len(mine) == 1, dashboards
+        d = mine[0]
+        shown = Shown({**d["scenario"], "workload": str(trace)}, d["modes"],
+                      d["curve_guests"] or [])
+        want = session.expect(shown)()
+        try:
+            probe.page.wait_for_function(_BARS, arg=[probe.sel, want["bars"]],
+                                         polling="raf", timeout=60_000)
+        except Exception as e:
+            raise AssertionError(f"the bars do not show the trace's numbers {want['bars']}: "
+                                 f"{probe.describe()}") from e
+        _check(probe, shown, want)
+        menu = probe.box.locator("select").evaluate_all(
+            "(ss) => ss.map(s => s.options[s.selectedIndex].text)")
+        assert "my-trace.npz (uploaded)" in [m.replace("\xa0", " ") for m in menu]
+        _shot(probe, "lab-4-upload")
+    print(f"jupyterlab: an uploaded trace shown in {seconds:.1f} s")

@@ -6,6 +6,7 @@ The widget tests skip when ipywidgets/plotly/anywidget are missing, and fail wit
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from xipmodel.host import CATEGORIES, Host, RunResult, Scenario, compare
 from xipmodel.lab import views
 from xipmodel.lab.runs import RunCache, default_curve_guests
 from xipmodel.mm.frames import CONTENT_BLOCK, FrameKind
+from xipmodel.workloads.recorded import TRACES
 
 MIB = 2**20
 # A small, quick scenario: the shell in a few guests, ksmd scanning for one second.
@@ -102,10 +104,10 @@ def test_dashboard_figures_data_holds_the_model_numbers() -> None:
     comparison = compare(SMALL, MODES3)
     curve = [compare(SMALL.replace(guests=1), MODES3), comparison]
     figs = views.dashboard_figures_data(comparison, curve)
-    assert [t["name"] for t in figs["memory"]["data"]] == list(CATEGORIES)
+    assert [t["meta"] for t in figs["memory"]["data"]] == list(CATEGORIES)
     for trace in figs["memory"]["data"]:
         assert trace["x"] == MODES3
-        want = [comparison.results[m].bytes_by_category[trace["name"]] / MIB for m in MODES3]
+        want = [comparison.results[m].bytes_by_category[trace["meta"]] / MIB for m in MODES3]
         assert trace["y"] == pytest.approx(want, abs=1e-6)
     lines = {t["name"]: t for t in figs["guests"]["data"]}
     assert lines["xip"]["x"] == [1, 2]
@@ -188,7 +190,7 @@ def _count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
 
 
 def _bars(fig: Any) -> dict[str, list[float]]:
-    return {t.name: list(t.y) for t in fig.data}
+    return {t.meta: list(t.y) for t in fig.data}  # meta: the category; name: its words
 
 
 def _expected_bars(scenario: Scenario, modes: list[str]) -> dict[str, list[float]]:
@@ -243,7 +245,7 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
     assert "at 3 guests: " in dash.summary.value
     assert f"ksm saves {(pc - ksm) / MIB:.1f} MiB" in dash.summary.value  # from the ksm bar
     # The synced state a new view draws from (JUPYTER.md pitfall 3) holds the new numbers too.
-    bundle = {t["name"]: t["y"] for t in memory._widget_data}
+    bundle = {t["meta"]: t["y"] for t in memory._widget_data}
     assert list(bundle["page_cache"]) == pytest.approx(want3["page_cache"], abs=1e-6)
 
     calls.clear()
@@ -353,6 +355,156 @@ def test_dashboard_in_a_kernel_computes_after_the_cell(lab: ModuleType) -> None:
         assert _bars(dash2.figures["memory"]) == _bars(dash.figures["memory"])  # read: now
         events.hooks[0](None)
         assert "0 new runs" in dash2.status.value
+
+
+def test_figures_speak_a_students_words(lab: ModuleType) -> None:
+    """Legends name the categories in words (one mapping, shared with the static figures),
+    "ksm" is a mode and never a category's label, and every bar and line has hover text."""
+    from xipmodel.host import MODES
+    from xipmodel.lab import figures
+
+    assert figures.CATEGORY_WORDS is views.CATEGORY_WORDS
+    assert set(views.CATEGORY_WORDS) == set(CATEGORIES)
+    dash = lab.comparison_dashboard(SMALL, max_guests=2).controller
+    memory = dash.figures["memory"]
+    assert [t.name for t in memory.data] == [views.CATEGORY_WORDS[c] for c in CATEGORIES]
+    assert views.CATEGORY_WORDS["page_cache"] == "page cache"
+    assert views.CATEGORY_WORDS["anon"] == "anonymous memory"
+    assert views.CATEGORY_WORDS["cow"] == "CoW copies"
+    assert "KSM" in views.CATEGORY_WORDS["ksm"] and "metadata" in views.CATEGORY_WORDS["ksm"]
+    timeline = lab.timeline(compare(SMALL, ["ksm"])).controller
+    figs = [*dash.figures.values(), *timeline.figures.values()]
+    for fig in figs:
+        for trace in fig.data:
+            assert trace.name not in MODES or trace.type == "scatter", trace.name
+            assert trace.hovertemplate, (fig.layout.title.text, trace.name)
+    assert not {t.name for t in memory.data} & set(MODES)
+
+
+# ── your own workload ───────────────────────────────────────────────────────────────────
+
+def _shipped_trace_bytes(name: str) -> bytes:
+    return (importlib.resources.files("xipmodel") / "data" / "traces" / f"{name}.npz"
+            ).read_bytes()
+
+
+def _upload(dash: Any, name: str, content: bytes) -> None:
+    """What the browser's FileUpload sends: its value, as ipywidgets 8 deserializes it."""
+    dash.upload.set_state({"value": [{"name": name, "type": "application/octet-stream",
+                                      "size": len(content), "content": memoryview(content),
+                                      "last_modified": 0}]})
+
+
+def _compare_bars(scenario: Scenario, modes: list[str]) -> dict[str, list[float]]:
+    results = compare(scenario, modes).results
+    return {c: [results[m].bytes_by_category[c] / MIB for m in modes] for c in CATEGORIES}
+
+
+def _shows(fig: Any, want: dict[str, list[float]]) -> bool:
+    got = _bars(fig)
+    return all(got[c] == pytest.approx(want[c], abs=1e-6) for c in CATEGORIES)
+
+
+def test_workload_menu_lists_the_shipped_traces(lab: ModuleType) -> None:
+    """The shipped traces sit beside the program models; a custom image that lacks a
+    trace's files leaves the trace out."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=2, defer=True).controller
+    values = [v for _, v in dash.mix.options]
+    assert {"webserver", "shell"} <= set(values)
+    for name in TRACES:
+        assert f"trace:{name}" in values
+        assert dict(dash.mix.options)[f"{name} (recorded trace)"] == f"trace:{name}"
+    from xipmodel.distro import default_image
+
+    custom = lab.comparison_dashboard(SMALL, image=default_image(), max_guests=2,
+                                      defer=True).controller
+    assert not [v for _, v in custom.mix.options if str(v).startswith("trace:")]
+
+
+def test_an_uploaded_trace_becomes_the_workload(lab: ModuleType, tmp_path: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload is stored in the dashboard's own directory (not the cwd), becomes the
+    workload, and the figures hold what an independent compare of the same file gives.
+    A different file uploaded under the same name is a different workload with its own
+    results; the first one's are kept."""
+    monkeypatch.chdir(tmp_path)
+    dash = lab.comparison_dashboard(SMALL, max_guests=3).controller
+    httpd, compiler = _shipped_trace_bytes("httpd"), _shipped_trace_bytes("compiler")
+    seen: list[tuple[str, str]] = []
+    dash.status.observe(lambda c: seen.append((c["new"], dash.progress.layout.visibility)),
+                        names="value")
+    _upload(dash, "my trace.npz", httpd)
+    # The bar is on screen from the start: the image is built before a guest reports.
+    assert seen[0] == ("building the image of my trace.npz…", "visible")
+    assert seen[-1][0].startswith("updated in ") and dash.progress.layout.visibility == "hidden"
+    first = dash.scenario()
+    assert first.workload.startswith(f"trace:{dash.uploads.path}/")
+    assert list(tmp_path.iterdir()) == []  # nothing in the cwd
+    assert dash.mix.label == "my trace.npz (uploaded)"
+    assert dash.upload_status.value.startswith("✓ my trace.npz: trace 'httpd'")
+    assert dash.upload.value == ()  # the same file can be chosen again
+    mine = tmp_path / "mine.npz"
+    mine.write_bytes(httpd)
+    want = _compare_bars(SMALL.replace(workload=str(mine)), MODES3)
+    assert _shows(dash.figures["memory"], want)
+    assert dash.heap.disabled  # a trace is replayed as recorded
+
+    _upload(dash, "my trace.npz", compiler)  # same name, other bytes
+    second = dash.scenario()
+    assert second.workload != first.workload
+    assert dash.mix.label == "my trace.npz (uploaded #2)"
+    mine.write_bytes(compiler)
+    want2 = _compare_bars(SMALL.replace(workload=str(mine)), MODES3)
+    assert want2 != want
+    assert _shows(dash.figures["memory"], want2)
+
+    dash.mix.value = first.workload  # back to the first upload: its own runs
+    assert _shows(dash.figures["memory"], want)
+    assert "0 new runs" in dash.status.value
+    folder = dash.uploads.path
+    dash.uploads.cleanup()
+    assert not folder.exists()
+
+
+def _without_file_sizes(content: bytes, tmp_path: Any) -> bytes:
+    """A well-formed trace archive whose meta lacks the recorded file sizes."""
+    from xipmodel.workloads.trace import PageTrace
+
+    (tmp_path / "in.npz").write_bytes(content)
+    trace = PageTrace.load(tmp_path / "in.npz")
+    trace.meta.pop("file_sizes")
+    trace.save(tmp_path / "out.npz")
+    return bytes((tmp_path / "out.npz").read_bytes())
+
+
+def test_an_upload_that_is_not_a_trace_keeps_the_state(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Garbage, a truncated trace or a file over the limit: one line saying why, in the
+    dashboard (no exception), and the controls and figures as they were."""
+    from xipmodel.lab import uploads
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=3).controller
+    before = (dash.mix.options, dash.mix.value, _bars(dash.figures["memory"]),
+              dash.scenario())
+    httpd = _shipped_trace_bytes("httpd")
+    for name, content, reason in [
+            ("junk.npz", b"not a trace at all", "not a readable .npz archive"),
+            ("cut.npz", httpd[: len(httpd) // 2], "not a readable .npz archive"),
+            ("notes.txt", b"PK\x03\x04", "not a readable .npz archive"),
+            ("sizes.npz", _without_file_sizes(httpd, tmp_path), "meta['file_sizes'] is")]:
+        _upload(dash, name, content)
+        status = dash.upload_status.value
+        assert status.startswith(f"✗ {name} is not a trace the model can run: "), status
+        assert reason in status and "\n" not in status and str(dash.uploads.path) not in status
+        assert (dash.mix.options, dash.mix.value, _bars(dash.figures["memory"]),
+                dash.scenario()) == before
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 1000)
+    _upload(dash, "big.npz", httpd)
+    assert dash.upload_status.value == (f"✗ big.npz: {len(httpd) / 2**20:.1f} MiB, more "
+                                        f"than the {1000 / 2**20:g} MiB an uploaded trace "
+                                        f"may have")
+    assert dash.scenario() == before[3]
+    assert list(dash.uploads.path.iterdir()) == []  # what was refused is not kept
 
 
 # ── the memory map ──────────────────────────────────────────────────────────────────────

@@ -7,6 +7,8 @@ update FigureWidgets in place::
     views.py     figure data: dashboard, memory map, page walk, ext2, timeline (numpy only)
     runs.py      RunCache: one growing run per (scenario, mode), the largest count asked,
                  smaller counts answered from it (ksm: plus ksmd's tail, in bulk)
+    uploads.py   traces uploaded into a dashboard: stored by digest in a temporary
+                 directory of its own, checked, refused in one line
     widgets.py   comparison_dashboard, memory_map, page_walk_explorer, ext2_explorer,
                  timeline (ipywidgets + plotly FigureWidget; needs the `lab` extra)
     exercises/   the course's seeded, self-checking exercises, one module per notebook

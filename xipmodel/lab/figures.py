@@ -19,17 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from xipmodel.lab.views import CATEGORY_COLORS, MODE_COLORS
+from xipmodel.lab.views import CATEGORY_COLORS, CATEGORY_WORDS, MODE_COLORS
 
 __all__ = ["CATEGORY_WORDS", "Svg", "bars", "lines", "strip"]
 
-# The legend words for host-memory categories (a student's words, not the code's keys).
-CATEGORY_WORDS: Final = {
-    "shared": "shared image pages", "page_cache": "page cache", "anon": "anonymous memory",
-    "cow": "CoW copies", "page_tables": "page tables", "ksm": "KSM merged + metadata",
-    "guest_free": "freed guest pages", "zero": "zero page",
-    "struct_pages": "struct pages (DAX)",
-}
 PALETTE: Final = ("#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b",
                   "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 WIDTH, HEIGHT = 700, 340

@@ -36,6 +36,7 @@ from xipmodel.params import PAGE_SHIFT
 __all__ = [
     "BLOCK_CLASSES",
     "CATEGORY_COLORS",
+    "CATEGORY_WORDS",
     "KIND_CATEGORY",
     "KIND_COLORS",
     "MIB",
@@ -66,6 +67,14 @@ CATEGORY_COLORS: Final = {
     "shared": "#2ca02c", "page_cache": "#1f77b4", "anon": "#ff7f0e", "cow": "#d62728",
     "page_tables": "#9467bd", "ksm": "#8c564b", "guest_free": "#b0b0b0", "zero": "#17becf",
     "struct_pages": "#bcbd22",
+}
+# The words a student sees for the host-memory categories (legends, hover text, the static
+# figures of figures.py): not the code's keys, and "ksm" stays the name of a mode only.
+CATEGORY_WORDS: Final = {
+    "shared": "shared image pages", "page_cache": "page cache", "anon": "anonymous memory",
+    "cow": "CoW copies", "page_tables": "page tables", "ksm": "KSM merged + metadata",
+    "guest_free": "freed guest pages", "zero": "zero page",
+    "struct_pages": "struct pages (DAX)",
 }
 MODE_COLORS: Final = {"pagecache": "#1f77b4", "xip": "#2ca02c", "ksm": "#8c564b",
                       "dax": "#e377c2"}
@@ -102,17 +111,19 @@ def _modes_of(results: Mapping[str, RunResult], pending: Sequence[str]) -> list[
 
 
 def memory_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -> Figure:
-    """Host memory by category, one stacked bar per mode; one trace per category, always.
+    """Host memory by category, one stacked bar per mode; one trace per category, always
+    (named in CATEGORY_WORDS, the category's key in its `meta`).
 
     `pending`: modes still running, drawn as empty bars after the others (and named in
     the title) so that what is known shows at once.
     """
     modes = _modes_of(results, pending)
-    data = [{"type": "bar", "name": cat, "x": modes,
+    data = [{"type": "bar", "name": CATEGORY_WORDS[cat], "meta": cat, "x": modes,
              "y": [_mib(results[m].bytes_by_category[cat]) if m in results else None
                    for m in modes],
              "marker": {"color": CATEGORY_COLORS[cat]},
-             "hovertemplate": f"{cat}: %{{y:.2f}} MiB<extra>%{{x}}</extra>"}
+             "hovertemplate": f"{CATEGORY_WORDS[cat]}: %{{y:.2f}} MiB<extra>%{{x}} mode"
+                              f"</extra>"}
             for cat in CATEGORIES]
     scenario = next(iter(results.values())).scenario if results else None
     title = (f"Host memory, {scenario.guests} guests" if scenario else "Host memory")
@@ -226,11 +237,14 @@ def faults_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -
 
     data = [
         {"type": "bar", "name": "major faults", "x": modes,
-         "y": y("major_faults"), "marker": {"color": "#d62728"}},
+         "y": y("major_faults"), "marker": {"color": "#d62728"},
+         "hovertemplate": "%{y} major faults<extra>%{x} mode</extra>"},
         {"type": "bar", "name": "minor faults", "x": modes,
-         "y": y("minor_faults"), "marker": {"color": "#ff9896"}},
+         "y": y("minor_faults"), "marker": {"color": "#ff9896"},
+         "hovertemplate": "%{y} minor faults<extra>%{x} mode</extra>"},
         {"type": "bar", "name": "disk reads (MiB)", "x": modes, "xaxis": "x2", "yaxis": "y2",
-         "y": y("disk_read_bytes", in_mib=True), "marker": {"color": "#7f7f7f"}},
+         "y": y("disk_read_bytes", in_mib=True), "marker": {"color": "#7f7f7f"},
+         "hovertemplate": "%{y:.2f} MiB read from disk<extra>%{x} mode</extra>"},
     ]
     scenario = next(iter(results.values())).scenario if results else None
     title = (f"Faults and disk reads (all {scenario.guests} guests)" if scenario
@@ -643,9 +657,12 @@ def timeline_data(result: RunResult) -> dict[str, Figure]:
     t = (result.timeline_ns / 1e9).tolist()
     tb = result.timeline_bytes
     memory = {"data": [{"type": "scatter", "mode": "lines", "stackgroup": "memory",
-                        "name": cat, "x": t, "y": (tb[:, i] / MIB).tolist(),
+                        "name": CATEGORY_WORDS[cat], "meta": cat, "x": t,
+                        "y": (tb[:, i] / MIB).tolist(),
                         "line": {"color": CATEGORY_COLORS[cat], "width": 0.5},
-                        "fillcolor": CATEGORY_COLORS[cat]}
+                        "fillcolor": CATEGORY_COLORS[cat],
+                        "hovertemplate": f"{CATEGORY_WORDS[cat]}: %{{y:.2f}} MiB at "
+                                         f"%{{x:.3f}} s<extra></extra>"}
                        for i, cat in enumerate(CATEGORIES)],
               "layout": {"title": {"text": f"Host memory over time ({result.mode}, "
                                            f"{result.scenario.guests} guests)"},
@@ -661,18 +678,25 @@ def timeline_data(result: RunResult) -> dict[str, Figure]:
         label = "KSM frames + rmap_items (MiB)"
     total = (tb.sum(axis=1) / MIB).tolist()
     ksm = {"data": [{"type": "scatter", "mode": "lines", "name": label, "x": x, "y": y,
-                     "line": {"color": CATEGORY_COLORS["ksm"]}},
+                     "line": {"color": CATEGORY_COLORS["ksm"]},
+                     "hovertemplate": f"{label}: %{{y}} at %{{x:.3f}} s<extra></extra>"},
                     {"type": "scatter", "mode": "lines", "name": "host total (MiB)", "x": t,
-                     "y": total, "line": {"color": "black", "dash": "dot"}, "yaxis": "y2"}],
+                     "y": total, "line": {"color": "black", "dash": "dot"}, "yaxis": "y2",
+                     "hovertemplate": "host total: %{y:.2f} MiB at %{x:.3f} s"
+                                      "<extra></extra>"}],
            "layout": {"title": {"text": "KSM catching up" if result.mode == "ksm"
                                 else f"KSM (not running in {result.mode} mode)"},
                       "xaxis": {"title": {"text": "model seconds"}},
                       "yaxis": {"title": {"text": label}},
                       "yaxis2": {"overlaying": "y", "side": "right",
                                  "title": {"text": "host total (MiB)"}}}}
-    faults = {"data": [{"type": "bar", "name": k, "x": [p["guest"] for p in result.per_guest],
-                        "y": [p[k] for p in result.per_guest]}
-                       for k in ("major_faults", "minor_faults", "cow_faults")],
+    faults = {"data": [{"type": "bar", "name": words, "meta": k,
+                        "x": [p["guest"] for p in result.per_guest],
+                        "y": [p[k] for p in result.per_guest],
+                        "hovertemplate": f"guest %{{x}}: %{{y}} {words}<extra></extra>"}
+                       for k, words in (("major_faults", "major faults"),
+                                        ("minor_faults", "minor faults"),
+                                        ("cow_faults", "CoW faults"))],
               "layout": {"title": {"text": "Faults per guest (in start order)"},
                          "barmode": "group", "xaxis": {"title": {"text": "guest"}}}}
     return {"memory": memory, "ksm": ksm, "faults": faults}

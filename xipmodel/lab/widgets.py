@@ -48,7 +48,7 @@ import functools
 import hashlib
 import html
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from typing import Any, Final
 
@@ -57,12 +57,15 @@ import plotly.graph_objects as go  # type: ignore[import-untyped]
 import traitlets
 
 from xipmodel.distro import default_image
-from xipmodel.errors import ParameterError
+from xipmodel.errors import ParameterError, XipModelError
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import MODES, Comparison, Host, RunResult, Scenario
 from xipmodel.lab import views
 from xipmodel.lab.runs import RunCache, default_curve_guests, has_prefixes, line_of_run
+from xipmodel.lab.uploads import UploadDir
 from xipmodel.mm.guest import Guest
+from xipmodel.workloads.recorded import TRACES
+from xipmodel.workloads.sources import TRACE_PREFIX, is_trace, workload_trace
 from xipmodel.workloads.synthetic import PROGRAMS
 
 __all__ = [
@@ -86,6 +89,8 @@ MIXES: Final[dict[str, Workload]] = {
     "compiler": "compiler",
     "webserver + shell": (("webserver", 1.0), ("shell", 1.0)),
     "webserver + python + shell": (("webserver", 1.0), ("python", 1.0), ("shell", 1.0)),
+    # The traces recorded from real programs (workloads/recorded.py), replayed as recorded.
+    **{f"{name} (recorded trace)": TRACE_PREFIX + name for name in TRACES},
 }
 RAM_MIB: Final = (128, 256, 512, 1024, 2048, 4096)
 # A SelectionSlider cannot hold None: -1.0 stands for heap_share=None (the program's own).
@@ -312,8 +317,7 @@ class Dashboard:
         self.cache = cache if cache is not None else RunCache(image)
         self.base = scenario
         self.curve_guests = curve_guests
-        img = image if image is not None else default_image()
-        mixes = {k: v for k, v in mixes.items() if _runnable(v, img)}
+        mixes = {k: v for k, v in mixes.items() if _runnable(v, image)}
         if scenario.workload not in mixes.values():
             mixes = {"this scenario's": scenario.workload, **mixes}
         self.guests_slider = W.IntSlider(value=scenario.guests, min=1,
@@ -336,6 +340,12 @@ class Dashboard:
         self.mode_buttons = {m: W.ToggleButton(value=m in ("pagecache", "xip", "ksm"),
                                                description=m, tooltip=f"show {m} mode")
                              for m in MODES}
+        self.upload = W.FileUpload(accept=".npz", multiple=False, description="upload trace",
+                                   tooltip="a trace recorded with python -m xipmodel record "
+                                           "(.npz), as the workload")
+        self.upload_status = W.Label(value="")
+        self.uploads: UploadDir | None = None  # made on the first upload
+        self._holding = False  # the controller itself is changing controls
         self.progress = W.IntProgress(value=0, min=0, max=1, description="running…",
                                       layout=W.Layout(visibility="hidden"))
         self.status = W.Label(value="computing…")
@@ -354,7 +364,9 @@ class Dashboard:
         for w in (self.guests_slider, self.mix, self.ram, self.heap,
                   *self.mode_buttons.values()):
             w.observe(self._changed, names="value")
+        self.upload.observe(self._uploaded, names="value")
         controls = W.VBox([W.HBox([self.guests_slider, self.mix]),
+                           W.HBox([self.upload, self.upload_status]),
                            W.HBox([self.ram, self.heap]),
                            W.HBox([W.Label("modes"), *self.mode_buttons.values()]),
                            W.HBox([self.progress, self.status])])
@@ -423,7 +435,61 @@ class Dashboard:
         self.progress.layout.visibility = "hidden"
 
     def _changed(self, change: object = None) -> None:
-        self.update()
+        if not self._holding:
+            self.update()
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[None]:
+        """Change controls without an update per change."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+
+    def _uploaded(self, change: Mapping[str, Any]) -> None:
+        """FileUpload's value: the files chosen (ipywidgets 8: name, size, content…)."""
+        files = change["new"]
+        if not files:
+            return
+        self.upload.value = ()  # choosing the same file again loads it again
+        for f in files:
+            self.load_upload(str(f["name"]), f["content"])
+
+    def load_upload(self, name: str, content: bytes | memoryview) -> bool:
+        """Make the uploaded trace `content` (a file named `name`) the workload, True once
+        the figures show it. A file that is not a trace (or too big, or that the model
+        cannot run) leaves the controls and figures as they were, and `upload_status`
+        says why in one line (uploads.py)."""
+        if self.uploads is None:
+            self.uploads = UploadDir()
+        self.upload_status.value = f"reading {name}…"
+        try:
+            workload = self.uploads.store(name, content)
+        except XipModelError as exc:
+            self.upload_status.value = f"✗ {exc}"
+            return False
+        options, before = self.mix.options, self.mix.value
+        self.upload_status.value = f"{name}: a trace; running it…"
+        # Its image is built before the first guest reports progress (about a second).
+        self.progress.value, self.progress.layout.visibility = 0, "visible"
+        self.status.value = f"building the image of {name}…"
+        try:
+            with self._hold():
+                if workload not in [v for _, v in options]:
+                    self.mix.options = [*options, (_upload_label(name, options), workload)]
+                self.mix.value = workload
+            self.update()
+        except XipModelError as exc:
+            with self._hold():
+                self.mix.options, self.mix.value = options, before
+            self.update()
+            self.upload_status.value = f"✗ {name}: {' '.join(str(exc).split())}"
+            return False
+        trace = workload_trace(workload)
+        self.upload_status.value = (f"✓ {name}: trace {trace.name!r}, {len(trace.maps)} "
+                                    f"maps, {len(trace):,} page accesses")
+        return True
 
     def _draw(self, s: Scenario, modes: Sequence[str], pending: Sequence[str] = ()) -> None:
         """Redraw the three figures in place from what the cache knows."""
@@ -466,6 +532,7 @@ class Dashboard:
         self._started = t0 = time.perf_counter()
         runs = self.cache.runs
         s, modes = self.scenario(), self.modes()
+        self.heap.disabled = all(is_trace(n) for n, _ in s.mix)  # a trace is replayed as is
         jobs = self._jobs(s, modes)
         # Modes with prefixes first: one run per family at most (at the slider's maximum).
         self.cache.run_many([j for j in jobs if has_prefixes(j[1], j[0])], self._progress)
@@ -510,10 +577,29 @@ def _kernel_events() -> Any:
     return shell.events
 
 
-def _runnable(workload: Workload, image: Ext2Image) -> bool:
-    """Are all the mix's programs in the image? (Not every preset binary is in every image.)"""
+def _runnable(workload: Workload, image: Ext2Image | None) -> bool:
+    """Can the mix run on `image` (None: the embedded one)? A program needs its binary
+    there (not every preset binary is in every image); a trace builds its own image
+    unless one is given, which must then hold every file the trace maps."""
     names = [workload] if isinstance(workload, str) else [n for n, _ in workload]
-    return all(n in PROGRAMS and image.exists(PROGRAMS[n].binary) for n in names)
+    for n in names:
+        if is_trace(n):
+            if image is not None and not all(map(image.exists, workload_trace(n).files())):
+                return False
+        elif n not in PROGRAMS or not (image if image is not None else default_image()
+                                       ).exists(PROGRAMS[n].binary):
+            return False
+    return True
+
+
+def _upload_label(name: str, options: Sequence[tuple[str, object]]) -> str:
+    """The workload menu's label of an upload: its file name, numbered if taken."""
+    labels = {label for label, _ in options}
+    label, k = f"{name} (uploaded)", 1
+    while label in labels:
+        k += 1
+        label = f"{name} (uploaded #{k})"
+    return label
 
 
 def comparison_dashboard(scenario: Scenario | None = None, *, image: Ext2Image | None = None,
@@ -531,6 +617,10 @@ def comparison_dashboard(scenario: Scenario | None = None, *, image: Ext2Image |
     when guests repeat a variant). A smaller `reach` builds the dashboard sooner.
     `defer`: compute the first state after the cell has run (None: in a Jupyter kernel,
     so that the progress bar is on screen), or at once (False).
+
+    The workload menu holds `mixes` (default: the program models and the shipped traces)
+    that can run on `image`; "upload trace" adds a recorded .npz and runs it (lab/uploads.py:
+    kept in a temporary directory of the dashboard's, a bad file refused in one line).
     """
     return Dashboard(scenario or Scenario(), image, max_guests, mixes, cache,
                      curve_guests, defer, reach).widget
