@@ -83,7 +83,8 @@ class SimResult:
 
 
 def _as_refs(refs: Sequence[int] | npt.ArrayLike) -> IntArray:
-    """Contract: a 1-D int64 copy of ``refs``; every id a non-negative integer."""
+    """Contract: ``refs`` as a 1-D int64 array (``refs`` itself if it is one: read, never
+    written); every id a non-negative integer."""
     arr = np.asarray(refs)
     if arr.ndim != 1:
         raise ParameterError(f"refs: expected a 1-D sequence of page ids, got shape {arr.shape}")
@@ -93,7 +94,7 @@ def _as_refs(refs: Sequence[int] | npt.ArrayLike) -> IntArray:
         raise ParameterError(f"refs: page ids must be integers, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.unsignedinteger) and int(arr.max()) >= 2**63:
         raise ParameterError(f"refs: page id {int(arr.max())} does not fit in 63 bits")
-    out = arr.astype(np.int64)
+    out = arr.astype(np.int64, copy=False)
     low = int(out.min())
     if low < 0:
         raise ParameterError(f"refs: page ids must be non-negative, got {low}")
@@ -378,28 +379,29 @@ def _lru_fast(ids: IntArray, capacity: int, *, loop_share: float = 0.25) -> Bool
     dtype = gap.dtype.type
     rank: SignedArray = np.cumsum(is_cand, dtype=dtype)  # candidates up to and including j
     del is_cand
+    # Few large temporaries: each fresh one costs page faults on first touch (the
+    # kernel's time: up to a few tenths of a second here on a busy machine).
     short = gap <= c  # the sure hits so far; the loop adds the long hits
-    not_short: SignedArray = np.cumsum(~short, dtype=dtype)  # first or long references up to i
-    is_long = gap > c
-    is_long &= gap < none
-    at = np.flatnonzero(is_long)
+    count: SignedArray = np.cumsum(~short, dtype=dtype)  # first or long references up to i
+    alive = gap > c  # the long references: all possible long hits, for now
+    alive &= gap < none
+    at = np.flatnonzero(alive)
     prev = at - gap[at]
-    need: SignedArray = not_short[at]
+    need: SignedArray = count[at]
     need -= rank[prev]
     need -= c
-    del not_short
-    alive = is_long
     for rounds in range(3):
         # Possible long hits in (p + C, a): first all long references there, then
         # twice only those that survived the previous round.
         if rounds:
-            alive = np.zeros(n, dtype=np.bool_)
+            alive[:] = False
             alive[at] = True
+        np.cumsum(alive, dtype=dtype, out=count)
         room: SignedArray = np.arange(at.size, dtype=dtype)
-        room -= np.cumsum(alive, dtype=dtype)[prev + c]
+        room -= count[c:][prev]  # count[prev + c]
         keep = need <= room
         at, prev, need = at[keep], prev[keep], need[keep]
-    del alive, is_long
+    del alive, count
     if at.size > loop_share * (n - int(np.count_nonzero(short))):
         return _candidate_sweep(gap, rank, short, c)
     nested: list[int] = []  # prev[] of the long hits so far, sorted
