@@ -327,6 +327,7 @@ def _gaps(ids: IntArray, c: int, none: int, chunk: int = 1 << 14
     uses to the chunks before. Both tables are indexed by page, so ids much sparser
     than the string are first relabelled 0..pages-1 (np.unique).
     """
+    assert 1 <= chunk <= 1 << 16, "_gaps: a chunk's labels are 16-bit"
     n = ids.size
     if int(ids.max()) >= 2 * n + chunk:
         ids = np.unique(ids, return_inverse=True)[1].reshape(n)
