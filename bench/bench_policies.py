@@ -1,10 +1,10 @@
 """Benchmark of xipmodel.policies against libCacheSim's Python binding (medians, ratios).
 
-    python -m bench.bench_policies [--refs 10000000] [--mrc-refs 2000000] [--repeat 3]
+    python -m bench.bench_policies [--refs 10000000] [--mrc-refs 2000000] [--repeat 5]
 
 * LRU: ``simulate(refs, 1000, "lru")`` versus ``LRU(1000).process_trace`` on a
-  binary oracleGeneral trace of the same seeded Zipf(1.0) string over 1 M pages;
-  misses must be identical.
+  binary oracleGeneral trace of the same seeded Zipf(1.0) string over 1 M pages,
+  warmed up, then alternated (medians); misses must be identical.
 * Miss-ratio curve: one ``miss_ratio_curve`` over 64 capacities versus 64
   libCacheSim LRU runs (each capacity checked).
 * The loop policies (FIFO, CLOCK, OPT, ARC, linux): references per second.
@@ -41,12 +41,21 @@ def zipf_refs(n: int, pages: int = PAGES, alpha: float = 1.0, seed: int = SEED) 
 
 
 def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, out = [], None
+    return alternated([fn], repeat)[0]
+
+
+def alternated(fns: list[Callable[[], Any]], repeat: int) -> list[tuple[float, Any]]:
+    """Median seconds and last result of each of `fns`, run once untimed (warm-up: page
+    faults, libCacheSim's first load), then in turn `repeat` times: load that comes and
+    goes on a shared machine falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    outs = [fn() for fn in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            outs[i] = fn()
+            times[i].append(time.perf_counter() - start)
+    return [(statistics.median(t), out) for t, out in zip(times, outs, strict=True)]
 
 
 def write_oracle_general(path: Path, refs: np.ndarray) -> None:
@@ -69,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refs", type=int, default=10_000_000, help="LRU replay length")
     ap.add_argument("--mrc-refs", type=int, default=2_000_000, help="miss-ratio-curve length")
     ap.add_argument("--loop-refs", type=int, default=1_000_000, help="loop-policy length")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per timing (median)")
     args = ap.parse_args(argv)
     try:
         import libcachesim as lcs
@@ -81,17 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         # --- LRU replay ---------------------------------------------------------
         refs = zipf_refs(args.refs)
         n = refs.size
-        t_ours, res = median_time(lambda: simulate(refs, FRAMES, "lru"), args.repeat)
-        print(f"LRU({FRAMES}) Zipf(1.0) {n:,} refs: miss ratio {res.misses / n:.7f}")
+        path = Path(tmp) / "zipf.oracleGeneral"
+        write_oracle_general(path, refs)
+        runs: list[Callable[[], Any]] = [lambda: simulate(refs, FRAMES, "lru")]
+        if lcs is not None:  # alternated with ours, both warmed up
+            runs.append(lambda: lcs_lru_misses(lcs, path, FRAMES, n))
+        timed = alternated(runs, args.repeat)
+        t_ours, res = timed[0]
+        print(f"LRU({FRAMES}) Zipf(1.0) {n:,} refs: miss ratio {res.misses / n:.7f}"
+              f" (medians of {args.repeat} alternated runs)")
         print(f"  xipmodel simulate(lru)      {t_ours:7.3f} s  {n / t_ours / 1e6:6.2f} M refs/s")
         if lcs is not None:
-            path = Path(tmp) / "zipf.oracleGeneral"
-            write_oracle_general(path, refs)
-            t_lcs, lcs_misses = median_time(
-                lambda: lcs_lru_misses(lcs, path, FRAMES, n), args.repeat
-            )
+            t_lcs, lcs_misses = timed[1]
             print(f"  libcachesim LRU (binary)    {t_lcs:7.3f} s  {n / t_lcs / 1e6:6.2f} M refs/s")
-            print(f"  ratio xipmodel/libcachesim time: {t_ours / t_lcs:.2f}")
+            print(f"  ratio xipmodel/libcachesim time: {t_ours / t_lcs:.2f}"
+                  f" (xipmodel {t_lcs / t_ours:.2f}x as fast)")
             if lcs_misses != res.misses:
                 ok = False
                 print(f"  MISMATCH: libcachesim {lcs_misses} misses, xipmodel {res.misses}")

@@ -1,4 +1,4 @@
-"""ksmd counted in bulk (mm/ksm_bulk.py, xipmodel/family.py) against ksm.py's page-by-page scan.
+"""ksmd counted in bulk (mm/ksm_bulk.py, Host.ksmd_tail, family.py) against ksm.py's scan.
 
 The bulk path is only a shortcut: every counter, every category of host memory and
 every timeline row must equal the reference run's, for any guest count, mix, seed and
@@ -7,12 +7,14 @@ ksmd parameters. Runs are small (64-128 MiB guests) so that many scenarios fit.
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 import pytest
 
 from xipmodel.errors import ParameterError
-from xipmodel.family import FamilyRun, has_prefixes, run
-from xipmodel.host import Host, RunResult, Scenario
+from xipmodel.family import FamilyRun, has_prefixes
+from xipmodel.host import Host, RunResult, Scenario, compare, sweep
 from xipmodel.mm.ksm import Ksm
 from xipmodel.mm.ksm_bulk import ScanOrder, ksmd_passes, wakeup_visits
 
@@ -137,13 +139,40 @@ def test_ksm_prefixes_only_when_guests_start_together() -> None:
 
 
 @pytest.mark.parametrize("interval", [0.0, 40.0])
-def test_family_run_equals_host_run_in_every_mode(interval: float) -> None:
-    """family.run (what the CLI's compare runs) gives Host.run's result in every mode, with
-    guests started together (ksmd's tail in bulk) or apart (Host.run itself)."""
+def test_run_with_ksmd_in_bulk_equals_the_reference_in_every_mode(interval: float) -> None:
+    """Host.run(ksmd_in_bulk=True) (what compare, sweep and the CLI run) gives Host.run's
+    page-by-page result in every mode, with guests started together (ksmd's tail in bulk)
+    or apart (ksmd scans between starts: page by page)."""
     scenario = Scenario(guests=4, workload=_MIX, guest_ram_mib=64, seed=13, ksm_seconds=2.0,
                         start_interval_ms=interval)
     ticks: list[tuple[int, int]] = []
     for mode in ("pagecache", "xip", "ksm", "dax"):
-        fast = run(scenario, mode, progress=lambda done, total: ticks.append((done, total)))
+        fast = Host(scenario, mode).run(lambda done, total: ticks.append((done, total)),
+                                        ksmd_in_bulk=True)
         assert_same_run_or_plain(fast, Host(scenario, mode).run())
     assert ticks == [(i, 4) for i in range(1, 5)] * 4
+
+
+def test_compare_and_sweep_count_ksmd_in_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare and sweep (here and through a process pool, which pickles the jobs) give
+    the reference's numbers, and in this process ksmd never scans page by page."""
+    scenario = Scenario(guests=5, workload=_MIX, guest_ram_mib=64, seed=14, ksm_seconds=3.0)
+    modes = ("ksm", "xip")
+    reference = {n: {m: Host(scenario.replace(guests=n), m).run() for m in modes}
+                 for n in (2, 5)}
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        pooled = sweep(scenario, "guests", [2, 5], modes=modes, executor=pool)
+    woken: list[int] = []
+    real_run_until = Ksm.run_until
+
+    def run_until(ksm: Ksm, time_ns: int) -> int:
+        woken.append(time_ns)
+        return real_run_until(ksm, time_ns)
+
+    monkeypatch.setattr(Ksm, "run_until", run_until)
+    here = [compare(scenario.replace(guests=2), modes), compare(scenario, modes)]
+    assert woken and max(woken) == 0  # only at the guests' start, before any wake-up
+    for comparisons in (pooled, here):
+        for c in comparisons:
+            for mode, result in c.results.items():
+                assert_same_run_or_plain(result, reference[c.scenario.guests][mode])

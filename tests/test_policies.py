@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from xipmodel.errors import ParameterError
 from xipmodel.policies import (
+    NEVER,
     POLICIES,
+    _gaps,
     _lru_fast,
     _lru_sweep,
     _prev_next,
@@ -158,6 +160,41 @@ def test_lru_both_fast_paths_equal_the_sweep(refs: list[int], capacity: int, dat
     want = _lru_sweep(prev, nxt, capacity)
     for share in (0.0, float("inf")):
         assert (_lru_fast(ids.copy(), capacity, loop_share=share) == want).all(), share
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    refs=st.lists(st.integers(0, 30), min_size=1, max_size=300),
+    capacity=st.integers(1, 40),
+    chunk=st.sampled_from([1, 2, 3, 7, 64, 1 << 14]),
+    stride=st.sampled_from([1, 2**40 + 3]),
+)
+def test_chunked_gaps_equal_the_sorted_ones(
+    refs: list[int], capacity: int, chunk: int, stride: int
+) -> None:
+    """LRU's gaps and candidates, found chunk by chunk with page tables (sparse ids
+    relabelled first), equal those of one sort of the whole string (_prev_next)."""
+    ids = np.array(refs, dtype=np.int64) * stride
+    n = ids.size
+    c = min(capacity, n)
+    none = n + c + 1
+    prev, nxt = _prev_next(ids)
+    at = np.arange(n)
+    gap, is_cand = _gaps(ids, c, none, chunk)
+    assert gap.tolist() == np.where(prev == NEVER, none, at - prev).tolist()
+    assert is_cand.tolist() == ((nxt == NEVER) | (nxt - at > c)).tolist()
+
+
+@pytest.mark.parametrize("pages", [300, 5000, 200_000])
+def test_lru_over_many_chunks_equals_the_sweep(pages: int) -> None:
+    """A Zipf string several chunks long (pages used again across chunks, or not):
+    simulate(lru) hits exactly where the eviction-pointer sweep does."""
+    rng = np.random.default_rng(pages)
+    refs = zipf_refs(60_000, pages, 0.9, rng)
+    prev, nxt = _prev_next(refs)
+    for capacity in (1, 50, 2000):
+        want = _lru_sweep(prev, nxt, capacity)
+        assert (simulate(refs, capacity, "lru").hit_mask == want).all(), capacity
 
 
 # --- the two-list Linux LRU, traced by hand ---------------------------------------------

@@ -331,10 +331,11 @@ def _check_tree_size(top: str) -> None:
 
 def _run_mode(job: tuple[Scenario, str, bytes | None]) -> RunResult:
     """One mode of a comparison (also the ProcessPoolExecutor worker: everything pickles)."""
-    from xipmodel.family import run
+    from xipmodel.host import Host
 
     scenario, mode, image = job
-    return run(scenario, mode, Ext2Image.open(image) if image is not None else None)
+    return Host(scenario, mode, Ext2Image.open(image) if image is not None
+                else None).run(ksmd_in_bulk=True)
 
 
 class ProgressBar:
@@ -387,7 +388,7 @@ def run_comparison(scenario: Scenario, modes: Sequence[str], image: bytes | None
                 bar.update(len(results), result.mode)
         bar.close()
     else:
-        from xipmodel.family import run
+        from xipmodel.host import Host
 
         bar = ProgressBar(scenario.guests * len(modes), "guests", progress_stream)
         results = []
@@ -398,8 +399,8 @@ def run_comparison(scenario: Scenario, modes: Sequence[str], image: bytes | None
                 bar.update(base + done, mode)
 
             # ksmd's scan after the last guest is counted in bulk: the bar ends with it.
-            results.append(run(scenario, mode, Ext2Image.open(image) if image is not None
-                               else None, progress=tick))
+            host = Host(scenario, mode, Ext2Image.open(image) if image is not None else None)
+            results.append(host.run(tick, ksmd_in_bulk=True))
         bar.close()
     return Comparison(scenario, dict(zip(modes, results, strict=True)))
 

@@ -10,44 +10,28 @@ guests answers every n <= N, and grows further without starting over::
 Without KSM, result(n) is a prefix of the grown run (RunResult.prefix). With KSM,
 ksmd only starts scanning once the guests have all started (start_interval_ms == 0:
 they start together), so the host after n guests is the n-guest host before ksmd's
-tail, and the tail is counted in bulk (mm/ksm_bulk.py) from the first n guests'
-pages: a few milliseconds instead of replaying ksmd page by page. In ksm mode,
-guests started apart (ksmd scanning between starts) have no such prefixes
-(has_prefixes is False): FamilyRun refuses them, and run() is then Host.run.
+tail, and the tail is counted in bulk (Host.ksmd_tail, mm/ksm_bulk.py) from the
+first n guests' pages: a few milliseconds instead of replaying ksmd page by page.
+In ksm mode, guests started apart (ksmd scanning between starts) have no such
+prefixes (has_prefixes is False): FamilyRun refuses them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from xipmodel.errors import ParameterError
 from xipmodel.ext2.reader import Ext2Image
-from xipmodel.host import CATEGORIES, KIND_CATEGORY, Host, RunResult, Scenario
-from xipmodel.mm.frames import FrameKind
-from xipmodel.mm.ksm import RMAP_ITEM_BYTES
-from xipmodel.mm.ksm_bulk import ScanOrder, fits, ksmd_passes, wakeup_visits
-from xipmodel.params import PAGE_SIZE
+from xipmodel.host import Host, RunResult, Scenario
+from xipmodel.mm.ksm_bulk import ScanOrder
 
-__all__ = ["FamilyRun", "has_prefixes", "run"]
+__all__ = ["FamilyRun", "has_prefixes"]
 
 
 def has_prefixes(mode: str, scenario: Scenario) -> bool:
     """Is every n-guest run of `scenario` in `mode` read off one longer run? (ksm: when
     the guests start together, so that ksmd scans nothing before the last start.)"""
     return mode != "ksm" or scenario.start_interval_ms == 0
-
-
-def run(scenario: Scenario, mode: str, image: Ext2Image | None = None,
-        progress: Callable[[int, int], None] | None = None) -> RunResult:
-    """Host(scenario, mode, image).run(progress): the same result, with ksmd's scan after
-    the last start counted in bulk when the guests start together (no wait after them)."""
-    if not has_prefixes(mode, scenario):
-        return Host(scenario, mode, image).run(progress)
-    family = FamilyRun(scenario, mode, image)
-    family.grow(scenario.guests, progress)
-    return family.result(scenario.guests)
 
 
 class FamilyRun:
@@ -96,28 +80,8 @@ class FamilyRun:
 
     def _ksmd_tail(self, prefix: RunResult) -> RunResult:
         """`prefix` (the first guests, before ksmd) with ksmd's scanning after the last start."""
-        host, ksm, order = self.host, self.host.ksm, self.order
-        assert ksm is not None and order is not None
-        assert ksm.untouched, "FamilyRun: ksmd scanned before the last start"
-        n = prefix.scenario.guests
-        if not fits(order, n, host.memory, ksm.max_page_sharing):
-            return Host(prefix.scenario, "ksm", host.image).run()  # the host fills up
-        times = host.ksmd_times(n)
-        visits = wakeup_visits(times, ksm.next_wake, ksm.sleep_ns, ksm.pages_to_scan)
-        scan = ksmd_passes(order, n, visits, host.memory, ksm.max_page_sharing)
-        rows = np.repeat(prefix.timeline_bytes[-1:], len(times), axis=0)
-        ksm_column = CATEGORIES.index("ksm")
-        for kind in FrameKind:
-            if kind != FrameKind.FREE:
-                rows[:, CATEGORIES.index(KIND_CATEGORY[kind])] -= scan.freed[:, kind] * PAGE_SIZE
-        for row, c in zip(rows, scan.counters, strict=True):
-            row[ksm_column] += c.pages_shared * PAGE_SIZE + c.rmap_items * RMAP_ITEM_BYTES
-        counters = scan.counters[-1] if scan.counters else prefix.ksm
-        extra = dict(prefix.extra)
-        extra["ksm_timeline"] = np.vstack([extra["ksm_timeline"], scan.timeline()])
-        end = rows[-1] if len(rows) else prefix.timeline_bytes[-1]
-        return RunResult("ksm", prefix.scenario,
-                         dict(zip(CATEGORIES, end.tolist(), strict=True)), prefix.per_guest,
-                         np.concatenate([prefix.timeline_ns, np.array(times, np.int64)]),
-                         np.vstack([prefix.timeline_bytes, rows]), prefix.totals,
-                         counters, extra)
+        assert self.order is not None
+        tail = self.host.ksmd_tail(prefix, self.order)
+        if tail is None:  # the host fills up: ksm.py's scan, page by page
+            return Host(prefix.scenario, "ksm", self.host.image).run()
+        return tail

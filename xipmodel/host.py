@@ -14,6 +14,7 @@ The same scenario runs in each mode::
     compare(scenario)          → Comparison   the same scenario in several modes
     sweep(scenario, "guests", [1, 2, 4, …])   a parameter swept, runs spread over any
                                               concurrent.futures.Executor
+    (both run Host.run(ksmd_in_bulk=True): ksmd's tail counted in bulk, the same numbers)
 
 Guests run one after another in start order, each from its start time; the
 host's clock is the latest guest time, and ksmd scans up to it (then keeps
@@ -42,6 +43,7 @@ from xipmodel.ext2.reader import Ext2Image
 from xipmodel.mm.frames import FrameKind, HostMemory
 from xipmodel.mm.guest import Guest
 from xipmodel.mm.ksm import RMAP_ITEM_BYTES, Ksm, KsmCounters
+from xipmodel.mm.ksm_bulk import ScanOrder, fits, ksmd_passes, wakeup_visits
 from xipmodel.mm.pagecache import CACHE_POLICIES
 from xipmodel.mm.segment import SharedSegment
 from xipmodel.params import DEFAULT_KERNEL, PAGE_SHIFT, PAGE_SIZE, PRESETS, kernel_profile
@@ -426,13 +428,27 @@ class Host:
 
     # --- running ------------------------------------------------------------------------------
 
-    def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
-        """Start every guest's program at its start time; return what the host holds."""
+    def run(self, progress: Callable[[int, int], None] | None = None,
+            ksmd_in_bulk: bool = False) -> RunResult:
+        """Start every guest's program at its start time; return what the host holds.
+
+        `ksmd_in_bulk`: count ksmd's tail after the last start in bulk (ksmd_tail: the
+        same result, in milliseconds) when ksmd has scanned nothing before it and no one
+        listens for its events; the host's frames are then left unmerged. Else ksm.py
+        scans page by page (the reference).
+        """
         self.add_guests(self.scenario.guests, progress)
-        if self.ksm is not None:
-            for t in self.ksmd_times():
-                self.ksm.run_until(t)
-                self._sample(t)
+        if self.ksm is None:
+            return self.result()
+        if ksmd_in_bulk and self.ksm.untouched and not self.bus:
+            order = ScanOrder()
+            order.extend(self.memory, [g.backing for g in self.guests])
+            tail = self.ksmd_tail(self.result(), order)
+            if tail is not None:
+                return tail
+        for t in self.ksmd_times():
+            self.ksm.run_until(t)
+            self._sample(t)
         return self.result()
 
     def add_guests(self, guests: int,
@@ -497,6 +513,35 @@ class Host:
         stop = end + int(self.scenario.ksm_seconds * 1e9)
         step = max(self.ksm.sleep_ns, (stop - end) // 50)
         return range(end + step, stop + 1, step)
+
+    def ksmd_tail(self, prefix: RunResult, order: ScanOrder) -> RunResult | None:
+        """`prefix` (this host's first guests, before ksmd scanned anything) with ksmd's
+        tail after their last start, counted in bulk (mm/ksm_bulk.py) from `order` (these
+        guests' pages at least); None if the host would fill up (then only ksm.py's page
+        by page scan, whose allocations fail, gives the run)."""
+        ksm = self.ksm
+        assert ksm is not None and ksm.untouched, "ksmd_tail: ksmd has scanned already"
+        n = prefix.scenario.guests
+        if not fits(order, n, self.memory, ksm.max_page_sharing):
+            return None
+        times = self.ksmd_times(n)
+        visits = wakeup_visits(times, ksm.next_wake, ksm.sleep_ns, ksm.pages_to_scan)
+        scan = ksmd_passes(order, n, visits, self.memory, ksm.max_page_sharing)
+        rows = np.repeat(prefix.timeline_bytes[-1:], len(times), axis=0)
+        for kind in FrameKind:
+            if kind != FrameKind.FREE:
+                rows[:, CATEGORIES.index(KIND_CATEGORY[kind])] -= scan.freed[:, kind] * PAGE_SIZE
+        ksm_column = CATEGORIES.index("ksm")
+        for row, c in zip(rows, scan.counters, strict=True):
+            row[ksm_column] += c.pages_shared * PAGE_SIZE + c.rmap_items * RMAP_ITEM_BYTES
+        extra = dict(prefix.extra)
+        extra["ksm_timeline"] = np.vstack([extra["ksm_timeline"], scan.timeline()])
+        end = rows[-1] if len(rows) else prefix.timeline_bytes[-1]
+        return RunResult("ksm", prefix.scenario,
+                         dict(zip(CATEGORIES, end.tolist(), strict=True)), prefix.per_guest,
+                         np.concatenate([prefix.timeline_ns, np.array(times, np.int64)]),
+                         np.vstack([prefix.timeline_bytes, rows]), prefix.totals,
+                         scan.counters[-1] if scan.counters else prefix.ksm, extra)
 
     def run_program(self, guest: Guest, program: str, seed: int) -> None:
         """exec `program` in `guest` and replay a seeded run of it (a trace: replay it)."""
@@ -601,7 +646,7 @@ def _trace(model: ProgramModel, heap_pages: int, seed: int,
 
 def _run_one(args: tuple[Scenario, str]) -> RunResult:
     scenario, mode = args
-    return Host(scenario, mode).run()
+    return Host(scenario, mode).run(ksmd_in_bulk=True)
 
 
 def compare(scenario: Scenario, modes: Sequence[str] = MODES,

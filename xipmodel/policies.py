@@ -9,7 +9,9 @@ serves it under one replacement policy and reports, per reference, hit or miss.
 
 Speed, on a 2-core machine (see bench/bench_policies.py for measured numbers):
 
-* ``lru`` runs an O(n) eviction-pointer sweep (below) in a tight Python loop;
+* ``lru`` decides most references in bulk with numpy (the gaps between a page's
+  uses found chunk by chunk, without sorting the whole string) and loops in
+  Python over the few left (below);
 * ``stack_distances`` / ``miss_ratio_curve`` are O(n log n) and fully numpy;
 * ``fifo``, ``clock``, ``clock0``, ``opt``, ``arc`` and ``linux`` are plain
   Python loops over the references (one dict/deque operation per step).
@@ -81,7 +83,8 @@ class SimResult:
 
 
 def _as_refs(refs: Sequence[int] | npt.ArrayLike) -> IntArray:
-    """Contract: a 1-D int64 copy of ``refs``; every id a non-negative integer."""
+    """Contract: ``refs`` as a 1-D int64 array (``refs`` itself if it is one: read, never
+    written); every id a non-negative integer."""
     arr = np.asarray(refs)
     if arr.ndim != 1:
         raise ParameterError(f"refs: expected a 1-D sequence of page ids, got shape {arr.shape}")
@@ -91,7 +94,7 @@ def _as_refs(refs: Sequence[int] | npt.ArrayLike) -> IntArray:
         raise ParameterError(f"refs: page ids must be integers, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.unsignedinteger) and int(arr.max()) >= 2**63:
         raise ParameterError(f"refs: page id {int(arr.max())} does not fit in 63 bits")
-    out = arr.astype(np.int64)
+    out = arr.astype(np.int64, copy=False)
     low = int(out.min())
     if low < 0:
         raise ParameterError(f"refs: page ids must be non-negative, got {low}")
@@ -308,8 +311,61 @@ def _lru_sweep(prev: IntArray, nxt: IntArray, capacity: int) -> BoolArray:
 # hits so far in a sorted list to count R(a).
 
 
+def _gaps(ids: IntArray, c: int, none: int, chunk: int = 1 << 14
+          ) -> tuple[SignedArray, BoolArray]:
+    """Contract: per reference, the gap since its page's previous use (``none`` if it is
+    the first) and whether it is a candidate (its page's next use is more than ``c``
+    later, or never); int32 gaps where ``2 * none`` fits. ``chunk`` <= 65536.
+
+    No sort of the whole string: numpy's 64-bit sort is slow where it runs AVX-512 on
+    AMD Zen 4 (several times slower than with AVX2), and it was most of LRU's time.
+    Chunk by chunk instead, in cache: each page of the chunk is labelled with the chunk
+    index of one of its uses (a table written with the chunk's indices: whichever write
+    lands, a page's uses all read the same label and other pages other labels); a
+    stable argsort of the 16-bit labels (numpy's radix sort) puts each page's uses side
+    by side, in order; a table of each page's last use so far links the chunk's first
+    uses to the chunks before. Both tables are indexed by page, so ids much sparser
+    than the string are first relabelled 0..pages-1 (np.unique).
+    """
+    assert 1 <= chunk <= 1 << 16, "_gaps: a chunk's labels are 16-bit"
+    n = ids.size
+    if int(ids.max()) >= 2 * n + chunk:
+        ids = np.unique(ids, return_inverse=True)[1].reshape(n)
+    pages = int(ids.max()) + 1
+    dtype: type[np.signedinteger[Any]] = np.int32 if 2 * none < 2**31 else np.int64
+    gap: SignedArray = np.empty(n, dtype=dtype)
+    is_cand = np.empty(n, dtype=np.bool_)
+    label = np.empty(pages, dtype=np.uint16)
+    last = np.full(pages, NEVER, dtype=np.int64)  # each page's latest use so far
+    for s in range(0, n, chunk):
+        page = ids[s:s + chunk]
+        k = page.size
+        label[page] = np.arange(k, dtype=np.uint16)
+        order = np.argsort(label[page], kind="stable")
+        grouped = page[order]
+        # first[j]: entry j is its page's first use in the chunk; first[k]: the end.
+        first = np.ones(k + 1, dtype=np.bool_)
+        np.not_equal(grouped[1:], grouped[:-1], out=first[1:k])
+        starts, ends = first[:k], first[1:]
+        g = np.empty(k, dtype=np.int64)
+        g[1:] = np.diff(order)
+        # A first use in the chunk: was the page used in an earlier chunk?
+        before = last[grouped[starts]]
+        seen = before != NEVER
+        back = order[starts] + s - before
+        g[starts] = np.where(seen, back, none)
+        cand = np.empty(k, dtype=np.bool_)
+        np.greater(g[1:], c, out=cand[:-1])
+        cand[ends] = True  # no next use in the chunk (yet)
+        gap[s:s + k][order] = g
+        is_cand[s:s + k][order] = cand
+        is_cand[before[seen]] = back[seen] > c  # the earlier use has a next use now
+        last[grouped[ends]] = order[ends] + s
+    return gap, is_cand
+
+
 def _lru_fast(ids: IntArray, capacity: int, *, loop_share: float = 0.25) -> BoolArray:
-    """Contract: the LRU hit mask of ``ids`` with ``capacity`` frames. Overwrites ``ids``.
+    """Contract: the LRU hit mask of ``ids`` with ``capacity`` frames.
 
     If more than ``loop_share`` of the first and long references survive to
     the Python loop (strings with few sure answers), the candidate sweep runs
@@ -319,60 +375,34 @@ def _lru_fast(ids: IntArray, capacity: int, *, loop_share: float = 0.25) -> Bool
     if n < 2:
         return np.zeros(n, dtype=np.bool_)
     c = min(capacity, n)
-    shift = (n - 1).bit_length()
-    if int(ids.max()).bit_length() + shift > 62:
-        ids = np.unique(ids, return_inverse=True)[1].astype(np.int64)
-    # (page, index) in one int64, sorted: each page's uses, in order, side by side.
-    # Few large temporaries: each fresh one costs page faults on first touch.
-    pos = np.arange(n, dtype=np.int64)
-    key = np.left_shift(ids, shift, out=ids)
-    key |= pos
-    key.sort()
-    np.bitwise_and(key, (1 << shift) - 1, out=pos)
-    key >>= shift  # the page ids, sorted
-    newpage = key[1:] != key[:-1]
-    del key
-    # Per sorted entry: 2 * (gap since the previous use, ``none`` if first)
-    # + 1 if the position is a candidate (next gap > C, or no next use).
-    none = n + c + 1
-    # int32 where it fits: half the memory traffic of int64.
-    dtype: type[np.signedinteger[Any]] = np.int32 if 2 * none < 2**31 else np.int64
-    val: SignedArray = np.empty(n, dtype=dtype)
-    val[0] = none
-    np.subtract(pos[1:], pos[:-1], out=val[1:], casting="same_kind")
-    val[1:][newpage] = none
-    del newpage
-    is_cand = np.empty(n, dtype=np.bool_)
-    is_cand[-1] = True
-    np.greater(val[1:], c, out=is_cand[:-1])
-    val <<= 1
-    val |= is_cand
+    none = n + c + 1  # the gap of a first reference
+    gap, is_cand = _gaps(ids, c, none)
+    dtype = gap.dtype.type
+    rank: SignedArray = np.cumsum(is_cand, dtype=dtype)  # candidates up to and including j
     del is_cand
-    gap: SignedArray = np.empty(n, dtype=dtype)
-    gap[pos] = val  # back to reference order
-    del pos
-    rank = np.bitwise_and(gap, 1, out=val)
-    np.cumsum(rank, out=rank)  # candidates up to and including j
-    gap >>= 1
+    # Few large temporaries: each fresh one costs page faults on first touch (the
+    # kernel's time: up to a few tenths of a second here on a busy machine).
     short = gap <= c  # the sure hits so far; the loop adds the long hits
-    not_short: SignedArray = np.cumsum(~short, dtype=dtype)  # first or long references up to i
-    is_long = gap > c
-    is_long &= gap < none
-    at = np.flatnonzero(is_long)
+    count: SignedArray = np.cumsum(~short, dtype=dtype)  # first or long references up to i
+    alive = gap > c  # the long references: all possible long hits, for now
+    alive &= gap < none
+    at = np.flatnonzero(alive)
     prev = at - gap[at]
-    need: SignedArray = not_short[at]
+    need: SignedArray = count[at]
     need -= rank[prev]
     need -= c
-    # Possible long hits in (p + C, a): first all long references there, then
-    # twice only those that survived the previous round.
-    room: SignedArray = np.arange(at.size, dtype=dtype)
-    room -= np.cumsum(is_long, out=not_short)[prev + c]
-    del is_long, not_short
     for rounds in range(3):
+        # Possible long hits in (p + C, a): first all long references there, then
+        # twice only those that survived the previous round.
         if rounds:
-            room = np.arange(at.size) - np.searchsorted(at, prev + c, side="right")
+            alive[:] = False
+            alive[at] = True
+        np.cumsum(alive, dtype=dtype, out=count)
+        room: SignedArray = np.arange(at.size, dtype=dtype)
+        room -= count[c:][prev]  # count[prev + c]
         keep = need <= room
         at, prev, need = at[keep], prev[keep], need[keep]
+    del alive, count
     if at.size > loop_share * (n - int(np.count_nonzero(short))):
         return _candidate_sweep(gap, rank, short, c)
     nested: list[int] = []  # prev[] of the long hits so far, sorted
@@ -647,7 +677,7 @@ def simulate(
         )
     steps: Steps | None = [] if trace else None
     if policy == "lru" and steps is None:
-        mask = _lru_fast(ids, capacity)  # ids is our own copy: _lru_fast may overwrite it
+        mask = _lru_fast(ids, capacity)
     else:
         if policy == "opt":
             raw = _opt(ids.tolist(), _prev_next(ids)[1].tolist(), capacity, steps)
