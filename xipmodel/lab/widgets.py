@@ -36,7 +36,7 @@ module as `_esm`: stuck at 4 times, and now and then on a busy 2-core machine).
 Saved notebooks. A notebook saved with its widget state (JupyterLab's "Save Widget State
 Automatically", nbconvert's store_widget_state) stores every model's state. The bundle
 is therefore not a figure's state but that of one hidden model per kernel (PlotlyBundle,
-`bundle_model`), gzip'd (1.9 MB as base64 instead of 4.7 MB), which each figure names
+`bundle_model`), gzip'd (1.9 MiB as base64 instead of 4.7 MiB), which each figure names
 (`_xip_plotly`, "IPY_MODEL_<id>"); the loader asks the page's widget manager for that
 model and unpacks the bundle (DecompressionStream). Pages that build models from the
 kernel (JupyterLab, also after a reload; Voilà) or from a saved state get the bundle
@@ -273,13 +273,12 @@ export default () => {
 
 
 @functools.cache
-def plotly_bundle() -> tuple[str, str, str]:
-    """plotly's own widget module (the text of go.FigureWidget._esm), a digest of it, and
-    the module as base64 of its gzip (mtime 0: the same bytes in every kernel)."""
+def _plotly_bundle() -> tuple[str, str]:
+    """A digest of plotly's own widget module (the text of go.FigureWidget._esm), and the
+    module as base64 of its gzip (mtime 0: the same bytes in every kernel)."""
     text = str(go.FigureWidget._esm).encode()
-    digest = hashlib.sha256(text).hexdigest()[:16]
-    packed = base64.b64encode(gzip.compress(text, compresslevel=9, mtime=0)).decode()
-    return text.decode(), digest, packed
+    return (hashlib.sha256(text).hexdigest()[:16],
+            base64.b64encode(gzip.compress(text, mtime=0)).decode())
 
 
 class PlotlyBundle(W.Widget):  # type: ignore[misc]  # ipywidgets is untyped
@@ -293,7 +292,7 @@ class PlotlyBundle(W.Widget):  # type: ignore[misc]  # ipywidgets is untyped
 
     @traitlets.default("gzip_base64")
     def _default_gzip_base64(self) -> str:
-        return plotly_bundle()[2]
+        return _plotly_bundle()[1]
 
 
 _BUNDLE: Final[list[PlotlyBundle]] = []  # the kernel's PlotlyBundle, once created
@@ -326,7 +325,7 @@ class FigureWidget(go.FigureWidget):  # type: ignore[misc]  # plotly is untyped
 
     @traitlets.default("_xip_plotly_id")
     def _default_plotly_id(self) -> str:
-        return plotly_bundle()[1]
+        return _plotly_bundle()[0]
 
 
 def _figure(spec: Mapping[str, Any]) -> Any:
