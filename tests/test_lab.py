@@ -639,7 +639,7 @@ def _state_bytes(widget: Any) -> int:
 
 
 def test_figures_carry_plotly_once_per_kernel_compressed() -> None:
-    """A notebook saved with its widget state carries plotly's 4.6 MB bundle once, gzip'd,
+    """A notebook saved with its widget state carries plotly's 4.7 MiB bundle once, gzip'd,
     however many figures it has (it carried the bundle in every figure: ~30 MB for 01)."""
     import plotly.graph_objects as go
 
