@@ -10,7 +10,8 @@ in this test's worker processes, one Host run per mode and guest count of the sa
 Scenario (asked of the notebook's kernel): no RunCache, no prefixes. Voilà renders the
 same notebook in its default mode, loading while the lab runs (no progressive
 rendering: the dashboard's refresh_bundle keeps the figures from going stale,
-JUPYTER.md pitfall 3).
+JUPYTER.md pitfall 3). Last, the lab's page is reloaded while the kernel lives: the
+figures draw what they drew before, and move.
 
 Before reading the plotted numbers the test waits until all three figures show what it
 expects (titles, modes, curve points): each figure is a widget model of its own, and the
@@ -432,3 +433,33 @@ def test_uploaded_trace_in_jupyterlab(chromium: str, session: Session,
         assert "my-trace.npz (uploaded)" in [m.replace("\xa0", " ") for m in menu]
         _shot(probe, "lab-4-upload")
     print(f"jupyterlab: an uploaded trace shown in {seconds:.1f} s")
+
+
+def test_dashboard_after_a_reload_in_jupyterlab(chromium: str, session: Session) -> None:
+    """A page reloaded while the kernel lives builds every widget model again from the
+    kernel, the model that carries plotly's bundle for all figures with them
+    (xipmodel/lab/widgets.py): the figures draw what they drew before the reload (not
+    their first state), plotly's bundle is imported once, and they move."""
+    probe, _ = session.lab()
+    page = probe.page
+    with _diagnosed(probe, session.servers["lab"], "lab", session.errors["lab"]):
+        n = probe.guests()
+        before = probe.figures()
+        page.evaluate("async () => window.jupyterapp.commands.execute('docmanager:save')")
+        page.reload(wait_until="domcontentloaded")
+        page.wait_for_function("""() => {
+            const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            const k = w && w.sessionContext && w.sessionContext.session
+                      && w.sessionContext.session.kernel;
+            return k && k.connectionStatus === 'connected';
+        }""", polling=200)
+        probe = harness.DashboardProbe(page)  # the same dashboard, marked again
+        assert probe.guests() == n
+        probe.wait_shows(n)
+        assert probe.figures() == before
+        imported = page.evaluate(
+            "() => globalThis[Symbol.for('xipmodel.plotly-widget-modules')].size")
+        assert imported == 1
+        probe.move("ArrowRight", final=True)
+        assert probe.guests() == n + 1
+        _shot(probe, "lab-5-reloaded")

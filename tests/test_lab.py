@@ -6,6 +6,8 @@ The widget tests skip when ipywidgets/plotly/anywidget are missing, and fail wit
 
 from __future__ import annotations
 
+import base64
+import gzip
 import importlib.resources
 import json
 import subprocess
@@ -618,11 +620,50 @@ def test_timeline_shows_the_results_timeline(lab: ModuleType) -> None:
 def test_figures_load_a_small_front_end_module() -> None:
     """anywidget drops, for good, the messages of a widget whose front-end module has not
     loaded within 2 s of its creation: our figures' module must stay small (plotly's 5 MB
-    bundle travels as state and is imported once per page), else a loaded browser shows
-    figures that never move again (the Voila browser test's stuck titles)."""
+    bundle travels as the state of one model per kernel, imported once per page), else a
+    loaded browser shows figures that never move again (the Voila browser test's stuck titles)."""
     from xipmodel.lab import widgets
 
     fig = widgets._figure({"data": [], "layout": {}})
     assert isinstance(fig, widgets.FigureWidget)
-    assert len(fig._esm) < 4096 < len(fig._xip_plotly_esm)
+    assert len(fig._esm) < 4096 < len(fig._xip_plotly.gzip_base64)
     assert type(fig).__name__ == "FigureWidget"  # the text repr notebooks store is unchanged
+
+
+def _state_bytes(widget: Any) -> int:
+    """The size of a widget's state as a notebook saved with widget state stores it."""
+    import ipywidgets
+
+    saved = ipywidgets.Widget.get_manager_state(widgets=[widget])["state"]
+    return len(json.dumps(saved[widget.model_id]))
+
+
+def test_figures_carry_plotly_once_per_kernel_compressed() -> None:
+    """A notebook saved with its widget state carries plotly's 4.7 MiB bundle once, gzip'd,
+    however many figures it has (it carried the bundle in every figure: ~30 MB for 01)."""
+    import plotly.graph_objects as go
+
+    from xipmodel.lab import widgets
+
+    plotly_text = str(go.FigureWidget._esm).encode()
+    figures = [widgets._figure({"data": [{"type": "bar", "y": [i, 2, 3]}], "layout": {}})
+               for i in range(4)]
+    bundle = widgets.bundle_model()
+    assert {f._xip_plotly.model_id for f in figures} == {bundle.model_id}
+    assert figures[0].get_state()["_xip_plotly"] == f"IPY_MODEL_{bundle.model_id}"
+    each = [_state_bytes(f) for f in figures]
+    assert max(each) < len(plotly_text) // 100  # a figure's state names the bundle
+    carried = base64.b64decode(bundle.get_state()["gzip_base64"])
+    assert gzip.decompress(carried) == plotly_text  # exactly plotly's
+    assert _state_bytes(bundle) < len(plotly_text) // 2  # compressed
+    assert carried[4:8] == b"\0\0\0\0"  # mtime 0: the same bytes in every kernel
+
+
+def test_a_closed_bundle_model_is_replaced() -> None:
+    from xipmodel.lab import widgets
+
+    old = widgets.bundle_model()
+    old.close()
+    fig = widgets._figure({"data": [], "layout": {}})
+    assert fig._xip_plotly is widgets.bundle_model() is not old
+    assert fig._xip_plotly.comm is not None

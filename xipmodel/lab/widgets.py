@@ -27,11 +27,20 @@ rejected: "[anywidget] Failed to initialize model." in the browser console). plo
 module is its whole 5 MB bundle, imported once per figure: on a loaded machine a page
 that creates several figures at once (Voilà creates every model of the kernel at page
 load) misses those 2 s, and the figures then never move again while the rest of the
-dashboard does. The loader initializes at once and imports plotly's bundle (carried by
-the figure's `_xip_plotly_esm`) when a figure is first drawn, once per page. What is
+dashboard does. The loader initializes at once and imports plotly's bundle when a
+figure is first drawn, once per page (`_xip_plotly_id`, the bundle's digest). What is
 left inside those 2 s is the page's own start (ipywidgets creating the other models and
 views): notebook 01 in Voilà now keeps moving with Chromium's CPU slowed 6 times (plotly's
 module as `_esm`: stuck at 4 times, and now and then on a busy 2-core machine).
+
+Saved notebooks. A notebook saved with its widget state (JupyterLab's "Save Widget State
+Automatically", nbconvert's store_widget_state) stores every model's state. The bundle
+is therefore not a figure's state but that of one hidden model per kernel (PlotlyBundle,
+`bundle_model`), gzip'd (1.9 MiB as base64 instead of 4.7 MiB), which each figure names
+(`_xip_plotly`, "IPY_MODEL_<id>"); the loader asks the page's widget manager for that
+model and unpacks the bundle (DecompressionStream). Pages that build models from the
+kernel (JupyterLab, also after a reload; Voilà) or from a saved state get the bundle
+model with the figures.
 
 Speed. `update_figure` sends only what changed since the figure's last spec (one
 small restyle/relayout), several figures' changes before their full states
@@ -43,8 +52,10 @@ dashboard redraws only the figures whose data change.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import gzip
 import hashlib
 import html
 import time
@@ -71,6 +82,8 @@ from xipmodel.workloads.synthetic import PROGRAMS
 __all__ = [
     "MIXES",
     "FigureWidget",
+    "PlotlyBundle",
+    "bundle_model",
     "comparison_dashboard",
     "ext2_explorer",
     "memory_map",
@@ -194,19 +207,43 @@ _JS2PY: Final = ("_js2py_traceDeltas", "_js2py_layoutDelta", "_js2py_restyle",
 # thus starts listening when the figure is first drawn; the kernel's messages before that
 # change nothing in the browser's copy of `_widget_data` / `_widget_layout`, which our
 # figures do not need: each update is followed by the full state (refresh_bundle).
+# The bundle itself is the state of one PlotlyBundle model per kernel, which the figure's
+# `_xip_plotly` names ("IPY_MODEL_<id>"): gzip, as base64, unpacked by the browser.
 _PLOTLY_LOADER: Final = """\
 const modules = (globalThis[Symbol.for("xipmodel.plotly-widget-modules")] ??= new Map());
+
+async function bundleModel(model) {
+  const id = model.get("_xip_plotly").slice("IPY_MODEL_".length);
+  for (let tries = 0; ; tries++) {  // a page builds its models together: wait a little
+    try {
+      return await model.widget_manager.get_model(id);
+    } catch (error) {
+      if (tries >= 100) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+async function importBundle(model) {
+  const gzip = (await bundleModel(model)).get("gzip_base64");
+  const bytes = Uint8Array.from(atob(gzip), (c) => c.charCodeAt(0));
+  const text = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  const blob = await new Response(text).blob();
+  const url = URL.createObjectURL(new Blob([blob], { type: "text/javascript" }));
+  try {
+    return await import(url);
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
 
 function plotlyModule(model) {
   const id = model.get("_xip_plotly_id");
   let module = modules.get(id);
   if (module === undefined) {
-    const url = URL.createObjectURL(
-      new Blob([model.get("_xip_plotly_esm")], { type: "text/javascript" }));
-    module = import(url);
+    module = importBundle(model);
     modules.set(id, module);
-    module.then(() => URL.revokeObjectURL(url),
-                () => { URL.revokeObjectURL(url); modules.delete(id); });
+    module.catch(() => modules.delete(id));
   }
   return module;
 }
@@ -237,30 +274,58 @@ export default () => {
 
 @functools.cache
 def _plotly_bundle() -> tuple[str, str]:
-    """plotly's own widget module (the text of go.FigureWidget._esm) and a digest of it."""
-    text = str(go.FigureWidget._esm)
-    return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A digest of plotly's own widget module (the text of go.FigureWidget._esm), and the
+    module as base64 of its gzip (mtime 0: the same bytes in every kernel)."""
+    text = str(go.FigureWidget._esm).encode()
+    return (hashlib.sha256(text).hexdigest()[:16],
+            base64.b64encode(gzip.compress(text, mtime=0)).decode())
+
+
+class PlotlyBundle(W.Widget):  # type: ignore[misc]  # ipywidgets is untyped
+    """A model with no view whose state is plotly's widget module, gzip'd, as base64.
+
+    One per kernel (`bundle_model`), named by every FigureWidget: a notebook saved with
+    its widget state carries the bundle once, whatever its number of figures.
+    """
+
+    gzip_base64 = traitlets.Unicode().tag(sync=True)
+
+    @traitlets.default("gzip_base64")
+    def _default_gzip_base64(self) -> str:
+        return _plotly_bundle()[1]
+
+
+_BUNDLE: Final[list[PlotlyBundle]] = []  # the kernel's PlotlyBundle, once created
+
+
+def bundle_model() -> PlotlyBundle:
+    """The kernel's PlotlyBundle, kept for the kernel's lifetime; a new one if it was
+    closed (ipywidgets' close_all): figures made after that name the new one."""
+    if not _BUNDLE or _BUNDLE[0].comm is None:
+        _BUNDLE[:] = [PlotlyBundle()]
+    return _BUNDLE[0]
 
 
 class FigureWidget(go.FigureWidget):  # type: ignore[misc]  # plotly is untyped
     """plotly's FigureWidget whose front end is `_PLOTLY_LOADER` (see the module docstring).
 
     Same Python API, same class name (a figure's text repr is unchanged); its state also
-    carries plotly's bundle (`_xip_plotly_esm`, what go.FigureWidget's `_esm` carries)
-    and the bundle's digest (`_xip_plotly_id`: the browser imports each bundle once).
+    names the kernel's PlotlyBundle (`_xip_plotly`: plotly's bundle, what go.FigureWidget's
+    `_esm` carries) and the bundle's digest (`_xip_plotly_id`: the browser imports each
+    bundle once per page).
     """
 
     _esm = _PLOTLY_LOADER
-    _xip_plotly_esm = traitlets.Unicode().tag(sync=True)
+    _xip_plotly = traitlets.Instance(PlotlyBundle).tag(sync=True, **W.widget_serialization)
     _xip_plotly_id = traitlets.Unicode().tag(sync=True)
 
-    @traitlets.default("_xip_plotly_esm")
-    def _default_plotly_esm(self) -> str:
-        return _plotly_bundle()[0]
+    @traitlets.default("_xip_plotly")
+    def _default_plotly(self) -> PlotlyBundle:
+        return bundle_model()
 
     @traitlets.default("_xip_plotly_id")
     def _default_plotly_id(self) -> str:
-        return _plotly_bundle()[1]
+        return _plotly_bundle()[0]
 
 
 def _figure(spec: Mapping[str, Any]) -> Any:
