@@ -80,18 +80,11 @@ class _Run:
                  kinds: npt.NDArray[np.uint8], contents: npt.NDArray[np.int64]) -> None:
         self.guest, self.mm, self.asid = guest, mm, mm.asid
         self.vpns, self.kinds, self.contents = vpns, kinds, contents
-        n = self.n = int(vpns.size)
-        # Each access's page as an index into the trace's distinct pages (one stable sort).
-        order = np.argsort(vpns, kind="stable")
-        ordered = vpns[order]
-        new = np.ones(n, dtype=bool)
-        new[1:] = ordered[1:] != ordered[:-1]
-        self.page = np.empty(n, dtype=np.int64)
-        self.page[order] = np.cumsum(new) - 1
-        pages = ordered[new]
+        self.n = int(vpns.size)
+        # Each access's page as an index into the trace's distinct pages (sorted).
+        pages, self.page = np.unique(vpns, return_inverse=True)
         self.page_of = dict(zip(pages.tolist(), range(pages.size), strict=True))
         self.asks = _ASKS[kinds]
-        self.position = np.arange(n, dtype=np.int64)
         self.writes = np.flatnonzero(kinds == _WRITE)
         # What the TLB holds for this process, by page: what it denies, and its frame.
         self.denies = np.full(pages.size, _MISSING, dtype=np.uint8)
@@ -130,7 +123,7 @@ class _Run:
 
     def used(self, start: int, end: int) -> None:
         """Accesses [start, end) hit the TLB: note each page's last use (in order)."""
-        np.maximum.at(self.last, self.page[start:end], self.position[start:end])
+        np.maximum.at(self.last, self.page[start:end], np.arange(start, end, dtype=np.int64))
 
     def used_since_sorted(self, n: int) -> bool:
         """Has set `n`'s first entry been used since the set was last sorted (so that it
@@ -260,7 +253,7 @@ class _Run:
         gpfn = self.pfn[self.page[at]]
         private = gpfn < guest.ram_pages
         kind = guest.kind[gpfn[private]]
-        private[private] = (kind == memory.PRIVATE_KINDS[0]) | (kind == memory.PRIVATE_KINDS[1])
+        private[private] = np.isin(kind, memory.PRIVATE_KINDS)
         if not private.any():
             return
         gpfn = gpfn[private]
