@@ -165,7 +165,7 @@ def page_cache_sync_readahead(guest: Guest, ino: int, index: int, req_count: int
     """
     ra = guest.ra_state(ino)
     if guest.kernel.readahead == "split":
-        window = page_cache_sync_ra(ra, index, req_count, partial(prev_miss, guest, ino))
+        window = page_cache_sync_ra(ra, index, req_count, partial(guest.cache.prev_miss, ino))
     else:
         window = ra.ondemand(index, req_count, hit_marker=False)
     page_cache_ra_order(guest, ino, window, "sync")
@@ -187,19 +187,6 @@ def filemap_async_readahead(guest: Guest, ino: int, index: int, gpfn: int,
         page_cache_ra_order(guest, ino, window, "async")
 
 
-def prev_miss(guest: Guest, ino: int, index: int, max_scan: int) -> int:
-    """page_cache_prev_miss: the first uncached page at or below `index`, within max_scan.
-
-    -1 when every page down to 0 is cached; index - max_scan when none is missing.
-    """
-    for i in range(index, index - max_scan, -1):
-        if i < 0:
-            return -1
-        if guest.cache.find(ino, i) is None:
-            return i
-    return index - max_scan
-
-
 def page_cache_ra_order(guest: Guest, ino: int, window: Window, kind: str) -> int:
     """Model of page_cache_ra_order: read `window` in folios of up to window.order pages.
 
@@ -209,12 +196,12 @@ def page_cache_ra_order(guest: Guest, ino: int, window: Window, kind: str) -> in
     goes on the folio holding the marked page; a page already cached ends the large
     folios and the rest is read page by page. Returns pages read.
     """
-    start, size, async_size, order = window
-    last = file_pages(guest, ino) - 1
     ra = guest.ra_state(ino)
     if not guest.large_folios:
         ra.order = 0
         return page_cache_ra(guest, ino, window, kind)
+    start, size, async_size, order = window
+    last = file_pages(guest, ino) - 1
     if size <= 0 or start > last:
         return 0
     limit, mark = start + size - 1, start + size - async_size

@@ -144,6 +144,18 @@ class PageCache:
                 return i
         return None
 
+    def prev_miss(self, ino: int, index: int, max_scan: int) -> int:
+        """page_cache_prev_miss: the first page ≤ index not cached, within max_scan pages.
+
+        -1 when every page down to 0 is cached; index - max_scan when none is missing.
+        """
+        for i in range(index, index - max_scan, -1):
+            if i < 0:
+                return -1
+            if (ino, i) not in self.pages:
+                return i
+        return index - max_scan
+
     # --- insertion and removal -------------------------------------------------------
 
     def add(self, ino: int, pgoff: int, gpfn: int,
