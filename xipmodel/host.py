@@ -46,7 +46,14 @@ from xipmodel.mm.ksm import RMAP_ITEM_BYTES, Ksm, KsmCounters
 from xipmodel.mm.ksm_bulk import ScanOrder, fits, ksmd_passes, wakeup_visits
 from xipmodel.mm.pagecache import CACHE_POLICIES
 from xipmodel.mm.segment import SharedSegment
-from xipmodel.params import DEFAULT_KERNEL, PAGE_SHIFT, PAGE_SIZE, PRESETS, kernel_profile
+from xipmodel.params import (
+    DEFAULT_KERNEL,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PRESETS,
+    MMUPreset,
+    kernel_profile,
+)
 from xipmodel.workloads.sources import is_trace, program_model, workload_name, workload_set
 from xipmodel.workloads.synthetic import ProgramModel, synthesize
 from xipmodel.workloads.trace import PageTrace, replay
@@ -126,6 +133,12 @@ def _check_real(name: str, value: object, low: float, high: float | None) -> Non
                              f"Scenario: {name} {value!r} is not in {allowed}")
 
 
+def _runs_exec_layout(preset: MMUPreset) -> bool:
+    """Can `preset`'s MMU hold the x86-64 process layout exec builds (4 KiB pages)?"""
+    return bool(preset.page_shift == PAGE_SHIFT
+                and 1 << (preset.vpn_bits + preset.page_shift) >= STACK_TOP)
+
+
 def _check_workload(workload: object) -> str | tuple[tuple[str, float], ...]:
     """A workload name (workloads/sources.py), or (name, share) pairs with finite shares
     >= 0, not all 0.
@@ -201,11 +214,9 @@ class Scenario:
         if not isinstance(self.preset, str) or self.preset not in PRESETS:
             raise ParameterError(f"Scenario: preset {self.preset!r} is not one of "
                                  f"{', '.join(PRESETS)}")
-        space = PRESETS[self.preset].vpn_bits + PRESETS[self.preset].page_shift
-        if PRESETS[self.preset].page_shift != PAGE_SHIFT or 1 << space < STACK_TOP:
-            runnable = [n for n, p in PRESETS.items()
-                        if p.page_shift == PAGE_SHIFT and 1 << (p.vpn_bits + p.page_shift)
-                        >= STACK_TOP]
+        if not _runs_exec_layout(PRESETS[self.preset]):
+            space = PRESETS[self.preset].vpn_bits + PRESETS[self.preset].page_shift
+            runnable = [n for n, p in PRESETS.items() if _runs_exec_layout(p)]
             raise ParameterError(
                 f"Scenario: preset {self.preset!r} ({space}-bit virtual addresses, "
                 f"{1 << PRESETS[self.preset].page_shift}-byte pages) cannot hold the x86-64 "
@@ -249,15 +260,19 @@ class Scenario:
     def ksm_scan_pages(self) -> float:
         """About how many pages ksmd scans in a ksm run: every ksm_sleep_ms, ksm_pages_to_scan,
         from the first guest's start until ksm_seconds after the last's."""
-        seconds = (self.guests - 1) * self.start_interval_ms / 1000 + self.ksm_seconds
+        seconds = self._start_spread_s + self.ksm_seconds
         return math.ceil(seconds * 1000 / self.ksm_sleep_ms) * self.ksm_pages_to_scan
 
     @property
     def max_ksm_seconds(self) -> float:
         """The largest ksm_seconds this scenario may ask for (MAX_KSM_SCAN_PAGES)."""
-        starts = (self.guests - 1) * self.start_interval_ms / 1000
         return max(0.0, MAX_KSM_SCAN_PAGES / self.ksm_pages_to_scan
-                   * self.ksm_sleep_ms / 1000 - starts)
+                   * self.ksm_sleep_ms / 1000 - self._start_spread_s)
+
+    @property
+    def _start_spread_s(self) -> float:
+        """Seconds from the first guest's start to the last's."""
+        return (self.guests - 1) * self.start_interval_ms / 1000
 
     @property
     def mix(self) -> tuple[tuple[str, float], ...]:
