@@ -235,8 +235,8 @@ class RunCache:
         timeline (host memory after guest n is what an n-guest run ends with), so every
         count up to the run's length costs nothing: no RunResult is made.
         """
-        run = self.family_run(scenario, mode) if has_prefixes(mode, scenario) else None
-        if line_of_run(mode) and run is not None:
+        run = self.family_run(scenario, mode) if line_of_run(mode) else None
+        if run is not None:
             host = run.whole().timeline_bytes.sum(axis=1)
             xs = sorted({n for n in guests if 1 <= n <= run.guests})
             return xs, [int(host[n]) for n in xs]

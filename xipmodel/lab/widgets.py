@@ -587,9 +587,10 @@ class Dashboard:
         position); ksm one per curve point."""
         jobs = []
         for m in modes:
-            counts = {s.guests, *self._curve_points(m)}
-            if line_of_run(m) and has_prefixes(m, s):
+            if line_of_run(m):
                 counts = {max([s.guests, *(self.curve_guests or ())])}
+            else:
+                counts = {s.guests, *self._curve_points(m)}
             jobs += [(s.replace(guests=n), m) for n in sorted(counts)]
         return jobs
 

@@ -9,7 +9,7 @@
                                            prediction was checked
     ex.solution()                          prints the worked answer (the teacher's key,
                                            `python -m xipmodel key`, prints them all)
-    exercise_rng, pick, mib, app_image     the helpers the exercise factories share
+    exercise_rng, mib, app_image           the helpers the exercise factories share
 
 Four kinds, as in OSTEP's homework (`KINDS`):
 
@@ -37,13 +37,13 @@ ipywidgets is imported only to draw the widget: `check` and `solution` work with
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 
-__all__ = ["KINDS", "MIB", "Answer", "Exercise", "app_image", "exercise_rng", "mib", "pick"]
+__all__ = ["KINDS", "MIB", "Answer", "Exercise", "app_image", "exercise_rng", "mib"]
 
 Answer = int | float | str | tuple[int, ...]
 MIB: Final = 1 << 20
@@ -320,16 +320,14 @@ class Exercise:
 
     def __str__(self) -> str:
         return f"Exercise {self.name} (seed {self.seed}, {self.kind})\n{self.prompt}"
+
+
 # ── helpers the exercises share ─────────────────────────────────────────────────────────
 
 def exercise_rng(seed: int, name: str) -> np.random.Generator:
     """The generator of exercise `name` at `seed` (different exercises never share draws)."""
     return np.random.default_rng([seed, sum(name.encode()) + 7919 * len(name)])
 
-
-def pick(seed: int, name: str, options: Sequence[Any]) -> Any:
-    """One of `options`, drawn by exercise `name`'s generator at `seed`."""
-    return options[int(exercise_rng(seed, name).integers(len(options)))]
 
 
 def mib(n: int | float) -> float:

@@ -11,6 +11,7 @@ gathers these in notebook order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
@@ -121,8 +122,6 @@ def _ratio_guests(seed: int) -> Exercise:
         return float(pc / xip)
 
     def accept(text: str) -> tuple[bool, str]:
-        import re
-
         m = re.search(r"\d+", text)
         if not m:
             return False, f"could not read {text.strip()!r} as a number of guests."

@@ -78,6 +78,7 @@ def _readaround(seed: int) -> Exercise:
              "fault, within the file.")
 
 
+@cache
 def _ra_run(ra_pages: int, size: int, seed: int) -> tuple[Any, ...]:
     """The Readahead events of a reader reading `size` pages per read() from page 0."""
     from xipmodel.events import EventBus, Readahead
