@@ -5,7 +5,6 @@ Valgrind is slow: only /usr/bin/true is recorded here (about 1.5 s), once per mo
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import struct
@@ -32,15 +31,10 @@ LDSO = "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 
 
-@functools.cache
-def _true_trace() -> PageTrace:
-    return record([TRUE])
-
-
 @pytest.fixture
-def true_trace(require_tool: Callable[[str], str]) -> PageTrace:
-    require_tool("valgrind")
-    return _true_trace()
+def true_trace(recorded: Path) -> PageTrace:
+    """/usr/bin/true as `record` saved it (conftest's session recording, made once)."""
+    return PageTrace.load(recorded)
 
 
 def _map_index(trace: PageTrace) -> np.ndarray:
