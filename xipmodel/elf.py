@@ -411,7 +411,7 @@ class ElfFile:
             raise self._error(f"PT_INTERP at {ph.p_offset:#x}: p_filesz={ph.p_filesz:#x} is "
                               f"not a path of 2..{PATH_MAX} bytes")
         raw = self._bytes(ph.p_offset, ph.p_filesz, "PT_INTERP")
-        if ph.p_filesz < 2 or raw[-1] != 0 or 0 in raw[:-1]:
+        if raw[-1] != 0 or 0 in raw[:-1]:
             raise self._error(f"PT_INTERP at {ph.p_offset:#x}: {raw[:64]!r} is not one "
                               f"NUL-terminated path")
         return raw[:-1].decode("utf-8", "surrogateescape")
@@ -732,7 +732,6 @@ def exec_image(guest: Guest, mm: MmStruct, path: str, *, base: int | None = None
                            + (f"{clash.name or 'a mapping'} at {clash.start:#x}"
                               if clash is not None else f"the stack at {stack_start:#x}"))
         heap = guest.mmap(mm, brk, heap_pages << PAGE_SHIFT, "rw-", name="[heap]")
-    stack_start = STACK_TOP - (stack_pages << PAGE_SHIFT)
     stack = guest.mmap(mm, stack_start, stack_pages << PAGE_SHIFT, "rw-", name="[stack]")
     loader.write(None, STACK_TOP - PAGE_SIZE, None)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import ctypes.util
 import dataclasses
 import json
 import os
@@ -479,6 +478,7 @@ def model_exec_residency(trace: PageTrace, program: str, ra_pages: int,
     from xipmodel.ext2 import Ext2Image, build_image
     from xipmodel.mm.frames import HostMemory
     from xipmodel.mm.guest import Guest
+    from xipmodel.workloads.realfiles import read_host_file
     from xipmodel.workloads.trace import replay
 
     sizes = trace.meta.get("file_sizes", {})
@@ -486,9 +486,9 @@ def model_exec_residency(trace: PageTrace, program: str, ra_pages: int,
         raise KernelCheckError(f"the recording of {program} has no file sizes")
     tree = {}
     for name, size in sizes.items():
-        data = Path(name).read_bytes()  # the very files the run mapped
-        if len(data) != size:
-            raise KernelCheckError(f"{name} changed since it was recorded")
+        data, why = read_host_file(name, size)  # the very files the run mapped
+        if data is None:
+            raise KernelCheckError(f"{name} changed since it was recorded: {why}")
         tree[name] = data
     image = Ext2Image.open(build_image(tree))
     guest = Guest(0, HostMemory(), 1 << 16, image, ra_pages=ra_pages, kernel=kernel,
