@@ -265,7 +265,9 @@ def parse_programs(values: Sequence[str], image: bytes | None) -> list[tuple[str
     from xipmodel.distro import default_image_bytes
     from xipmodel.workloads.sources import EXEC_PREFIX
 
-    out = []
+    out: list[tuple[str, float]] = []
+    if not values:
+        return out
     with Ext2Image.open(image if image is not None else default_image_bytes()) as img:
         for text in values:
             spec, value = parse_share(text, "--program")
