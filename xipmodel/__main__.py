@@ -36,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 from xipmodel import kernelcheck, rollout
+from xipmodel.cliargs import int_in, real_in
 from xipmodel.errors import FileTooLargeError, ParameterError, XipModelError
 from xipmodel.ext2 import Ext2Image
 from xipmodel.ext2 import layout as L
@@ -568,39 +569,6 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer in low..high, else a message naming the range."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid int value: {text!r} (allowed: {low}..{high})") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not in the allowed range {low}..{high}")
-        return value
-
-    return parse
-
-
-def real_in(low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a finite number in [low, high], else a message naming the range."""
-    shown = f"[{low:g}, {high:g}]"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid float value: {text!r} (allowed: {shown})") from None
-        if not math.isfinite(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not in the allowed range {shown}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     from xipmodel.host import (
         MAX_GUEST_RAM_MIB,
@@ -716,6 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv else "xipmodel"
     try:
         return _main(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a bad option (2), already printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     except KeyboardInterrupt:
         print(f"xipmodel {command}: interrupted", file=sys.stderr)
         return 130

@@ -50,13 +50,14 @@ from typing import Final
 import numpy as np
 
 from xipmodel import mincore
+from xipmodel.cliargs import int_in
 from xipmodel.mincore import (
     MAP_PRIVATE,
     PROT_EXEC,
     PROT_READ,
     KernelCheckError,
 )
-from xipmodel.params import DEFAULT_KERNEL, PAGE_SHIFT, PAGE_SIZE, KernelProfile
+from xipmodel.params import DEFAULT_KERNEL, KERNELS, PAGE_SHIFT, PAGE_SIZE, KernelProfile
 from xipmodel.workloads.trace import PageTrace
 
 __all__ = [
@@ -616,11 +617,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fs", choices=sorted(FILESYSTEMS), action="append",
                         help="as root: the loop-device filesystem(s) to make "
                         "(repeatable; default ext4-journal and ext4)")
-    parser.add_argument("--read-ahead-kb", type=int, default=128,
+    parser.add_argument("--read-ahead-kb", type=int_in(4, 65536), default=128,
                         help="as root: the loop device's read_ahead_kb (default 128)")
-    parser.add_argument("--kernel", default=DEFAULT_KERNEL.name,
+    parser.add_argument("--kernel", default=DEFAULT_KERNEL.name, choices=tuple(KERNELS),
                         help="the model's kernel profile (default the newest)")
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--repeats", type=int_in(0, 10), default=1,
                         help="run each pattern this many more times to detect noise")
     parser.add_argument("--no-exec", action="store_true",
                         help="leave out the execve pattern (it needs valgrind)")
@@ -632,11 +633,6 @@ def run_command(args: argparse.Namespace) -> int:
     from xipmodel.params import kernel_profile
 
     kernel = kernel_profile(args.kernel)
-    if not 0 <= args.repeats <= 10:
-        raise KernelCheckError(f"--repeats {args.repeats} is not in 0..10")
-    if not 4 <= args.read_ahead_kb <= 65536:
-        raise KernelCheckError(
-            f"--read-ahead-kb {args.read_ahead_kb} is not in 4..65536")
     execs: tuple[ExecPattern, ...] = ()
     if not args.no_exec:
         if shutil.which("valgrind") is None:

@@ -42,7 +42,7 @@ from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import CATEGORIES, Host, RunResult, Scenario
 from xipmodel.mm.segment import SharedSegment, segment_load, segment_unload
 from xipmodel.mm.truncate import truncate_inode_pages_final
-from xipmodel.params import PAGE_SIZE
+from xipmodel.params import KERNELS, PAGE_SIZE
 from xipmodel.workloads.synthetic import PROGRAMS
 
 __all__ = [
@@ -245,7 +245,7 @@ DEFAULT_UPDATE: Final = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The rollout command's options (checked in run_command, one line each)."""
+    """The rollout command's options (--guests checked in run_command; one line each)."""
     parser.add_argument("--guests", type=int, default=8, metavar="N",
                         help=f"guests (default 8; at most {MAX_ROLLOUT_GUESTS})")
     parser.add_argument("--workload", default="webserver", metavar="NAME",
@@ -258,7 +258,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval-ms", type=float, default=1000.0, metavar="MS",
                         help="time between two guests' switches (default 1000)")
     parser.add_argument("--seed", type=int, default=0, metavar="N")
-    parser.add_argument("--kernel", default=None, help="the guests' kernel profile")
+    parser.add_argument("--kernel", default=None, choices=tuple(KERNELS),
+                        help="the guests' kernel profile")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
