@@ -23,6 +23,7 @@ Where things are (start with host.py for experiments, mm/ for the mechanisms)::
     explain.py     events to step-by-step text        quiz.py   seeded OSTEP-style questions
     kernelcheck.py the running kernel as the oracle: the same accesses, page for page
     cliargs.py     the argparse value types the command line's options share
+    hostfile.py    opening this machine's files only if they are regular files
     mincore.py     which pages of a file the running kernel caches (mincore, cachestat)
     lab/           widgets, figures and exercises (the only place ipywidgets and plotly load)
     __main__.py    the command line (python -m xipmodel)

@@ -53,7 +53,6 @@ import hashlib
 import math
 import os
 import posixpath
-import stat
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from xipmodel.errors import Ext2Error, XipModelError
+from xipmodel.hostfile import open_regular
 from xipmodel.params import PAGE_SHIFT, PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -277,15 +277,12 @@ class ElfFile:
         A FIFO or device is refused before it is read (it could block or never end), as
         is a file larger than MAX_ELF_FILE_BYTES.
         """
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ElfError(f"{path}: not a regular file (mode 0o{st.st_mode:o})")
-            if st.st_size > MAX_ELF_FILE_BYTES:
-                raise ElfError(f"{path}: {st.st_size} bytes, larger than the "
+        with open_regular(path, lambda mode: ElfError(
+                f"{path}: not a regular file (mode 0o{mode:o})")) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_ELF_FILE_BYTES:
+                raise ElfError(f"{path}: {size} bytes, larger than the "
                                f"{MAX_ELF_FILE_BYTES} an ELF file may have here")
-            os.set_blocking(fd, True)
             data = f.read(MAX_ELF_FILE_BYTES + 1)
         return cls.from_bytes(data, str(path))
 

@@ -52,6 +52,7 @@ from xipmodel.errors import (
     UnsupportedFeatureError,
 )
 from xipmodel.ext2 import layout as L
+from xipmodel.hostfile import file_type, open_regular
 
 __all__ = ["Ext2Image", "MetadataBlock"]
 
@@ -96,34 +97,16 @@ def _encode_path(path: str | bytes | os.PathLike[str]) -> bytes:
 
 
 def _open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading, if it is a regular file (an image, not a FIFO or device).
+    """`path` opened for reading, if it is a regular file (an image, not a FIFO or device)."""
 
-    Opened without blocking (a FIFO with no writer would wait forever in open()), then
-    checked with fstat, so what is checked is what was opened.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
+    def refuse(mode: int) -> Exception:
         if statmod.S_ISDIR(mode):
-            raise Ext2IsADirectoryError(f"image {path}: is a directory, not an image file",
-                                        str(path))
-        if not statmod.S_ISREG(mode):
-            raise NotARegularFileError(
-                f"image {path}: is a {_host_file_type(mode)}, not a regular file", str(path))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+            return Ext2IsADirectoryError(f"image {path}: is a directory, not an image file",
+                                         str(path))
+        return NotARegularFileError(
+            f"image {path}: is a {file_type(mode)}, not a regular file", str(path))
 
-
-def _host_file_type(mode: int) -> str:
-    """What a host file that is not a regular file is, in words (for messages)."""
-    for test, name in ((statmod.S_ISFIFO, "FIFO"), (statmod.S_ISCHR, "character device"),
-                       (statmod.S_ISBLK, "block device"), (statmod.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return f"file of mode 0o{mode:o}"
+    return open_regular(path, refuse)
 
 
 def _walked_path(walked: list[bytes]) -> str:

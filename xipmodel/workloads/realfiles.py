@@ -26,6 +26,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Final
 
+from xipmodel.hostfile import file_type
+
 __all__ = ["SPECIAL_DIRS", "FileReport", "FileSource", "read_host_file"]
 
 # Kernel filesystems whose "files" are not files: never opened, even through a symlink.
@@ -93,7 +95,7 @@ def read_host_file(path: str, size: int) -> tuple[bytes | None, str]:
     try:
         st = os.stat(real)
         if not stat.S_ISREG(st.st_mode):
-            return None, f"a {_file_type(st.st_mode)} here, not a regular file"
+            return None, f"a {file_type(st.st_mode)} here, not a regular file"
         if st.st_size != size:
             return None, f"{st.st_size} bytes here, {size} recorded"
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -147,11 +149,4 @@ def _resolve(path: str) -> tuple[str | None, str]:
     return os.path.normpath(resolved), ""
 
 
-def _file_type(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-                       (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "special file"
 

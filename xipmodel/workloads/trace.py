@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from xipmodel.errors import ParameterError, TraceFileError
+from xipmodel.hostfile import open_regular
 from xipmodel.params import PAGE_SHIFT
 
 if TYPE_CHECKING:
@@ -226,22 +227,13 @@ def _column(values: npt.ArrayLike, dtype: type[np.generic], limit: int, what: st
 
 
 def _open_regular(path: str) -> IO[bytes]:
-    """`path` opened for reading if it is a regular file; a FIFO or device is refused.
+    """`path` opened for reading if it is a regular file; a FIFO or device is refused."""
 
-    Opened without blocking (a FIFO with no writer would wait in open()), then fstat'd.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else f"not a regular file " \
-                f"(mode 0o{mode:o})"
-            raise TraceFileError(f"PageTrace.load: {path}: is {kind}")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    def refuse(mode: int) -> Exception:
+        kind = "a directory" if stat.S_ISDIR(mode) else f"not a regular file (mode 0o{mode:o})"
+        return TraceFileError(f"PageTrace.load: {path}: is {kind}")
+
+    return open_regular(path, refuse)
 
 
 class _NpzReader:
