@@ -28,14 +28,14 @@ from collections.abc import Sequence
 from typing import Final
 
 from xipmodel.errors import FileTooLargeError, ParameterError
-from xipmodel.ext2.builder import Entry, File, Symlink, build_image
+from xipmodel.ext2 import layout as L
+from xipmodel.ext2.builder import Entry, File, Symlink, build_image, follow_links
 from xipmodel.ext2.layout import fit_volume_name
 from xipmodel.ldso import map_program
 
 __all__ = ["MAX_BINARIES_BYTES", "binaries_image", "binaries_tree", "find_program"]
 
 MAX_BINARIES_BYTES: Final = 1 << 30  # the files an image of binaries may hold in all
-MAXSYMLINKS: Final = 40
 
 
 def find_program(name: str) -> str:
@@ -65,41 +65,33 @@ def binaries_tree(programs: Sequence[str]) -> dict[str, Entry]:
 
 def _add(tree: dict[str, Entry], path: str, total: list[int]) -> None:
     """Put `path` in `tree` as namei walks it: each symlink on the way, then the file."""
-    parts = [p for p in path.split("/") if p]
-    done = ""
-    for _ in range(MAXSYMLINKS):
-        while parts:
-            part = parts.pop(0)
-            if part == ".":
-                continue
-            if part == "..":
-                done = done.rsplit("/", 1)[0]
-                continue
-            here = f"{done}/{part}"
-            st = os.lstat(here)
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(here)
-                tree[here] = Symlink(target)
-                parts = [p for p in target.split("/") if p] + parts
-                done = "" if target.startswith("/") else done
-                break
-            if stat.S_ISDIR(st.st_mode):
-                done = here
-                continue
-            if parts or not stat.S_ISREG(st.st_mode):
-                raise ParameterError(f"binaries_tree: {here} (on the way to {path}) is not a "
-                                     f"directory or a regular file")
-            if here not in tree:
-                total[0] += st.st_size
-                if total[0] > MAX_BINARIES_BYTES:
-                    raise FileTooLargeError(f"binaries_tree: the files add up to more than "
-                                            f"{MAX_BINARIES_BYTES} bytes (at {here})", here)
-                with open(here, "rb") as f:
-                    tree[here] = File(f.read(), mode=stat.S_IMODE(st.st_mode))
-            return
-        else:
-            return  # a directory: nothing to add
-    raise ParameterError(f"binaries_tree: {path}: more than {MAXSYMLINKS} symlinks (a loop?)")
+
+    def readlink(here: str) -> str | None:
+        here = os.path.normpath(here)
+        if not stat.S_ISLNK(os.lstat(here).st_mode):
+            return None
+        target = os.readlink(here)
+        tree[here] = Symlink(target)
+        return target
+
+    real = follow_links(path, readlink)
+    if real is None:
+        raise ParameterError(f"binaries_tree: {path}: more than {L.MAXSYMLINKS} symlinks "
+                             f"(a loop?)")
+    real = os.path.normpath(real)
+    st = os.stat(real)
+    if stat.S_ISDIR(st.st_mode):
+        return  # a directory: nothing to add
+    if not stat.S_ISREG(st.st_mode):
+        raise ParameterError(f"binaries_tree: {real} (on the way to {path}) is not a "
+                             f"directory or a regular file")
+    if real not in tree:
+        total[0] += st.st_size
+        if total[0] > MAX_BINARIES_BYTES:
+            raise FileTooLargeError(f"binaries_tree: the files add up to more than "
+                                    f"{MAX_BINARIES_BYTES} bytes (at {real})", real)
+        with open(real, "rb") as f:
+            tree[real] = File(f.read(), mode=stat.S_IMODE(st.st_mode))
 
 
 def binaries_image(programs: Sequence[str], target: str | os.PathLike[str] | None = None,
