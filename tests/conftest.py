@@ -57,18 +57,19 @@ def require_tool() -> Callable[[str], str]:
     return need_tool
 
 
+def need_module(name: str) -> ModuleType:
+    """The Python module `name`: skip locally, fail under CI=true when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"the Python module {name!r}")
+        raise
+
+
 @pytest.fixture
 def require_module() -> Callable[[str], ModuleType]:
     """`require_module("libcachesim")` → the module, or skip (fail in CI)."""
-
-    def require(name: str) -> ModuleType:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            _missing(f"the Python module {name!r}")
-            raise
-
-    return require
+    return need_module
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ installs it, so CI runs this test.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,14 +23,9 @@ SMALL = Scenario(workload=(("shell", 0.5), ("trace:httpd", 0.5)), guest_ram_mib=
 @pytest.fixture(scope="module")
 def executor() -> Iterator[Any]:
     """The executor of a client on a LocalCluster of two single-threaded worker processes."""
-    from conftest import IN_CI
+    from conftest import need_module
 
-    try:
-        distributed = importlib.import_module("distributed")
-    except ImportError:
-        if IN_CI:
-            pytest.fail("dask.distributed is required (CI=true: the test extra installs it)")
-        pytest.skip("dask.distributed is required for this test")
+    distributed = need_module("distributed")  # the test extra installs it
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
