@@ -23,6 +23,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from bench.bench_policies import alternated
 from xipmodel.host import MODES, Host, Scenario, compare
 
 
@@ -55,15 +56,8 @@ def mode_times(guests: int, repeat: int) -> dict[str, float]:
     scenario = Scenario(guests=guests, workload="webserver")
     runs = {m: (lambda m=m: Host(scenario, m).run()) for m in MODES}
     runs["ksm, bulk tail"] = lambda: Host(scenario, "ksm").run(ksmd_in_bulk=True)
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for f in runs.values():
-        f()  # warm: traces synthesized, image open
-    for _ in range(repeat):
-        for k, f in runs.items():
-            start = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    timed = alternated(list(runs.values()), repeat)  # warm first: traces made, image open
+    return {k: seconds for k, (seconds, _) in zip(runs, timed, strict=True)}
 
 
 def _noop(i: int) -> int:
