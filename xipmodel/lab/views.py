@@ -202,11 +202,13 @@ def guests_lines(lines: Mapping[str, tuple[Sequence[int], Sequence[int]]],
             annotations.append({"text": text, "xref": "paper", "yref": "paper", "x": 0.01,
                                  "y": 0.99 - 0.07 * len(annotations), "showarrow": False,
                                  "xanchor": "left", "font": {"color": MODE_COLORS[m]}})
+        if at is not None and guests is not None:  # the savings at the bars' count
+            base = {guests: _mib(at[baseline])} if baseline in at else {}
+            points = {m: {guests: _mib(at[m])} if m in at else {} for m in modes}
+        else:
+            points = {m: dict(zip(xs[m], ys[m], strict=True)) for m in modes}
         for m in modes:
-            mine = dict(zip(xs[m], ys[m], strict=True))
-            if at is not None and guests is not None:
-                base = {guests: _mib(at[baseline])} if baseline in at else {}
-                mine = {guests: _mib(at[m])} if m in at else {}
+            mine = points[m]
             if m == baseline or guests not in mine or guests not in base:
                 continue
             b, y = base[guests], mine[guests]
