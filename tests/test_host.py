@@ -318,6 +318,23 @@ def test_cloned_and_retired_guests_equal_full_runs(mode: str) -> None:
         assert (fast.timeline_ns == full.timeline_ns).all()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_distinct_guests_are_retired_not_kept_as_templates(mode: str) -> None:
+    """With variants=None no seeded run repeats, so no guest is kept whole for a clone:
+    every guest of a big host is retired (its page cache and processes dropped) and
+    the numbers are those of a host that keeps everything."""
+    scenario = Scenario(guests=5, workload=_MIX, variants=None, ksm_seconds=2,
+                        guest_ram_mib=128)
+    kept = Host(scenario, mode, retire_guests=False).run()
+    host = Host(scenario, mode, retire_guests=True)
+    lean = host.run()
+    assert all(g.retired is not None and not g.procs and not g.cache.key_of
+               for g in host.guests)
+    assert lean.as_dict() == kept.as_dict()
+    assert lean.per_guest == kept.per_guest
+    assert (lean.timeline_bytes == kept.timeline_bytes).all()
+
+
 @pytest.mark.parametrize("mode", ["pagecache", "xip", "dax"])
 def test_prefix_of_a_run_is_the_smaller_run(mode: str) -> None:
     """Without KSM, the first n guests of an N-guest run are exactly an n-guest run."""

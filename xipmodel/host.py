@@ -510,15 +510,22 @@ class Host:
                 for run in range(s.runs_per_guest):
                     self.run_program(guest, program, seed=_guest_seed(s.seed, program,
                                                                       variant, run))
-                if (program, variant) in templates or not self.clone_guests:
-                    if self.retire_guests:
-                        guest.retire()
-                else:
+                if self.clone_guests and self._repeats(program, variant):
                     templates[program, variant] = (guest, guest.time - start, guest.page_in_ns)
+                elif self.retire_guests:
+                    guest.retire()
             self.guests.append(guest)
             self._sample(guest.time)
             if progress is not None:
                 progress(i + 1, guests)
+
+    def _repeats(self, program: str, variant: int) -> bool:
+        """Is this guest the first to make this seeded run, and may a later guest make it again?
+        (Distinct guests, variants=None, never do: keeping each one whole for a clone that
+        never comes would hold a thousand guests' page caches.)"""
+        if (program, variant) in self._templates:
+            return False
+        return self.scenario.variants is not None or is_trace(program)
 
     def ksmd_times(self, guests: int | None = None) -> range:
         """When ksmd's tail is sampled: 50 steps from the end of the last of the first
