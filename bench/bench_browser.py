@@ -447,6 +447,19 @@ _FLOOR_SHOWS = """(value) => {
 }"""
 
 
+def settle(page: Any, pause_s: float = 0.2) -> None:
+    """Before a timed move: until the kernel is idle (what an update left it doing: the
+    dashboard readies the slider's neighbours), then `pause_s` more; the same for the floor
+    and the dashboard."""
+    page.wait_for_function("""() => {
+        const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+        const k = w && w.sessionContext && w.sessionContext.session
+                  && w.sessionContext.session.kernel;
+        return !k || k.status === 'idle';
+    }""", polling=50, timeout=60_000)
+    time.sleep(pause_s)
+
+
 def floor_moves(page: Any, count: int) -> list[float]:
     """ms from ArrowRight on the floor slider to its figure's title naming the new value."""
     slider = page.locator(".widget-slider").filter(
@@ -454,13 +467,13 @@ def floor_moves(page: Any, count: int) -> list[float]:
     handle, readout = slider.locator(".noUi-handle"), slider.locator(".widget-readout")
     out = []
     for _ in range(count):
+        settle(page)
         want = int(readout.inner_text().strip()) + 1
         _arm_timer(page)
         handle.focus()
         page.keyboard.press("ArrowRight")
         page.wait_for_function(_FLOOR_SHOWS, arg=want, polling="raf", timeout=60_000)
         out.append(float(page.evaluate("() => window.__xipT1 - window.__xipT0")))
-        time.sleep(0.2)
     return out
 
 
@@ -491,7 +504,19 @@ def lab_dashboard(notebook: dict[str, Any] | None = None) -> Iterator[DashboardP
 
 
 def _moves(probe: DashboardProbe, count: int) -> list[float]:
-    return [probe.move("ArrowRight", final=True) for _ in range(count)]
+    out = []
+    for _ in range(count):
+        settle(probe.page)
+        out.append(probe.move("ArrowRight", final=True))
+    return out
+
+
+def _jumps(probe: DashboardProbe, counts: Sequence[int]) -> list[float]:
+    out = []
+    for n in counts:
+        settle(probe.page)
+        out.append(probe.jump(n))
+    return out
 
 
 def _line(label: str, times: list[float], floor: float) -> float:
@@ -534,7 +559,7 @@ def main(argv: list[str]) -> int:
         probe.set_guests(BUILT_GUESTS)
         past = max(3, count // 2)
         rows.append((f"past the end ({BUILT_GUESTS}+), ksm shown",
-                     [probe.jump(BUILT_GUESTS + 2 * i) for i in range(1, past + 1)]))
+                     _jumps(probe, [BUILT_GUESTS + 2 * i for i in range(1, past + 1)])))
         rows.append(("past the end, arrow key (readied)", _moves(probe, past)))
         floors += floor_moves(page, count)
         floor = statistics.median(floors)

@@ -92,6 +92,7 @@ __all__ = [
     "timeline",
     "update_figure",
     "update_figures",
+    "updating_figures",
 ]
 
 Workload = str | tuple[tuple[str, float], ...]
@@ -174,12 +175,23 @@ def _apply(fig: Any, spec: Mapping[str, Any]) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def updating_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]]) -> Iterator[None]:
+    """update_figures in two steps: the figures' changes on entry, their synced states
+    on exit; what the block sends (e.g. text that goes with the figures) reaches the
+    browser right after the changes, before the states, which only a view created later
+    reads."""
+    changed = [fig for fig, spec in pairs if _apply(fig, spec)]
+    yield
+    for fig in changed:
+        refresh_bundle(fig)
+
+
 def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]]) -> None:
     """update_figure for several figures: all their changes first, then their synced states
     (so that the browser starts drawing every figure as soon as it can)."""
-    changed = [fig for fig, spec in pairs if _apply(fig, spec)]
-    for fig in changed:
-        refresh_bundle(fig)
+    with updating_figures(pairs):
+        pass
 
 
 def update_figure(fig: Any, spec: Mapping[str, Any]) -> None:
@@ -231,10 +243,23 @@ async function importBundle(model) {
   const blob = await new Response(text).blob();
   const url = URL.createObjectURL(new Blob([blob], { type: "text/javascript" }));
   try {
-    return await import(url);
+    return quiet(await import(url));
   } finally {
     URL.revokeObjectURL(url);
   }
+}
+
+// After each redraw plotly's view reports the figure's full trace and layout defaults
+// to the kernel (_sendTraceDeltas, _sendLayoutDelta): a deep merge and diff of the
+// figure in the browser, and tens of KiB for the kernel to read, per figure and update,
+// that nothing of ours reads. This copy of the module (ours alone) does not send them.
+function quiet(module) {
+  const view = module.FigureView?.prototype;
+  if (view) {
+    view._sendTraceDeltas = () => {};
+    view._sendLayoutDelta = () => {};
+  }
+  return module;
 }
 
 function plotlyModule(model) {
@@ -562,13 +587,14 @@ class Dashboard:
         lines = {m: self.cache.line(s, m, self._curve_points(m)) for m in modes}
         curve = views.guests_lines(lines, modes, s.guests,
                                    at={m: r.host_bytes for m, r in results.items()})
-        update_figures([
+        with updating_figures([
             (self._figures["memory"], views.memory_bars(results, pending)),
             (self._figures["faults"], views.faults_bars(results, pending)),
             (self._figures["guests"], curve),
-        ])
-        # Last: the text never names a guest count the figures do not show yet.
-        self.summary.value = f"<b>{curve['summary']}</b>"
+        ]):
+            # After the figures' changes: the text never names a guest count the
+            # figures do not show yet.
+            self.summary.value = f"<b>{curve['summary']}</b>"
 
     def update(self) -> None:
         """Recompute what the controls ask for (only what the cache does not know), redraw."""
