@@ -269,6 +269,42 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
         abs=1e-6)
 
 
+def test_a_move_sends_each_figure_one_change_then_the_text_then_the_states(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slider move sends each changed bar chart's change as one message (plotly.py sends
+    four: two edit ids, the update, its reset), then the summary (its text never ahead of
+    the figures), and last the figures' synced states, which only a view created later
+    reads: the browser redraws as soon as it can. The curve, which stays put, sends none."""
+    import ipywidgets
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    names = {id(f): k for k, f in dash.figures.items()} | {id(dash.summary): "summary"}
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def record(widget: Any, msg: dict[str, Any], buffers: Any = None) -> None:
+        if id(widget) in names:
+            sent.append((names[id(widget)], msg))
+
+    monkeypatch.setattr(ipywidgets.Widget, "_send", record)
+    dash.guests_slider.value = 3
+    assert [(name, msg["method"], sorted(msg.get("state") or msg["content"]))
+            for name, msg in sent] == [
+        ("memory", "custom", ["xip_update"]), ("faults", "custom", ["xip_update"]),
+        ("summary", "update", ["value"]),
+        ("memory", "update", ["_widget_data", "_widget_layout"]),
+        ("faults", "update", ["_widget_data", "_widget_layout"])]
+    memory = sent[0][1]["content"]["xip_update"]
+    want = _expected_bars(SMALL.replace(guests=3), MODES3)
+    changed = [dash.figures["memory"].data[i].meta for i in memory["style_traces"]]
+    y = dict(zip(changed, memory["style_data"]["y"], strict=True))  # the changed bars only
+    before = _expected_bars(SMALL, MODES3)
+    assert set(y) == {cat for cat in CATEGORIES if before[cat] != want[cat]}
+    for cat in y:
+        assert y[cat] == pytest.approx(want[cat], abs=1e-6), cat
+    assert "Host memory, 3 guests" in json.dumps(memory["layout_data"])
+    assert sent[2][1]["state"]["value"].startswith("<b>at 3 guests")
+
+
 def test_slider_past_the_runs_continues_them(lab: ModuleType,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the guest count run so far (reach 3, slider to 4), each mode's run gets one guest

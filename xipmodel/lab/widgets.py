@@ -42,12 +42,15 @@ model and unpacks the bundle (DecompressionStream). Pages that build models from
 kernel (JupyterLab, also after a reload; Voilà) or from a saved state get the bundle
 model with the figures.
 
-Speed. `update_figure` sends only what changed since the figure's last spec (one
-small restyle/relayout), several figures' changes before their full states
-(`update_figures`), and our figures do not have ipywidgets echo back the deltas a
-figure view reports after each redraw. In the browser each figure whose data
-change costs a full plotly.js redraw (30–45 ms in Chromium without a GPU), so the
-dashboard redraws only the figures whose data change.
+Speed. `update_figure` sends only what changed since the figure's last spec, as one
+message (FigureWidget._send_update_msg: plotly.py sends four), several figures' changes
+before their full states (`update_figures`; `updating_figures` lets the dashboard's text
+go in between), and the browser's figure views do not report their defaults back after
+each redraw (the loader's `quiet`). What is left of a figure's update in the browser is
+plotly.js's own redraw: any change of data redraws the whole figure (plotly's fast
+paths, Plotly.animate without a redraw, stack bars wrongly), 10 ms for a trivial bar
+chart in Chromium without a GPU, 17–25 ms for each of the dashboard's bar charts, so
+the dashboard redraws only the figures whose data change.
 """
 
 from __future__ import annotations
@@ -64,8 +67,10 @@ from copy import deepcopy
 from typing import Any, Final
 
 import ipywidgets as W  # type: ignore[import-untyped]
+import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 import traitlets
+from plotly.basedatatypes import Undefined  # type: ignore[import-untyped]
 
 from xipmodel.distro import default_image
 from xipmodel.errors import ParameterError, XipModelError
@@ -279,6 +284,13 @@ export default () => {
   return {
     initialize(context) {
       model = context.model;
+      // An update as one message (FigureWidget._send_update_msg): handed to plotly's
+      // code as the trait plotly.py would have set, and reset, in three messages.
+      model.on("msg:custom", (msg) => {
+        if (msg?.xip_update === undefined) return;
+        model.set("_py2js_update", msg.xip_update);
+        model.set("_py2js_update", null);
+      });
     },
     async render({ el }) {
       plotly ??= plotlyModule(model).then((module) => {
@@ -351,6 +363,29 @@ class FigureWidget(go.FigureWidget):  # type: ignore[misc]  # plotly is untyped
     @traitlets.default("_xip_plotly_id")
     def _default_plotly_id(self) -> str:
         return _plotly_bundle()[0]
+
+    def _send_update_msg(self, restyle_data: Any, relayout_data: Any,
+                         trace_indexes: Any = None, source_view_id: Any = None) -> None:
+        """plotly.py's Plotly.update message as one custom message (it sends three: the
+        trace and layout edit ids, which only plotly's own reports back would use, then
+        the update, then the update reset to None); the loader hands it to plotly's code."""
+        self.send({"xip_update": _plain({
+            "style_data": restyle_data, "layout_data": relayout_data,
+            "style_traces": self._normalize_trace_indexes(trace_indexes),
+            "source_view_id": source_view_id})})
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON can carry it (numpy arrays as lists, plotly's Undefined as its
+    front end's "_undefined_"): what plotly's serializer of the update trait does, bar
+    binary buffers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return "_undefined_" if value is Undefined else value
 
 
 def _figure(spec: Mapping[str, Any]) -> Any:
