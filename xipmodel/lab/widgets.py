@@ -43,14 +43,15 @@ kernel (JupyterLab, also after a reload; Voilà) or from a saved state get the b
 model with the figures.
 
 Speed. `update_figure` sends only what changed since the figure's last spec, as one
-message (FigureWidget._send_update_msg: plotly.py sends four), several figures' changes
-before their full states (`update_figures`; `updating_figures` lets the dashboard's text
-go in between), and the browser's figure views do not report their defaults back after
-each redraw (the loader's `quiet`). What is left of a figure's update in the browser is
-plotly.js's own redraw: any change of data redraws the whole figure (plotly's fast
-paths, Plotly.animate without a redraw, stack bars wrongly), 10 ms for a trivial bar
-chart in Chromium without a GPU, 17–25 ms for each of the dashboard's bar charts, so
-the dashboard redraws only the figures whose data change.
+message (FigureWidget._send_update_msg: plotly.py sends four); `update_figures` sends
+several figures' changes and texts that go with them as one message, which the browser
+draws in one frame, then the figures' full states; the browser's figure views do not
+report their defaults back after each redraw (the loader's `quiet`). What is left of a
+figure's update in the browser is plotly.js's own redraw: any change of data redraws
+the whole figure (plotly's fast path, Plotly.animate without a redraw, stacks bars
+wrongly), 10 ms for a trivial bar chart in Chromium without a GPU, 17–25 ms for each
+of the dashboard's bar charts, so the dashboard redraws only the figures whose data
+change.
 """
 
 from __future__ import annotations
@@ -97,7 +98,6 @@ __all__ = [
     "timeline",
     "update_figure",
     "update_figures",
-    "updating_figures",
 ]
 
 Workload = str | tuple[tuple[str, float], ...]
@@ -180,23 +180,33 @@ def _apply(fig: Any, spec: Mapping[str, Any]) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def updating_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]]) -> Iterator[None]:
-    """update_figures in two steps: the figures' changes on entry, their synced states
-    on exit; what the block sends (e.g. text that goes with the figures) reaches the
-    browser right after the changes, before the states, which only a view created later
-    reads."""
-    changed = [fig for fig, spec in pairs if _apply(fig, spec)]
-    yield
+# While update_figures collects, FigureWidget._send_update_msg appends (figure, update)
+# to the innermost list here instead of sending.
+_COLLECTING: Final[list[list[tuple[Any, dict[str, Any]]]]] = []
+
+
+def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]],
+                   texts: Sequence[tuple[Any, str]] = ()) -> None:
+    """update_figure for several figures, and `texts` ((HTML widget, value) pairs) with
+    them, in one message: the browser applies it in one task and draws it in one frame.
+    (Each message is a task of its own, and the browser draws a frame between two when
+    one is due: a figure new, the others and the text not yet, and a frame more to wait
+    for.) The figures' synced states follow, which only a view created later reads.
+    """
+    updates: list[tuple[Any, dict[str, Any]]] = []
+    _COLLECTING.append(updates)
+    try:
+        changed = [fig for fig, spec in pairs if _apply(fig, spec)]
+    finally:
+        _COLLECTING.pop()
+    batch = [{"model": fig.model_id, "update": update} for fig, update in updates]
+    if batch:
+        batch += [{"model": w.model_id, "value": v} for w, v in texts if w.value != v]
+        updates[0][0].send({"xip_batch": batch})
+    for w, v in texts:
+        w.value = v  # the kernel's copy; the browser has it already (if a figure changed)
     for fig in changed:
         refresh_bundle(fig)
-
-
-def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]]) -> None:
-    """update_figure for several figures: all their changes first, then their synced states
-    (so that the browser starts drawing every figure as soon as it can)."""
-    with updating_figures(pairs):
-        pass
 
 
 def update_figure(fig: Any, spec: Mapping[str, Any]) -> None:
@@ -267,6 +277,24 @@ function quiet(module) {
   return module;
 }
 
+// Figures' updates and texts sent as one message (update_figures), applied together in
+// this task: the browser draws them in one frame. An update is handed to plotly's code
+// as the trait plotly.py would have set, and reset, in messages of their own.
+async function applyBatch(model, batch) {
+  const models = await Promise.all(batch.map(
+    (item) => model.widget_manager.get_model(item.model).catch(() => null)));
+  batch.forEach((item, i) => {
+    const target = models[i];
+    if (target === null) return;
+    if (item.update === undefined) {
+      target.set_state({ value: item.value });
+    } else {
+      target.set_state({ _py2js_update: item.update });
+      target.set_state({ _py2js_update: null });
+    }
+  });
+}
+
 function plotlyModule(model) {
   const id = model.get("_xip_plotly_id");
   let module = modules.get(id);
@@ -284,13 +312,7 @@ export default () => {
   return {
     initialize(context) {
       model = context.model;
-      // An update as one message (FigureWidget._send_update_msg): handed to plotly's
-      // code as the trait plotly.py would have set, and reset, in three messages.
-      model.on("msg:custom", (msg) => {
-        if (msg?.xip_update === undefined) return;
-        model.set("_py2js_update", msg.xip_update);
-        model.set("_py2js_update", null);
-      });
+      model.on("msg:custom", (msg) => msg?.xip_batch && applyBatch(model, msg.xip_batch));
     },
     async render({ el }) {
       plotly ??= plotlyModule(model).then((module) => {
@@ -366,13 +388,17 @@ class FigureWidget(go.FigureWidget):  # type: ignore[misc]  # plotly is untyped
 
     def _send_update_msg(self, restyle_data: Any, relayout_data: Any,
                          trace_indexes: Any = None, source_view_id: Any = None) -> None:
-        """plotly.py's Plotly.update message as one custom message (it sends three: the
-        trace and layout edit ids, which only plotly's own reports back would use, then
-        the update, then the update reset to None); the loader hands it to plotly's code."""
-        self.send({"xip_update": _plain({
-            "style_data": restyle_data, "layout_data": relayout_data,
-            "style_traces": self._normalize_trace_indexes(trace_indexes),
-            "source_view_id": source_view_id})})
+        """plotly.py's Plotly.update message as one custom message, or a part of the one
+        update_figures sends (plotly.py sends four: the trace and layout edit ids, which
+        only plotly's own reports back would use, the update, the update reset to None);
+        the loader hands it to plotly's code as the trait it replaces."""
+        update = _plain({"style_data": restyle_data, "layout_data": relayout_data,
+                         "style_traces": self._normalize_trace_indexes(trace_indexes),
+                         "source_view_id": source_view_id})
+        if _COLLECTING:
+            _COLLECTING[-1].append((self, update))
+        else:
+            self.send({"xip_batch": [{"model": self.model_id, "update": update}]})
 
 
 def _plain(value: Any) -> Any:
@@ -622,14 +648,13 @@ class Dashboard:
         lines = {m: self.cache.line(s, m, self._curve_points(m)) for m in modes}
         curve = views.guests_lines(lines, modes, s.guests,
                                    at={m: r.host_bytes for m, r in results.items()})
-        with updating_figures([
+        # The text with the figures, in one message: the browser never shows a guest
+        # count in one that the other does not show yet.
+        update_figures([
             (self._figures["memory"], views.memory_bars(results, pending)),
             (self._figures["faults"], views.faults_bars(results, pending)),
             (self._figures["guests"], curve),
-        ]):
-            # After the figures' changes: the text never names a guest count the
-            # figures do not show yet.
-            self.summary.value = f"<b>{curve['summary']}</b>"
+        ], texts=[(self.summary, f"<b>{curve['summary']}</b>")])
 
     def update(self) -> None:
         """Recompute what the controls ask for (only what the cache does not know), redraw."""
