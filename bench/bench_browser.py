@@ -9,6 +9,8 @@
 Measured: from the key press that moves the slider (ArrowRight on its handle, in the
 page) to the first animation frame in which the figures show the new guest count
 (the bars' titles and the summary above the guests curve), with nothing left running.
+Each timed move, the floor's too, starts from an idle kernel and a 0.2 s pause (settle:
+an update leaves the kernel readying the slider's neighbours for a few ms).
 The dashboard shows pagecache, xip and ksm (its default), runs to 280 guests when it is
 built, and its slider goes to 300. Past the end: a count typed into the slider's readout
 one past the largest count run so far (the dashboard readies the value's neighbours

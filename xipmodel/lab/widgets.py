@@ -448,10 +448,11 @@ class Dashboard:
     counted in bulk (a few ms). The guests curve has points that do not depend on the
     slider (every count up to the reach, read off the runs' timelines; ksm the powers of
     two), so a move redraws the two bar charts only; what each mode saves at the
-    slider's value is in `summary`, an HTML line above the curve, sent after the
-    figures. A count past a run's length grows it by the guests missing (continued, not
-    started over), and after each update the slider's neighbours are readied while the
-    browser draws (_prefetch). Showing dax, or another workload, RAM or heap share,
+    slider's value is in `summary`, an HTML line above the curve, sent with the bar
+    charts' changes in one message (update_figures: drawn in one frame). A count past
+    a run's length grows it by the guests missing (continued, not started over), and
+    after each update the slider's neighbours are readied while the browser draws
+    (_prefetch). Showing dax, or another workload, RAM or heap share,
     costs one such run per mode. Only ksm with guests started apart (start_interval_ms
     > 0) runs per guest count, on demand, and the update then draws twice: at once with
     what is known (an empty ksm bar named in the title), again when ksm is done.
