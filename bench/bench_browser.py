@@ -294,6 +294,29 @@ _SHOWS = """([sel, guests, final]) => {
 }"""
 
 
+# From `watch` until `watched`, on every animation frame: the guest counts the titles of
+# the bars and of the faults and the summary name; the frames where they differ are kept.
+_WATCH = """(sel) => {
+    const count = (text, re) => (re.exec(text || '') || [])[1] || null;
+    const watch = window.__xipWatch = {frames: 0, mixed: [], on: true};
+    const frame = () => {
+        if (!watch.on) return;
+        const box = document.querySelector(sel);
+        const titles = [...box.querySelectorAll('.js-plotly-plot')].map(
+            p => (p.layout && p.layout.title && p.layout.title.text) || '');
+        const shown = [
+            titles.map(t => count(t, /^Host memory, (\\d+) guests/)).find(c => c),
+            titles.map(t => count(t, /^Faults and disk reads \\(all (\\d+) guests/)).find(c => c),
+            [...box.querySelectorAll('.widget-html-content')].map(
+                h => count(h.textContent, /^at (\\d+) guests/)).find(c => c)];
+        watch.frames++;
+        if (new Set(shown).size > 1) watch.mixed.push(shown);
+        requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+}"""
+
+
 def _arm_timer(page: Any) -> None:
     """The next keydown in the page starts the clock (window.__xipT0); _SHOWS stops it."""
     page.evaluate("""() => {
@@ -353,6 +376,17 @@ class DashboardProbe:
                                    labels: texts('.widget-label'),
                                    html: texts('.widget-html-content'), titles});
         }""", self.sel))
+
+    def watch(self) -> None:
+        """Look at every frame from now on (see `watched`)."""
+        self.page.evaluate(_WATCH, self.sel)
+
+    def watched(self) -> tuple[int, list[list[str | None]]]:
+        """Stop watching: the frames seen, and those in which the bars, the faults and the
+        summary named different guest counts ([memory, faults, summary] each)."""
+        got = self.page.evaluate("() => { window.__xipWatch.on = false; "
+                                 "return window.__xipWatch; }")
+        return int(got["frames"]), list(got["mixed"])
 
     def wait_shows(self, guests: int, final: bool = True, timeout_ms: int = 240_000) -> None:
         try:
