@@ -9,6 +9,8 @@
 Measured: from the key press that moves the slider (ArrowRight on its handle, in the
 page) to the first animation frame in which the figures show the new guest count
 (the bars' titles and the summary above the guests curve), with nothing left running.
+Each timed move, the floor's too, starts from an idle kernel and a 0.2 s pause (settle:
+an update leaves the kernel readying the slider's neighbours for a few ms).
 The dashboard shows pagecache, xip and ksm (its default), runs to 280 guests when it is
 built, and its slider goes to 300. Past the end: a count typed into the slider's readout
 one past the largest count run so far (the dashboard readies the value's neighbours
@@ -292,6 +294,29 @@ _SHOWS = """([sel, guests, final]) => {
 }"""
 
 
+# From `watch` until `watched`, on every animation frame: the guest counts the titles of
+# the bars and of the faults and the summary name; the frames where they differ are kept.
+_WATCH = """(sel) => {
+    const count = (text, re) => (re.exec(text || '') || [])[1] || null;
+    const watch = window.__xipWatch = {frames: 0, mixed: [], on: true};
+    const frame = () => {
+        if (!watch.on) return;
+        const box = document.querySelector(sel);
+        const titles = [...box.querySelectorAll('.js-plotly-plot')].map(
+            p => (p.layout && p.layout.title && p.layout.title.text) || '');
+        const shown = [
+            titles.map(t => count(t, /^Host memory, (\\d+) guests/)).find(c => c),
+            titles.map(t => count(t, /^Faults and disk reads \\(all (\\d+) guests/)).find(c => c),
+            [...box.querySelectorAll('.widget-html-content')].map(
+                h => count(h.textContent, /^at (\\d+) guests/)).find(c => c)];
+        watch.frames++;
+        if (new Set(shown).size > 1) watch.mixed.push(shown);
+        requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+}"""
+
+
 def _arm_timer(page: Any) -> None:
     """The next keydown in the page starts the clock (window.__xipT0); _SHOWS stops it."""
     page.evaluate("""() => {
@@ -351,6 +376,17 @@ class DashboardProbe:
                                    labels: texts('.widget-label'),
                                    html: texts('.widget-html-content'), titles});
         }""", self.sel))
+
+    def watch(self) -> None:
+        """Look at every frame from now on (see `watched`)."""
+        self.page.evaluate(_WATCH, self.sel)
+
+    def watched(self) -> tuple[int, list[list[str | None]]]:
+        """Stop watching: the frames seen, and those in which the bars, the faults and the
+        summary named different guest counts ([memory, faults, summary] each)."""
+        got = self.page.evaluate("() => { window.__xipWatch.on = false; "
+                                 "return window.__xipWatch; }")
+        return int(got["frames"]), list(got["mixed"])
 
     def wait_shows(self, guests: int, final: bool = True, timeout_ms: int = 240_000) -> None:
         try:
@@ -447,6 +483,19 @@ _FLOOR_SHOWS = """(value) => {
 }"""
 
 
+def settle(page: Any, pause_s: float = 0.2) -> None:
+    """Before a timed move: until the kernel is idle (what an update left it doing: the
+    dashboard readies the slider's neighbours), then `pause_s` more; the same for the floor
+    and the dashboard."""
+    page.wait_for_function("""() => {
+        const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+        const k = w && w.sessionContext && w.sessionContext.session
+                  && w.sessionContext.session.kernel;
+        return !k || k.status === 'idle';
+    }""", polling=50, timeout=60_000)
+    time.sleep(pause_s)
+
+
 def floor_moves(page: Any, count: int) -> list[float]:
     """ms from ArrowRight on the floor slider to its figure's title naming the new value."""
     slider = page.locator(".widget-slider").filter(
@@ -454,13 +503,13 @@ def floor_moves(page: Any, count: int) -> list[float]:
     handle, readout = slider.locator(".noUi-handle"), slider.locator(".widget-readout")
     out = []
     for _ in range(count):
+        settle(page)
         want = int(readout.inner_text().strip()) + 1
         _arm_timer(page)
         handle.focus()
         page.keyboard.press("ArrowRight")
         page.wait_for_function(_FLOOR_SHOWS, arg=want, polling="raf", timeout=60_000)
         out.append(float(page.evaluate("() => window.__xipT1 - window.__xipT0")))
-        time.sleep(0.2)
     return out
 
 
@@ -491,7 +540,19 @@ def lab_dashboard(notebook: dict[str, Any] | None = None) -> Iterator[DashboardP
 
 
 def _moves(probe: DashboardProbe, count: int) -> list[float]:
-    return [probe.move("ArrowRight", final=True) for _ in range(count)]
+    out = []
+    for _ in range(count):
+        settle(probe.page)
+        out.append(probe.move("ArrowRight", final=True))
+    return out
+
+
+def _jumps(probe: DashboardProbe, counts: Sequence[int]) -> list[float]:
+    out = []
+    for n in counts:
+        settle(probe.page)
+        out.append(probe.jump(n))
+    return out
 
 
 def _line(label: str, times: list[float], floor: float) -> float:
@@ -534,7 +595,7 @@ def main(argv: list[str]) -> int:
         probe.set_guests(BUILT_GUESTS)
         past = max(3, count // 2)
         rows.append((f"past the end ({BUILT_GUESTS}+), ksm shown",
-                     [probe.jump(BUILT_GUESTS + 2 * i) for i in range(1, past + 1)]))
+                     _jumps(probe, [BUILT_GUESTS + 2 * i for i in range(1, past + 1)])))
         rows.append(("past the end, arrow key (readied)", _moves(probe, past)))
         floors += floor_moves(page, count)
         floor = statistics.median(floors)

@@ -325,7 +325,9 @@ def _shot(probe: harness.DashboardProbe, name: str) -> None:
 
 
 def test_dashboard_in_jupyterlab(chromium: str, session: Session) -> None:
-    """Run all cells; the slider and a mode toggle redraw the figures with the model's numbers."""
+    """Run all cells; the slider and a mode toggle redraw the figures with the model's numbers,
+    and no frame on the way shows the bars, the faults and the summary at different guest
+    counts (each was a message of its own: a frame came between them after most moves)."""
     start = time.perf_counter()
     probe, shown = session.lab()
     n = shown.scenario["guests"]
@@ -336,6 +338,9 @@ def test_dashboard_in_jupyterlab(chromium: str, session: Session) -> None:
         _shot(probe, "lab-1-initial")
         _check(probe, shown, want_now())
 
+        probe.watch()
+        for key in ("ArrowRight", "ArrowLeft") * 3:
+            probe.move(key, final=True)
         ms = probe.move("ArrowRight", final=True)  # ksm, if shown, runs for the new count
         assert probe.guests() == n + 1
         _check(probe, after, want_after())
@@ -344,6 +349,9 @@ def test_dashboard_in_jupyterlab(chromium: str, session: Session) -> None:
         probe.toggle("dax")  # on: a run at the slider's maximum, unless the cache has it
         _check(probe, with_dax, want_dax())
         _shot(probe, "lab-3-dax")
+        frames, mixed = probe.watched()
+        assert frames > 0 and not mixed, (
+            f"frames showing different guest counts ([bars, faults, summary]): {mixed}")
     print(f"jupyterlab: slider move to the model's numbers in {ms:.0f} ms "
           f"(with ksm running once); test {time.perf_counter() - start:.0f} s")
 

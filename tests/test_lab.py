@@ -269,6 +269,45 @@ def test_slider_change_updates_figures_in_place_from_the_cache(
         abs=1e-6)
 
 
+def test_a_move_sends_the_figures_changes_and_the_text_in_one_message(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slider move sends the bar charts' changes and the summary as one message, which the
+    browser applies in one task and so draws in one frame (plotly.py sends four messages a
+    figure, and a frame could come between figure and text), then the summary's and the
+    figures' synced states. The curve, which stays put, sends nothing."""
+    import ipywidgets
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    names = {id(f): k for k, f in dash.figures.items()} | {id(dash.summary): "summary"}
+    ids = {f.model_id: k for k, f in dash.figures.items()} | {dash.summary.model_id: "summary"}
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def record(widget: Any, msg: dict[str, Any], buffers: Any = None) -> None:
+        if id(widget) in names:
+            sent.append((names[id(widget)], msg))
+
+    monkeypatch.setattr(ipywidgets.Widget, "_send", record)
+    dash.guests_slider.value = 3
+    assert [(name, msg["method"], sorted(msg.get("state") or msg["content"]))
+            for name, msg in sent] == [
+        ("memory", "custom", ["xip_batch"]), ("summary", "update", ["value"]),
+        ("memory", "update", ["_widget_data", "_widget_layout"]),
+        ("faults", "update", ["_widget_data", "_widget_layout"])]
+    batch = sent[0][1]["content"]["xip_batch"]
+    assert [ids[item["model"]] for item in batch] == ["memory", "faults", "summary"]
+    assert batch[2]["value"] == dash.summary.value and "at 3 guests" in batch[2]["value"]
+    memory, faults = batch[0]["update"], batch[1]["update"]
+    want = _expected_bars(SMALL.replace(guests=3), MODES3)
+    changed = [dash.figures["memory"].data[i].meta for i in memory["style_traces"]]
+    y = dict(zip(changed, memory["style_data"]["y"], strict=True))  # the changed bars only
+    before = _expected_bars(SMALL, MODES3)
+    assert set(y) == {cat for cat in CATEGORIES if before[cat] != want[cat]}
+    for cat in y:
+        assert y[cat] == pytest.approx(want[cat], abs=1e-6), cat
+    assert "Host memory, 3 guests" in json.dumps(memory["layout_data"])
+    assert "all 3 guests" in json.dumps(faults["layout_data"])
+
+
 def test_slider_past_the_runs_continues_them(lab: ModuleType,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the guest count run so far (reach 3, slider to 4), each mode's run gets one guest

@@ -42,12 +42,16 @@ model and unpacks the bundle (DecompressionStream). Pages that build models from
 kernel (JupyterLab, also after a reload; Voilà) or from a saved state get the bundle
 model with the figures.
 
-Speed. `update_figure` sends only what changed since the figure's last spec (one
-small restyle/relayout), several figures' changes before their full states
-(`update_figures`), and our figures do not have ipywidgets echo back the deltas a
-figure view reports after each redraw. In the browser each figure whose data
-change costs a full plotly.js redraw (30–45 ms in Chromium without a GPU), so the
-dashboard redraws only the figures whose data change.
+Speed. `update_figure` sends only what changed since the figure's last spec, as one
+message (FigureWidget._send_update_msg: plotly.py sends four); `update_figures` sends
+several figures' changes and texts that go with them as one message, which the browser
+draws in one frame, then the figures' full states; the browser's figure views do not
+report their defaults back after each redraw (the loader's `quiet`). What is left of a
+figure's update in the browser is plotly.js's own redraw: any change of data redraws
+the whole figure (plotly's fast path, Plotly.animate without a redraw, stacks bars
+wrongly), 10 ms for a trivial bar chart in Chromium without a GPU, 17–25 ms for each
+of the dashboard's bar charts, so the dashboard redraws only the figures whose data
+change.
 """
 
 from __future__ import annotations
@@ -64,8 +68,10 @@ from copy import deepcopy
 from typing import Any, Final
 
 import ipywidgets as W  # type: ignore[import-untyped]
+import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 import traitlets
+from plotly.basedatatypes import Undefined  # type: ignore[import-untyped]
 
 from xipmodel.distro import default_image
 from xipmodel.errors import ParameterError, XipModelError
@@ -174,10 +180,31 @@ def _apply(fig: Any, spec: Mapping[str, Any]) -> bool:
     return True
 
 
-def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]]) -> None:
-    """update_figure for several figures: all their changes first, then their synced states
-    (so that the browser starts drawing every figure as soon as it can)."""
-    changed = [fig for fig, spec in pairs if _apply(fig, spec)]
+# While update_figures collects, FigureWidget._send_update_msg appends (figure, update)
+# to the innermost list here instead of sending.
+_COLLECTING: Final[list[list[tuple[Any, dict[str, Any]]]]] = []
+
+
+def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]],
+                   texts: Sequence[tuple[Any, str]] = ()) -> None:
+    """update_figure for several figures, and `texts` ((HTML widget, value) pairs) with
+    them, in one message: the browser applies it in one task and draws it in one frame.
+    (Each message is a task of its own, and the browser draws a frame between two when
+    one is due: a figure new, the others and the text not yet, and a frame more to wait
+    for.) The figures' synced states follow, which only a view created later reads.
+    """
+    updates: list[tuple[Any, dict[str, Any]]] = []
+    _COLLECTING.append(updates)
+    try:
+        changed = [fig for fig, spec in pairs if _apply(fig, spec)]
+    finally:
+        _COLLECTING.pop()
+    batch = [{"model": fig.model_id, "update": update} for fig, update in updates]
+    if batch:
+        batch += [{"model": w.model_id, "value": v} for w, v in texts if w.value != v]
+        updates[0][0].send({"xip_batch": batch})
+    for w, v in texts:
+        w.value = v  # the kernel's copy; the browser has it already (if a figure changed)
     for fig in changed:
         refresh_bundle(fig)
 
@@ -231,10 +258,41 @@ async function importBundle(model) {
   const blob = await new Response(text).blob();
   const url = URL.createObjectURL(new Blob([blob], { type: "text/javascript" }));
   try {
-    return await import(url);
+    return quiet(await import(url));
   } finally {
     URL.revokeObjectURL(url);
   }
+}
+
+// After each redraw plotly's view reports the figure's full trace and layout defaults
+// to the kernel (_sendTraceDeltas, _sendLayoutDelta): a deep merge and diff of the
+// figure in the browser, and tens of KiB for the kernel to read, per figure and update,
+// that nothing of ours reads. This copy of the module (ours alone) does not send them.
+function quiet(module) {
+  const view = module.FigureView?.prototype;
+  if (view) {
+    view._sendTraceDeltas = () => {};
+    view._sendLayoutDelta = () => {};
+  }
+  return module;
+}
+
+// Figures' updates and texts sent as one message (update_figures), applied together in
+// this task: the browser draws them in one frame. An update is handed to plotly's code
+// as the trait plotly.py would have set, and reset, in messages of their own.
+async function applyBatch(model, batch) {
+  const models = await Promise.all(batch.map(
+    (item) => model.widget_manager.get_model(item.model).catch(() => null)));
+  batch.forEach((item, i) => {
+    const target = models[i];
+    if (target === null) return;
+    if (item.update === undefined) {
+      target.set_state({ value: item.value });
+    } else {
+      target.set_state({ _py2js_update: item.update });
+      target.set_state({ _py2js_update: null });
+    }
+  });
 }
 
 function plotlyModule(model) {
@@ -254,6 +312,7 @@ export default () => {
   return {
     initialize(context) {
       model = context.model;
+      model.on("msg:custom", (msg) => msg?.xip_batch && applyBatch(model, msg.xip_batch));
     },
     async render({ el }) {
       plotly ??= plotlyModule(model).then((module) => {
@@ -327,6 +386,33 @@ class FigureWidget(go.FigureWidget):  # type: ignore[misc]  # plotly is untyped
     def _default_plotly_id(self) -> str:
         return _plotly_bundle()[0]
 
+    def _send_update_msg(self, restyle_data: Any, relayout_data: Any,
+                         trace_indexes: Any = None, source_view_id: Any = None) -> None:
+        """plotly.py's Plotly.update message as one custom message, or a part of the one
+        update_figures sends (plotly.py sends four: the trace and layout edit ids, which
+        only plotly's own reports back would use, the update, the update reset to None);
+        the loader hands it to plotly's code as the trait it replaces."""
+        update = _plain({"style_data": restyle_data, "layout_data": relayout_data,
+                         "style_traces": self._normalize_trace_indexes(trace_indexes),
+                         "source_view_id": source_view_id})
+        if _COLLECTING:
+            _COLLECTING[-1].append((self, update))
+        else:
+            self.send({"xip_batch": [{"model": self.model_id, "update": update}]})
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON can carry it (numpy arrays as lists, plotly's Undefined as its
+    front end's "_undefined_"): what plotly's serializer of the update trait does, bar
+    binary buffers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return "_undefined_" if value is Undefined else value
+
 
 def _figure(spec: Mapping[str, Any]) -> Any:
     fig = FigureWidget({"data": spec["data"], "layout": spec["layout"]})
@@ -362,10 +448,11 @@ class Dashboard:
     counted in bulk (a few ms). The guests curve has points that do not depend on the
     slider (every count up to the reach, read off the runs' timelines; ksm the powers of
     two), so a move redraws the two bar charts only; what each mode saves at the
-    slider's value is in `summary`, an HTML line above the curve, sent after the
-    figures. A count past a run's length grows it by the guests missing (continued, not
-    started over), and after each update the slider's neighbours are readied while the
-    browser draws (_prefetch). Showing dax, or another workload, RAM or heap share,
+    slider's value is in `summary`, an HTML line above the curve, sent with the bar
+    charts' changes in one message (update_figures: drawn in one frame). A count past
+    a run's length grows it by the guests missing (continued, not started over), and
+    after each update the slider's neighbours are readied while the browser draws
+    (_prefetch). Showing dax, or another workload, RAM or heap share,
     costs one such run per mode. Only ksm with guests started apart (start_interval_ms
     > 0) runs per guest count, on demand, and the update then draws twice: at once with
     what is known (an empty ksm bar named in the title), again when ksm is done.
@@ -562,13 +649,13 @@ class Dashboard:
         lines = {m: self.cache.line(s, m, self._curve_points(m)) for m in modes}
         curve = views.guests_lines(lines, modes, s.guests,
                                    at={m: r.host_bytes for m, r in results.items()})
+        # The text with the figures, in one message: the browser never shows a guest
+        # count in one that the other does not show yet.
         update_figures([
             (self._figures["memory"], views.memory_bars(results, pending)),
             (self._figures["faults"], views.faults_bars(results, pending)),
             (self._figures["guests"], curve),
-        ])
-        # Last: the text never names a guest count the figures do not show yet.
-        self.summary.value = f"<b>{curve['summary']}</b>"
+        ], texts=[(self.summary, f"<b>{curve['summary']}</b>")])
 
     def update(self) -> None:
         """Recompute what the controls ask for (only what the cache does not know), redraw."""
