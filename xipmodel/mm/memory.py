@@ -173,6 +173,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
 
 
 PRIVATE_KINDS = (int(FrameKind.ANON), int(FrameKind.COW))  # what a write changes the content of
+_ZERO = int(FrameKind.ZERO)  # (an IntEnum member costs a slow class lookup each time in 3.11)
 _MAX_RETRIES = 3  # no fault path here needs more than two faults for one access
 
 
@@ -437,7 +438,7 @@ def set_pte_range(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable: boo
     if not mm.pt.map(vpn, gpfn, flags, replace=True):
         return False  # no memory for a page-table page
     guest.tlb.invalidate(mm.asid, vpn)
-    if 0 < gpfn < guest.ram_pages and guest.kind[gpfn] != FrameKind.ZERO:
+    if 0 < gpfn < guest.ram_pages and guest.kind.item(gpfn) != _ZERO:
         folio_add_rmap(guest, gpfn, mm.pid, vpn, exec_)
     if guest.bus:
         _emit_pte_install(guest, mm, vpn, gpfn, writable)
