@@ -46,7 +46,7 @@ import numpy.typing as npt
 from xipmodel.mm import memory
 from xipmodel.mm.frames import FrameKind
 from xipmodel.mm.tlb import ASID_SHIFT
-from xipmodel.params import PAGE_SHIFT, PTE_W, PTE_X
+from xipmodel.params import PAGE_SHIFT, PTE_A, PTE_D, PTE_W, PTE_X
 
 if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
@@ -128,14 +128,20 @@ class _Run:
         """Accesses [start, end) hit the TLB: note each page's last use (in order)."""
         np.maximum.at(self.last, self.page[start:end], np.arange(start, end, dtype=np.int64))
 
-    def used_since_sorted(self, n: int) -> bool:
-        """Has set `n`'s first entry been used since the set was last sorted (so that it
-        may not be the least recently used)?"""
-        oldest = self.guest.tlb.oldest(n)
-        if oldest is None or oldest[0] != self.asid:
-            return False
-        k = self.page_of.get(oldest[1])
-        return k is not None and self.last.item(k) >= self.sorted_from[n]
+    def lru_key(self, n: int) -> int:
+        """The key of set `n`'s least recently used entry, by the rule of sort_sets: the
+        first entry not used since the set was sorted, else the used one used longest ago."""
+        since, mask, asid = self.sorted_from[n], (1 << ASID_SHIFT) - 1, self.asid
+        oldest = None
+        for key in self.guest.tlb.sets[n]:
+            k = self.page_of.get(key & mask) if key >> ASID_SHIFT == asid else None
+            when = -1 if k is None else self.last.item(k)
+            if when < since:
+                return key  # in its true place, before every entry used since
+            if oldest is None or when < oldest[0]:
+                oldest = (when, key)
+        assert oldest is not None, "lru_key: an empty set"
+        return oldest[1]
 
     def sort_sets(self, sets: list[int], upto: int) -> None:
         """Put the LRU order of `sets` right (TLB.touch) for the uses before `upto`."""
@@ -201,8 +207,7 @@ class _Run:
                 stats.walk_refs += walk_cost
                 stats.accesses += 1
                 guest.time += access_ns + walk_ns
-                pte, _, _ = memory.fill_tlb(guest, mm, vpn, pte, kind == _WRITE)
-                gpfn = preset.pte_pfn(pte)
+                _, gpfn, _, _ = self.fill_tlb(vpn, pte, kind == _WRITE)
             else:
                 flags = memory.access(guest, mm, vpn << PAGE_SHIFT, _KIND_NAMES[kind],
                                       content or None)
@@ -337,24 +342,20 @@ class _Run:
     def walk(self, j: int) -> bool:
         """Access j missed the TLB: if the walk finds a PTE that allows it, fill the TLB as
         memory.access would and return True; False if it would fault."""
-        guest, tlb, preset = self.guest, self.guest.tlb, self.guest.preset
-        vpn, k = int(self.vpns[j]), int(self.page[j])
+        tlb, preset = self.guest.tlb, self.guest.preset
+        vpn, k = self.vpns.item(j), self.page.item(j)
         pte = self.ptes.get(k)
         if pte is None:
             pte = self.mm.pt.lookup_pte(vpn)
-        need = _NEEDS[int(self.kinds[j])]
-        if not preset.pte_present_p(pte) or int(preset.pte_flags(pte)) & need != need:
+        need = _NEEDS[self.kinds.item(j)]
+        if not pte & preset.pte_present or int(preset.pte_flags(pte)) & need != need:
             return False
-        n = vpn % tlb.nsets
-        if len(tlb.sets[n]) >= tlb.ways and self.used_since_sorted(n):
-            self.sort_sets([n], j)  # the fill evicts the set's first entry: make it the LRU
-        pte, flags, victim = memory.fill_tlb(guest, self.mm, vpn, pte, need == PTE_W)
+        pte, gpfn, flags, victim = self.fill_tlb(vpn, pte, need == PTE_W, deferred=True)
         self.ptes[k] = pte
-        if victim is not None and victim[0] == self.asid:
-            gone = self.page_of.get(victim[1])
+        if victim is not None:
+            gone = self.page_of.get(victim)
             if gone is not None:
                 self.denies[gone] = _MISSING
-        gpfn = preset.pte_pfn(pte)
         if gpfn != self.pfn.item(k) >= 0:
             # The page's frame changed (the evicted entry was stale): store the writes
             # made through the old one first.
@@ -363,6 +364,33 @@ class _Run:
         self.denies[k], self.pfn[k], self.last[k] = _denies(flags), gpfn, j
         self.walks += 1
         return True
+
+    def fill_tlb(self, vpn: int, pte: int, write: bool,
+                 deferred: bool = False) -> tuple[int, int, int, int | None]:
+        """memory.fill_tlb for a miss, its TLB.insert done here (an LRU, ASID-tagged TLB):
+        the PTE as it is now, its frame, the flags cached, and the vpn of this process's
+        entry the fill evicted (None: none, or another process's). `deferred`: hits are
+        deferred (the set's dict order is not yet its LRU order: see lru_key)."""
+        guest, tlb, preset = self.guest, self.guest.tlb, self.guest.preset
+        young = preset.pte_accessed | (preset.pte_dirty if write else 0)
+        bits = PTE_A | (PTE_D if write else 0)
+        if pte & young != young:  # the MMU writes the entry only to set a bit not yet set
+            self.mm.pt.set_flags(vpn, bits)
+            pte |= young
+        flags = int(preset.pte_flags(pte)) | bits
+        gpfn = (pte >> preset.pfn_shift) & preset.pfn_mask
+        key = self.asid << ASID_SHIFT | vpn
+        s = tlb.sets[vpn % tlb.nsets]
+        assert key not in s, "fill_tlb: a miss on a cached entry"
+        victim = None
+        if len(s) >= tlb.ways:
+            victim = self.lru_key(vpn % tlb.nsets) if deferred else next(iter(s))
+            del s[victim]
+            tlb.evictions += 1
+        s[key] = (gpfn, flags)
+        if victim is None or victim >> ASID_SHIFT != self.asid:
+            return pte, gpfn, flags, None
+        return pte, gpfn, flags, victim & ((1 << ASID_SHIFT) - 1)
 
 
 def _denies(flags: int) -> int:
