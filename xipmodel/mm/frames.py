@@ -71,7 +71,7 @@ def block_content(image: Ext2Image, block: int) -> int:
     CONTENT_BLOCK + the first block with the same bytes (Ext2Image.equal_blocks), or
     CONTENT_ZERO for zeros: KSM merges equal pages of different files, never others.
     """
-    first = int(image.equal_blocks()[block]) if block else 0
+    first: int = image.equal_blocks().item(block) if block else 0
     return CONTENT_BLOCK + first if first else CONTENT_ZERO
 
 

@@ -435,6 +435,9 @@ class PageTable:
 
     def lookup_pte(self, vpn: int) -> int:
         """vpn's leaf PTE as a raw integer (0 when there is none); no side effects."""
+        table = self._leaves.get(vpn >> self._leaf_bits)
+        if table is not None:  # a leaf table walked to before: the usual case, made short
+            return int(self.tables[table].item(vpn & ((1 << self._leaf_bits) - 1)))
         slot = self._leaf_slot(vpn, alloc=False)
         return 0 if slot is None else int(slot[0].item(slot[1]))
 
