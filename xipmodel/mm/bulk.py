@@ -310,7 +310,8 @@ class _Run:
         gpfn = self.pfn[self.page[at]]
         private = gpfn < guest.ram_pages
         kind = guest.kind[gpfn[private]]
-        private[private] = np.isin(kind, memory.PRIVATE_KINDS)
+        anon, cow = memory.PRIVATE_KINDS
+        private[private] = (kind == anon) | (kind == cow)
         if not private.any():
             return
         gpfn = gpfn[private]
