@@ -301,7 +301,7 @@ def test_seeded_runs_reach_every_path() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_switching_between_bulk_and_one_at_a_time_is_exact(seed: int) -> None:
+def test_switching_between_bulk_and_in_order_is_exact(seed: int) -> None:
     """access_many decides every `chunk` accesses whether to defer hits: with small chunks
     and a run that alternates first touches with loops over a few pages, it switches
     back and forth many times. Is the result still exactly the reference's?"""

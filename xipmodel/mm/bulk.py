@@ -16,10 +16,10 @@ for this process, indexed by the trace's distinct pages), handles the walks
 that succeed in Python, and calls memory.access for the rest. What a run of
 hits defers is brought up to date before anything that could look at it:
 
-    LRU order     each page's last use is noted; a set's dict order is put right
-                  (`TLB.touch`, the entries used since it was last put right, by
-                  their last use) before a fill evicts from it, and before
-                  memory.access fills it
+    LRU order     each page's last use is noted; a fill evicts the entry used
+                  longest ago by those notes (`lru_key`), and a set's dict order is
+                  put right (`TLB.touch`, the entries used since it was last put
+                  right, by their last use) before memory.access fills it
     counters      added before memory.access (its handlers read the model time)
     writes        the pages' contents (fresh ids drawn in the accesses' order) are
                   stored before memory.access (its handlers draw ids too)
@@ -27,7 +27,8 @@ hits defers is brought up to date before anything that could look at it:
 After memory.access the tables are read back from the TLB: its own set, or all
 of them if it dropped entries elsewhere (`TLB.invalidations`, flushes). A run
 that mostly misses (first touches) gains nothing from deferring: chunks of
-accesses go one at a time until one of them mostly hits.
+accesses go one at a time (`in_order`: the first two cases above done in place,
+in order, the rest through memory.access) until one of them mostly hits.
 
 It applies only where it is exact and simple (see `exact_for`): no event
 listeners (every access would be an event), Linux's page-cache policy (a
@@ -158,27 +159,19 @@ class _Run:
                 used.sort()
                 tlb.touch(self.asid, [vpn for _, vpn in used])
 
-    def one_at_a_time(self, start: int, end: int) -> list[int]:
-        """memory.access for accesses [start, end); their nonzero fault flags. Nothing may
-        be deferred before `start` (catch_up), and the tables are stale after (resume)."""
-        guest, mm = self.guest, self.mm
-        faults = []
-        for vpn, kind, content in zip(self.vpns[start:end].tolist(),
-                                      self.kinds[start:end].tolist(),
-                                      self.contents[start:end].tolist(), strict=True):
-            flags = memory.access(guest, mm, vpn << PAGE_SHIFT, _KIND_NAMES[kind],
-                                  content or None)
-            if flags:
-                faults.append(flags)
-        return faults
+    def access(self, vpn: int, kind: int, content: int) -> int:
+        """memory.access for one access of the trace (its fault flags). Nothing may be
+        deferred before it (catch_up), and the tables are stale after (resume)."""
+        return memory.access(self.guest, self.mm, vpn << PAGE_SHIFT, _KIND_NAMES[kind],
+                             content or None)
 
     def in_order(self, start: int, end: int) -> list[int]:
-        """one_at_a_time for accesses [start, end), with memory.access's two common cases
-        done here: a TLB hit allowed by the entry, and a miss whose walk finds a PTE that
-        allows the access (most of a run touching pages for the first time). The rest
-        (faults, a write through a read-only entry) go through memory.access."""
-        guest, mm, asid, tlb, preset = self.guest, self.mm, self.mm.asid, self.guest.tlb, \
-            self.guest.preset
+        """memory.access for accesses [start, end), one at a time, with its two common
+        cases done here: a TLB hit allowed by the entry, and a miss whose walk finds a
+        PTE that allows the access (most of a run touching pages for the first time).
+        The rest (faults, a write through a read-only entry) go through memory.access.
+        Their nonzero fault flags; as for `access`, nothing may be deferred before."""
+        guest, asid, tlb, preset = self.guest, self.asid, self.guest.tlb, self.guest.preset
         stats, host, lookup_pte = guest.stats, guest.host, self.mm.pt.lookup_pte
         access_ns, walk_cost = guest.costs.access_ns, guest.walk_cost
         walk_ns = walk_cost * guest.costs.walk_ref_ns
@@ -209,9 +202,7 @@ class _Run:
                 guest.time += access_ns + walk_ns
                 _, gpfn, _, _ = self.fill_tlb(vpn, pte, kind == _WRITE)
             else:
-                flags = memory.access(guest, mm, vpn << PAGE_SHIFT, _KIND_NAMES[kind],
-                                      content or None)
-                if flags:
+                if flags := self.access(vpn, kind, content):
                     faults.append(flags)
                 continue
             # The write itself (memory.access's last step).
@@ -267,7 +258,9 @@ class _Run:
             own = [int(self.vpns[j]) % tlb.nsets]
             self.catch_up(own, j)
             changed, before = (tlb.invalidations, tlb.flushes), tlb.cached(self.asid, own[0])
-            faults += self.one_at_a_time(j, j + 1)
+            if flags := self.access(self.vpns.item(j), self.kinds.item(j),
+                                    self.contents.item(j)):
+                faults.append(flags)
             # Its own set's entries changed; others only if it dropped entries (reclaim).
             if changed == (tlb.invalidations, tlb.flushes):
                 self.forget(before)
@@ -343,7 +336,7 @@ class _Run:
     def walk(self, j: int) -> bool:
         """Access j missed the TLB: if the walk finds a PTE that allows it, fill the TLB as
         memory.access would and return True; False if it would fault."""
-        tlb, preset = self.guest.tlb, self.guest.preset
+        preset = self.guest.preset
         vpn, k = self.vpns.item(j), self.page.item(j)
         pte = self.ptes.get(k)
         if pte is None:
@@ -372,7 +365,7 @@ class _Run:
         the PTE as it is now, its frame, the flags cached, and the vpn of this process's
         entry the fill evicted (None: none, or another process's). `deferred`: hits are
         deferred (the set's dict order is not yet its LRU order: see lru_key)."""
-        guest, tlb, preset = self.guest, self.guest.tlb, self.guest.preset
+        tlb, preset = self.guest.tlb, self.guest.preset
         young = preset.pte_accessed | (preset.pte_dirty if write else 0)
         bits = PTE_A | (PTE_D if write else 0)
         if pte & young != young:  # the MMU writes the entry only to set a bit not yet set
@@ -406,7 +399,7 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
     nonzero VM_FAULT_* flags of the accesses that faulted, in order.
 
     Exactly what calling memory.access for each would leave, where `exact_for(guest)`.
-    Chunks of `chunk` accesses go one at a time through memory.access until one of them
+    Chunks of `chunk` accesses go one at a time (in_order) until one of them
     mostly hits the TLB (a run touching pages for the first time gains nothing from
     deferring), and back when one mostly misses.
     """
