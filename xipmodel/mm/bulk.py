@@ -65,6 +65,7 @@ _WRITE = 1
 _MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
 _STREAK = 12  # hits in a row that make numpy worth its cost per call (measured)
 CHUNK: Final = 1024  # accesses between looks at the share of hits (see access_many)
+_KSM = int(FrameKind.KSM)  # (an IntEnum member is a slow class lookup in 3.11)
 
 
 def exact_for(guest: Guest) -> bool:
@@ -96,6 +97,7 @@ class _Run:
         # A set's true LRU order is its dict order with the entries used at or after
         # sorted_from[set] moved to the end by their last use (see sort_sets).
         self.last = np.full(pages.size, -1, dtype=np.int64)  # each page's last use
+        self.when = np.arange(self.n, dtype=np.int64)  # each access's index, to note uses
         self.sorted_from = [0] * guest.tlb.nsets
         # PTEs walked since the last memory.access: only fill_tlb changes them meanwhile.
         self.ptes: dict[int, int] = {}
@@ -124,10 +126,6 @@ class _Run:
                 k = page_of.get(vpn)
                 if k is not None:
                     denies[k], pfns[k] = _denies(flags), pfn
-
-    def used(self, start: int, end: int) -> None:
-        """Accesses [start, end) hit the TLB: note each page's last use (in order)."""
-        np.maximum.at(self.last, self.page[start:end], np.arange(start, end, dtype=np.int64))
 
     def lru_key(self, n: int) -> int:
         """The key of set `n`'s least recently used entry, by the rule of sort_sets: the
@@ -244,7 +242,6 @@ class _Run:
             else:
                 j, window = self.next_stop(i, end, window)
                 self.hits += j - i
-                self.used(i, j)
                 streak += j - i
                 if j == end:
                     break
@@ -312,7 +309,7 @@ class _Run:
         fresh = content == 0
         if fresh.any():
             content[fresh] = host.unique_contents(int(np.count_nonzero(fresh)))
-        if (host.kind[guest.backing[gpfn]] == FrameKind.KSM).any():
+        if (host.kind[guest.backing[gpfn]] == _KSM).any():
             # A write breaks a KSM merge (a new host frame): one at a time, as memory.access.
             for g, c in zip(gpfn.tolist(), content.tolist(), strict=True):
                 guest.write_page(g, c)
@@ -322,14 +319,19 @@ class _Run:
 
     def next_stop(self, i: int, limit: int, window: int) -> tuple[int, int]:
         """The first access in [i, limit) that is not a TLB hit allowed by the entry's
-        flags (limit if none), and the window to use next."""
-        denies, page, asks = self.denies, self.page, self.asks
+        flags (limit if none), and the window to use next. The hits before it are noted:
+        each page's last use."""
+        denies, page, asks, last, when = self.denies, self.page, self.asks, self.last, \
+            self.when
         while i < limit:
             end = min(limit, i + window)
-            stop = (asks[i:end] & denies[page[i:end]]).astype(bool)
+            pages = page[i:end]
+            stop = (asks[i:end] & denies[pages]).astype(bool)
             k = int(stop.argmax())
             if stop[k]:
+                np.maximum.at(last, pages[:k], when[i:i + k])
                 return i + k, max(_MIN_WINDOW, 2 * k)
+            np.maximum.at(last, pages, when[i:end])
             i, window = end, min(2 * window, _MAX_WINDOW)
         return limit, window
 
