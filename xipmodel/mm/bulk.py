@@ -65,7 +65,7 @@ _WRITE = 1
 _MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
 _STREAK = 12  # hits in a row that make numpy worth its cost per call (measured)
 CHUNK: Final = 1024  # accesses between looks at the share of hits (see access_many)
-_KSM = int(FrameKind.KSM)  # (an IntEnum member is a slow class lookup in 3.11)
+_KSM = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
 
 def exact_for(guest: Guest) -> bool:

@@ -61,7 +61,7 @@ __all__ = ["FAULT_AROUND_PAGES", "Guest", "GuestStats"]
 FAULT_AROUND_PAGES: Final = 16  # fault_around_bytes = 64 KiB
 _INITIAL_FRAMES: Final = 1024  # per-frame arrays start this long and double
 ZERO_GPFN: Final = 0
-_KSM: Final = int(FrameKind.KSM)  # (an IntEnum member is a slow class lookup in 3.11)
+_KSM: Final = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
 
 @dataclass
