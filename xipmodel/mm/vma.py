@@ -62,7 +62,7 @@ class Prot(enum.IntFlag):
                                                                 strict=True))
 
 
-_PROT_R, _PROT_W, _PROT_X = int(Prot.R), int(Prot.W), int(Prot.X)
+_PROT_R, _PROT_W, _PROT_X = int(Prot.R), int(Prot.W), int(Prot.X)  # for the fault path
 _PROT_TEXT = re.compile(r"[r-]?|[r-][w-]|[r-][w-][x-][ps]?")
 ADVICE = ("normal", "random", "sequential")  # MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL
 
@@ -122,7 +122,7 @@ class Vma:
 
     def permits(self, write: bool, exec_: bool) -> bool:
         """Does the VMA allow this access at all (else SIGSEGV)?"""
-        prot = int(self.prot)  # (Flag arithmetic is slow: the bits as a plain int)
+        prot = int(self.prot)  # (enum.Flag arithmetic is slow: the bits as a plain int)
         if write:
             return bool(prot & _PROT_W)
         if exec_:
