@@ -295,6 +295,22 @@ def test_bad_input_raises_parameter_error() -> None:
     assert TINY.pte_pfn(pt.lookup_pte(1)) == 3
 
 
+def test_known_leaf_tables_still_refuse_bad_vpns() -> None:
+    """The page-at-a-time verbs find a leaf table walked to before without walking again:
+    does a vpn outside the address space still get its ParameterError, and do the verbs
+    agree with a full walk?"""
+    pt = PageTable(TINY)
+    assert pt.map(1, 2) and pt.map(31, 5)  # both in the leaf table of vpns 0..31
+    for bad in (-1, -32, 1024, 1024 + 1):
+        for verb in (pt.lookup_pte, pt.unmap, lambda v: pt.set_flags(v, Pte.A)):
+            with pytest.raises(ParameterError, match=f"vpn={bad}"):
+                verb(bad)
+    assert pt.lookup_pte(1) == pt.walk(1 << TINY.page_shift).pte
+    assert pt.set_flags(31, Pte.A) == pt.walk(31 << TINY.page_shift).pte == TINY.mkpte(5)
+    assert pt.unmap(31) == TINY.mkpte(5) and pt.lookup_pte(31) == 0
+    assert pt.lookup_pte(32) == 0  # no leaf table there: nothing mapped
+
+
 def test_mappages_byte_range() -> None:
     """xv6-style mappages maps size bytes page by page; unmappages gives back the old PTEs."""
     p = X86_64

@@ -178,21 +178,24 @@ def _synthetic(seed: int, n: int, shared: bool = True) -> PageTrace:
 
 
 def _guest(mode: str, ram_pages: int, tlb_entries: int = 64,
-           image: Ext2Image | None = None) -> tuple[HostMemory, Guest]:
-    """A guest of `mode` (the segment of xip and dax modes as Host makes it) on `image`."""
+           image: Ext2Image | None = None, **options: Any) -> tuple[HostMemory, Guest]:
+    """A guest of `mode` (the segment of xip and dax modes as Host makes it) on `image`;
+    `options` for Guest (4-way TLB unless told)."""
     host, image = HostMemory(), image or _image()
     segment = (SharedSegment(host, image, frame_kind=FrameKind.SHARED if mode == "xip"
                              else FrameKind.HOSTCACHE) if mode in ("xip", "dax") else None)
     return host, Guest(0, host, ram_pages, image, segment=segment, tlb_entries=tlb_entries,
-                       tlb_ways=4)
+                       **{"tlb_ways": 4, **options})
 
 
 @functools.cache  # test_seeded_runs_reach_every_path looks at the same runs
-def _scenario(mode: str, seed: int, engine: str) -> dict[str, Any]:
-    """Two processes take turns, one forks, and (in ksm mode) ksmd merges between turns."""
+def _scenario(mode: str, seed: int, engine: str,
+              options: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
+    """Two processes take turns, one forks, and (in ksm mode) ksmd merges between turns.
+    `options`: (name, value) pairs for Guest."""
     rng = np.random.default_rng([seed, 1])
     ram_pages = int(rng.choice([64, 80, 120, 4096]))  # small ones reclaim
-    host, guest = _guest(mode, ram_pages, int(rng.choice([16, 64])))
+    host, guest = _guest(mode, ram_pages, int(rng.choice([16, 64])), **dict(options))
     ksm = Ksm(host, [guest], pages_to_scan=500) if mode == "ksm" else None
     in_place = mode in ("xip", "dax")
     trace = _synthetic(seed, 3000, shared=not in_place)
@@ -228,6 +231,61 @@ def test_seeded_runs_same_in_both_engines(mode: str, seed: int) -> None:
     _assert_same(*runs)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("kernel", "large_folios"),
+                         [("2.6-xip", False), ("6.1", False), ("6.18", True)])
+@pytest.mark.parametrize("seed", range(3))
+def test_seeded_runs_same_for_every_kernel_and_large_folios(mode: str, kernel: str,
+                                                            large_folios: bool,
+                                                            seed: int) -> None:
+    """The other kernels' fault paths (2.6's xip_file_fault maps read-only, a write then
+    copies) and large folios in the page cache: still the same, bit for bit?"""
+    options = (("kernel", kernel), ("large_folios", large_folios))
+    runs = [_scenario(mode, seed, engine, options) for engine in ENGINES]
+    _assert_same(*runs)
+
+
+@pytest.mark.parametrize("mode", ["pagecache", "ksm"])
+@pytest.mark.parametrize("seed", range(4))
+def test_fully_associative_tlb_same_in_both_engines(mode: str, seed: int) -> None:
+    """One set of 16 ways: a walk into the full set evicts the least recently used of 16
+    entries while their uses are deferred (bulk.lru_key). The reference's victim?"""
+    options = (("tlb_ways", 16),)
+    runs = [_scenario(mode, seed, engine, options) for engine in ENGINES]
+    _assert_same(*runs)
+
+
+def test_first_touches_walk_without_memory_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that mostly misses the TLB goes one access at a time; do its hits and the
+    walks that find a PTE stay out of memory.access (only faults go there), and is the
+    result still the reference's?"""
+    from xipmodel.mm import memory
+
+    calls = []
+    reference_access = memory.access
+
+    def counted(*args: Any) -> int:
+        calls.append(args)
+        return reference_access(*args)
+
+    trace = _synthetic(5, 3000)
+    states = []
+    for engine in ENGINES:
+        monkeypatch.setattr(memory, "access", counted if engine == "fast" else reference_access)
+        host, guest = _guest("pagecache", 4096, 16)
+        mm, _ = replay(guest, PageTrace("empty", trace.maps, trace.vpns[:0], trace.kinds[:0]))
+        assert mm is not None
+        failed = bulk.access_many(guest, mm, trace.vpns, trace.kinds, trace.contents,
+                                  chunk=3000) if engine == "fast" else \
+            [f for a, k, c in trace.accesses() if (f := guest.access(mm, a, k, c or None))]
+        states.append({**_state(host, [guest]), "failed": failed})
+    _assert_same(*states)
+    stats = states[0]["guest 0"]["stats"]
+    faults = stats["minor_faults"] + stats["major_faults"] + stats["sigsegv"]
+    assert stats["tlb_misses"] > 4 * faults  # most misses find their PTE
+    assert 0 < len(calls) <= faults + stats["cow_faults"]
+
+
 def test_seeded_runs_reach_every_path() -> None:
     """Do the seeded runs above make what they are meant to exercise happen at all?"""
     totals: dict[str, int] = {}
@@ -243,7 +301,7 @@ def test_seeded_runs_reach_every_path() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_switching_between_bulk_and_one_at_a_time_is_exact(seed: int) -> None:
+def test_switching_between_bulk_and_in_order_is_exact(seed: int) -> None:
     """access_many decides every `chunk` accesses whether to defer hits: with small chunks
     and a run that alternates first touches with loops over a few pages, it switches
     back and forth many times. Is the result still exactly the reference's?"""

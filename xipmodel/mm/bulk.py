@@ -16,10 +16,10 @@ for this process, indexed by the trace's distinct pages), handles the walks
 that succeed in Python, and calls memory.access for the rest. What a run of
 hits defers is brought up to date before anything that could look at it:
 
-    LRU order     each page's last use is noted; a set's dict order is put right
-                  (`TLB.touch`, the entries used since it was last put right, by
-                  their last use) before a fill evicts from it, and before
-                  memory.access fills it
+    LRU order     each page's last use is noted; a fill evicts the entry used
+                  longest ago by those notes (`lru_key`), and a set's dict order is
+                  put right (`TLB.touch`, the entries used since it was last put
+                  right, by their last use) before memory.access fills it
     counters      added before memory.access (its handlers read the model time)
     writes        the pages' contents (fresh ids drawn in the accesses' order) are
                   stored before memory.access (its handlers draw ids too)
@@ -27,7 +27,8 @@ hits defers is brought up to date before anything that could look at it:
 After memory.access the tables are read back from the TLB: its own set, or all
 of them if it dropped entries elsewhere (`TLB.invalidations`, flushes). A run
 that mostly misses (first touches) gains nothing from deferring: chunks of
-accesses go one at a time until one of them mostly hits.
+accesses go one at a time (`in_order`: the first two cases above done in place,
+in order, the rest through memory.access) until one of them mostly hits.
 
 It applies only where it is exact and simple (see `exact_for`): no event
 listeners (every access would be an event), Linux's page-cache policy (a
@@ -45,7 +46,8 @@ import numpy.typing as npt
 
 from xipmodel.mm import memory
 from xipmodel.mm.frames import FrameKind
-from xipmodel.params import PAGE_SHIFT, PTE_W, PTE_X
+from xipmodel.mm.tlb import ASID_SHIFT
+from xipmodel.params import PAGE_SHIFT, PTE_A, PTE_D, PTE_W, PTE_X
 
 if TYPE_CHECKING:
     from xipmodel.mm.guest import Guest
@@ -63,6 +65,7 @@ _WRITE = 1
 _MIN_WINDOW, _MAX_WINDOW = 64, 1 << 16  # accesses looked at per numpy step
 _STREAK = 12  # hits in a row that make numpy worth its cost per call (measured)
 CHUNK: Final = 1024  # accesses between looks at the share of hits (see access_many)
+_KSM = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
 
 def exact_for(guest: Guest) -> bool:
@@ -81,8 +84,10 @@ class _Run:
         self.guest, self.mm, self.asid = guest, mm, mm.asid
         self.vpns, self.kinds, self.contents = vpns, kinds, contents
         self.n = int(vpns.size)
-        # Each access's page as an index into the trace's distinct pages (sorted).
-        pages, self.page = np.unique(vpns, return_inverse=True)
+        # Each access's page as an index into the trace's distinct pages (sorted): a binary
+        # search among the few distinct pages costs far less than np.unique's inverse.
+        pages = np.unique(vpns)
+        self.page = np.searchsorted(pages, vpns)
         self.page_of = dict(zip(pages.tolist(), range(pages.size), strict=True))
         self.asks = _ASKS[kinds]
         self.writes = np.flatnonzero(kinds == _WRITE)
@@ -92,6 +97,7 @@ class _Run:
         # A set's true LRU order is its dict order with the entries used at or after
         # sorted_from[set] moved to the end by their last use (see sort_sets).
         self.last = np.full(pages.size, -1, dtype=np.int64)  # each page's last use
+        self.when = np.arange(self.n, dtype=np.int64)  # each access's index, to note uses
         self.sorted_from = [0] * guest.tlb.nsets
         # PTEs walked since the last memory.access: only fill_tlb changes them meanwhile.
         self.ptes: dict[int, int] = {}
@@ -121,18 +127,20 @@ class _Run:
                 if k is not None:
                     denies[k], pfns[k] = _denies(flags), pfn
 
-    def used(self, start: int, end: int) -> None:
-        """Accesses [start, end) hit the TLB: note each page's last use (in order)."""
-        np.maximum.at(self.last, self.page[start:end], np.arange(start, end, dtype=np.int64))
-
-    def used_since_sorted(self, n: int) -> bool:
-        """Has set `n`'s first entry been used since the set was last sorted (so that it
-        may not be the least recently used)?"""
-        oldest = self.guest.tlb.oldest(n)
-        if oldest is None or oldest[0] != self.asid:
-            return False
-        k = self.page_of.get(oldest[1])
-        return k is not None and self.last.item(k) >= self.sorted_from[n]
+    def lru_key(self, n: int) -> int:
+        """The key of set `n`'s least recently used entry, by the rule of sort_sets: the
+        first entry not used since the set was sorted, else the used one used longest ago."""
+        since, mask, asid = self.sorted_from[n], (1 << ASID_SHIFT) - 1, self.asid
+        oldest = None
+        for key in self.guest.tlb.sets[n]:
+            k = self.page_of.get(key & mask) if key >> ASID_SHIFT == asid else None
+            when = -1 if k is None else self.last.item(k)
+            if when < since:
+                return key  # in its true place, before every entry used since
+            if oldest is None or when < oldest[0]:
+                oldest = (when, key)
+        assert oldest is not None, "lru_key: an empty set"
+        return oldest[1]
 
     def sort_sets(self, sets: list[int], upto: int) -> None:
         """Put the LRU order of `sets` right (TLB.touch) for the uses before `upto`."""
@@ -149,18 +157,56 @@ class _Run:
                 used.sort()
                 tlb.touch(self.asid, [vpn for _, vpn in used])
 
-    def one_at_a_time(self, start: int, end: int) -> list[int]:
-        """memory.access for accesses [start, end); their nonzero fault flags. Nothing may
-        be deferred before `start` (catch_up), and the tables are stale after (resume)."""
-        guest, mm = self.guest, self.mm
+    def access(self, vpn: int, kind: int, content: int) -> int:
+        """memory.access for one access of the trace (its fault flags). Nothing may be
+        deferred before it (catch_up), and the tables are stale after (resume)."""
+        return memory.access(self.guest, self.mm, vpn << PAGE_SHIFT, _KIND_NAMES[kind],
+                             content or None)
+
+    def in_order(self, start: int, end: int) -> list[int]:
+        """memory.access for accesses [start, end), one at a time, with its two common
+        cases done here: a TLB hit allowed by the entry, and a miss whose walk finds a
+        PTE that allows the access (most of a run touching pages for the first time).
+        The rest (faults, a write through a read-only entry) go through memory.access.
+        Their nonzero fault flags; as for `access`, nothing may be deferred before."""
+        guest, asid, tlb, preset = self.guest, self.asid, self.guest.tlb, self.guest.preset
+        stats, host, lookup_pte = guest.stats, guest.host, self.mm.pt.lookup_pte
+        access_ns, walk_cost = guest.costs.access_ns, guest.walk_cost
+        walk_ns = walk_cost * guest.costs.walk_ref_ns
+        sets, nsets, present = tlb.sets, tlb.nsets, preset.pte_present
         faults = []
         for vpn, kind, content in zip(self.vpns[start:end].tolist(),
                                       self.kinds[start:end].tolist(),
                                       self.contents[start:end].tolist(), strict=True):
-            flags = memory.access(guest, mm, vpn << PAGE_SHIFT, _KIND_NAMES[kind],
-                                  content or None)
-            if flags:
-                faults.append(flags)
+            need = _NEEDS[kind]
+            # What memory.access's TLB lookup would find, looked at without counting it.
+            key = asid << ASID_SHIFT | vpn
+            s = sets[vpn % nsets]
+            entry = s.get(key)
+            if entry is not None and entry[1] & need == need:  # a hit it allows
+                del s[key]  # the most recently used goes last
+                s[key] = entry
+                tlb.hits += 1
+                stats.tlb_hits += 1
+                stats.accesses += 1
+                guest.time += access_ns
+                gpfn = entry[0]
+            elif entry is None and (pte := lookup_pte(vpn)) & present \
+                    and int(preset.pte_flags(pte)) & need == need:  # a walk that finds it
+                tlb.misses += 1
+                stats.tlb_misses += 1
+                stats.walk_refs += walk_cost
+                stats.accesses += 1
+                guest.time += access_ns + walk_ns
+                _, gpfn, _, _ = self.fill_tlb(vpn, pte, kind == _WRITE)
+            else:
+                if flags := self.access(vpn, kind, content):
+                    faults.append(flags)
+                continue
+            # The write itself (memory.access's last step).
+            if kind == _WRITE and gpfn < guest.ram_pages \
+                    and guest.kind.item(gpfn) in memory.PRIVATE_KINDS:
+                guest.write_page(gpfn, content or host.unique_content())
         return faults
 
     def resume(self, at: int) -> None:
@@ -196,7 +242,6 @@ class _Run:
             else:
                 j, window = self.next_stop(i, end, window)
                 self.hits += j - i
-                self.used(i, j)
                 streak += j - i
                 if j == end:
                     break
@@ -210,7 +255,9 @@ class _Run:
             own = [int(self.vpns[j]) % tlb.nsets]
             self.catch_up(own, j)
             changed, before = (tlb.invalidations, tlb.flushes), tlb.cached(self.asid, own[0])
-            faults += self.one_at_a_time(j, j + 1)
+            if flags := self.access(self.vpns.item(j), self.kinds.item(j),
+                                    self.contents.item(j)):
+                faults.append(flags)
             # Its own set's entries changed; others only if it dropped entries (reclaim).
             if changed == (tlb.invalidations, tlb.flushes):
                 self.forget(before)
@@ -253,7 +300,8 @@ class _Run:
         gpfn = self.pfn[self.page[at]]
         private = gpfn < guest.ram_pages
         kind = guest.kind[gpfn[private]]
-        private[private] = np.isin(kind, memory.PRIVATE_KINDS)
+        anon, cow = memory.PRIVATE_KINDS
+        private[private] = (kind == anon) | (kind == cow)
         if not private.any():
             return
         gpfn = gpfn[private]
@@ -261,7 +309,7 @@ class _Run:
         fresh = content == 0
         if fresh.any():
             content[fresh] = host.unique_contents(int(np.count_nonzero(fresh)))
-        if (host.kind[guest.backing[gpfn]] == FrameKind.KSM).any():
+        if (host.kind[guest.backing[gpfn]] == _KSM).any():
             # A write breaks a KSM merge (a new host frame): one at a time, as memory.access.
             for g, c in zip(gpfn.tolist(), content.tolist(), strict=True):
                 guest.write_page(g, c)
@@ -271,38 +319,39 @@ class _Run:
 
     def next_stop(self, i: int, limit: int, window: int) -> tuple[int, int]:
         """The first access in [i, limit) that is not a TLB hit allowed by the entry's
-        flags (limit if none), and the window to use next."""
-        denies, page, asks = self.denies, self.page, self.asks
+        flags (limit if none), and the window to use next. The hits before it are noted:
+        each page's last use."""
+        denies, page, asks, last, when = self.denies, self.page, self.asks, self.last, \
+            self.when
         while i < limit:
             end = min(limit, i + window)
-            stop = (asks[i:end] & denies[page[i:end]]).astype(bool)
+            pages = page[i:end]
+            stop = (asks[i:end] & denies[pages]).astype(bool)
             k = int(stop.argmax())
             if stop[k]:
+                np.maximum.at(last, pages[:k], when[i:i + k])
                 return i + k, max(_MIN_WINDOW, 2 * k)
+            np.maximum.at(last, pages, when[i:end])
             i, window = end, min(2 * window, _MAX_WINDOW)
         return limit, window
 
     def walk(self, j: int) -> bool:
         """Access j missed the TLB: if the walk finds a PTE that allows it, fill the TLB as
         memory.access would and return True; False if it would fault."""
-        guest, tlb, preset = self.guest, self.guest.tlb, self.guest.preset
-        vpn, k = int(self.vpns[j]), int(self.page[j])
+        preset = self.guest.preset
+        vpn, k = self.vpns.item(j), self.page.item(j)
         pte = self.ptes.get(k)
         if pte is None:
             pte = self.mm.pt.lookup_pte(vpn)
-        need = _NEEDS[int(self.kinds[j])]
-        if not preset.pte_present_p(pte) or int(preset.pte_flags(pte)) & need != need:
+        need = _NEEDS[self.kinds.item(j)]
+        if not pte & preset.pte_present or int(preset.pte_flags(pte)) & need != need:
             return False
-        n = vpn % tlb.nsets
-        if len(tlb.sets[n]) >= tlb.ways and self.used_since_sorted(n):
-            self.sort_sets([n], j)  # the fill evicts the set's first entry: make it the LRU
-        pte, flags, victim = memory.fill_tlb(guest, self.mm, vpn, pte, need == PTE_W)
+        pte, gpfn, flags, victim = self.fill_tlb(vpn, pte, need == PTE_W, deferred=True)
         self.ptes[k] = pte
-        if victim is not None and victim[0] == self.asid:
-            gone = self.page_of.get(victim[1])
+        if victim is not None:
+            gone = self.page_of.get(victim)
             if gone is not None:
                 self.denies[gone] = _MISSING
-        gpfn = preset.pte_pfn(pte)
         if gpfn != self.pfn.item(k) >= 0:
             # The page's frame changed (the evicted entry was stale): store the writes
             # made through the old one first.
@@ -311,6 +360,33 @@ class _Run:
         self.denies[k], self.pfn[k], self.last[k] = _denies(flags), gpfn, j
         self.walks += 1
         return True
+
+    def fill_tlb(self, vpn: int, pte: int, write: bool,
+                 deferred: bool = False) -> tuple[int, int, int, int | None]:
+        """memory.fill_tlb for a miss, its TLB.insert done here (an LRU, ASID-tagged TLB):
+        the PTE as it is now, its frame, the flags cached, and the vpn of this process's
+        entry the fill evicted (None: none, or another process's). `deferred`: hits are
+        deferred (the set's dict order is not yet its LRU order: see lru_key)."""
+        tlb, preset = self.guest.tlb, self.guest.preset
+        young = preset.pte_accessed | (preset.pte_dirty if write else 0)
+        bits = PTE_A | (PTE_D if write else 0)
+        if pte & young != young:  # the MMU writes the entry only to set a bit not yet set
+            self.mm.pt.set_flags(vpn, bits)
+            pte |= young
+        flags = int(preset.pte_flags(pte)) | bits
+        gpfn = (pte >> preset.pfn_shift) & preset.pfn_mask
+        key = self.asid << ASID_SHIFT | vpn
+        s = tlb.sets[vpn % tlb.nsets]
+        assert key not in s, "fill_tlb: a miss on a cached entry"
+        victim = None
+        if len(s) >= tlb.ways:
+            victim = self.lru_key(vpn % tlb.nsets) if deferred else next(iter(s))
+            del s[victim]
+            tlb.evictions += 1
+        s[key] = (gpfn, flags)
+        if victim is None or victim >> ASID_SHIFT != self.asid:
+            return pte, gpfn, flags, None
+        return pte, gpfn, flags, victim & ((1 << ASID_SHIFT) - 1)
 
 
 def _denies(flags: int) -> int:
@@ -325,7 +401,7 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
     nonzero VM_FAULT_* flags of the accesses that faulted, in order.
 
     Exactly what calling memory.access for each would leave, where `exact_for(guest)`.
-    Chunks of `chunk` accesses go one at a time through memory.access until one of them
+    Chunks of `chunk` accesses go one at a time (in_order) until one of them
     mostly hits the TLB (a run touching pages for the first time gains nothing from
     deferring), and back when one mostly misses.
     """
@@ -336,7 +412,7 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
     while i < n:
         end = min(n, i + chunk)
         hits = guest.stats.tlb_hits + run.hits
-        faults += run.hits_in_bulk(i, end) if bulk else run.one_at_a_time(i, end)
+        faults += run.hits_in_bulk(i, end) if bulk else run.in_order(i, end)
         wanted = 2 * (guest.stats.tlb_hits + run.hits - hits) >= end - i
         if wanted and not bulk:
             run.resume(end)

@@ -320,16 +320,17 @@ def filemap_map_pages(vmf: VmFaultInfo, start_pgoff: int, end_pgoff: int) -> boo
     assert vma.ino is not None
     ra = guest.ra_state(vma.ino)
     last = file_pages(guest, vma.ino) - 1
+    cache, exec_ = guest.cache, vma.exec
     mapped = 0
     hit = False
     for pgoff in range(start_pgoff, min(end_pgoff, last) + 1):
-        gpfn = guest.cache.find(vma.ino, pgoff)
-        if gpfn is None or guest.cache.readahead[gpfn]:
+        gpfn = cache.find(vma.ino, pgoff)
+        if gpfn is None or cache.readahead.item(gpfn):
             continue
         vpn = (vma.start >> PAGE_SHIFT) + pgoff - vma.pgoff
         if guest.preset.pte_present_p(mm.pt.lookup_pte(vpn)):
             continue
-        if not set_pte_range(guest, mm, vpn, gpfn, False, vma.exec):
+        if not set_pte_range(guest, mm, vpn, gpfn, False, exec_):
             break
         mapped += 1
         hit = hit or pgoff == vmf.pgoff

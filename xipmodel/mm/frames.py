@@ -59,6 +59,9 @@ class FrameKind(enum.IntEnum):
     MEMMAP = 10  # guest RAM holding the struct pages of a DAX device (memremap_pages)
 
 
+# A numpy scalar compared with an IntEnum member takes microseconds: hot paths compare
+# plain ints (array.item(i) against these).
+_FREE: Final = int(FrameKind.FREE)
 OWNER_HOST: Final = -1
 OWNER_SEGMENT: Final = -2
 CONTENT_ZERO: Final = 0
@@ -71,7 +74,7 @@ def block_content(image: Ext2Image, block: int) -> int:
     CONTENT_BLOCK + the first block with the same bytes (Ext2Image.equal_blocks), or
     CONTENT_ZERO for zeros: KSM merges equal pages of different files, never others.
     """
-    first = int(image.equal_blocks()[block]) if block else 0
+    first: int = image.equal_blocks().item(block) if block else 0
     return CONTENT_BLOCK + first if first else CONTENT_ZERO
 
 
@@ -190,7 +193,7 @@ class HostMemory:
 
     def retag(self, pfn: int, kind: FrameKind, content: int | None = None) -> None:
         """Record a new use of an allocated frame (a guest reused its RAM page)."""
-        assert self.kind[pfn] != FrameKind.FREE, f"retag: frame {pfn} is free"
+        assert self.kind.item(pfn) != _FREE, f"retag: frame {pfn} is free"
         self.kind[pfn] = kind
         if content is not None:
             self.content[pfn] = content

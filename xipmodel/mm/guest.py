@@ -61,6 +61,7 @@ __all__ = ["FAULT_AROUND_PAGES", "Guest", "GuestStats"]
 FAULT_AROUND_PAGES: Final = 16  # fault_around_bytes = 64 KiB
 _INITIAL_FRAMES: Final = 1024  # per-frame arrays start this long and double
 ZERO_GPFN: Final = 0
+_KSM: Final = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
 
 @dataclass
@@ -188,7 +189,7 @@ class Guest:
         """
         if gpfn >= len(self.backing):
             self._grow(min(self.ram_pages, 2 * len(self.backing)))
-        hpfn = int(self.backing[gpfn])
+        hpfn: int = self.backing.item(gpfn)
         if hpfn < 0:
             new = self.host.alloc(kind, self.gid, content)
             if new is None:
@@ -209,8 +210,8 @@ class Guest:
 
     def _unshare_host_frame(self, gpfn: int) -> int:
         """Before the guest writes `gpfn`: break a KSM merge (cow_ksm). Returns the frame."""
-        hpfn = int(self.backing[gpfn])
-        if self.host.kind[hpfn] != FrameKind.KSM:
+        hpfn: int = self.backing.item(gpfn)
+        if self.host.kind.item(hpfn) != _KSM:
             return hpfn
         new = self.host.alloc(FrameKind(self.kind[gpfn]), self.gid,
                               int(self.host.content[hpfn]))

@@ -173,6 +173,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
 
 
 PRIVATE_KINDS = (int(FrameKind.ANON), int(FrameKind.COW))  # what a write changes the content of
+_ZERO = int(FrameKind.ZERO)  # (a numpy scalar against an IntEnum member is slow: ints)
 _MAX_RETRIES = 3  # no fault path here needs more than two faults for one access
 
 
@@ -355,7 +356,7 @@ def do_wp_page(vmf: VmFaultInfo, gpfn: int) -> int:
     """
     guest = vmf.guest
     in_ram = 0 <= gpfn < guest.ram_pages
-    kind = FrameKind(guest.kind[gpfn]) if in_ram else FrameKind.SHARED
+    kind = FrameKind(guest.kind.item(gpfn)) if in_ram else FrameKind.SHARED
     if vmf.vma.shared and kind == FrameKind.PAGECACHE:
         # wp_page_shared: a shared mapping writes the page-cache page itself (made dirty),
         # so every process mapping the file sees the write.
@@ -437,7 +438,7 @@ def set_pte_range(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable: boo
     if not mm.pt.map(vpn, gpfn, flags, replace=True):
         return False  # no memory for a page-table page
     guest.tlb.invalidate(mm.asid, vpn)
-    if 0 < gpfn < guest.ram_pages and guest.kind[gpfn] != FrameKind.ZERO:
+    if 0 < gpfn < guest.ram_pages and guest.kind.item(gpfn) != _ZERO:
         folio_add_rmap(guest, gpfn, mm.pid, vpn, exec_)
     if guest.bus:
         _emit_pte_install(guest, mm, vpn, gpfn, writable)
@@ -453,7 +454,7 @@ def _emit_pte_install(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable:
     elif gpfn in guest.cache.key_of:
         kind = "pagecache"
         ino, pgoff = guest.cache.key_of[gpfn]
-    elif guest.kind[gpfn] == FrameKind.COW:
+    elif guest.kind.item(gpfn) == FrameKind.COW:
         kind = "cow"
     guest.bus.emit(PteInstall(guest.time, guest.gid, mm.pid, vpn, gpfn, guest.host_frame(gpfn),
                               writable, guest.describe_gpfn(gpfn), kind, block, ino, pgoff))
@@ -467,8 +468,8 @@ def zap_pte(guest: Guest, mm: MmStruct, vpn: int) -> None:
         return
     gpfn = guest.preset.pte_pfn(old)
     folio_remove_rmap(guest, gpfn, mm.pid, vpn)
-    kind = guest.kind[gpfn] if 0 <= gpfn < guest.ram_pages else None
-    if kind in (FrameKind.ANON, FrameKind.COW) and gpfn not in guest.rmap:
+    kind = guest.kind.item(gpfn) if 0 <= gpfn < guest.ram_pages else None
+    if kind in PRIVATE_KINDS and gpfn not in guest.rmap:
         free_page(guest, gpfn)
 
 

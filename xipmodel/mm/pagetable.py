@@ -213,6 +213,7 @@ class PageTable:
         self.free_table = free_table
         self.tables: dict[int, npt.NDArray[np.uint64]] = {}
         self._leaves: dict[int, int] = {}  # vpn >> leaf bits → leaf table frame (a cache)
+        self._leaf_bits = preset.levels[-1]
         root = self._alloc(0)
         if root is None:
             raise RuntimeError("PageTable: alloc_table gave no frame for the root table")
@@ -238,7 +239,7 @@ class PageTable:
         new.preset, new.frames = self.preset, None
         new.alloc_table, new.free_table = alloc_table, free_table
         new.tables = {frame: table.copy() for frame, table in self.tables.items()}
-        new._leaves = dict(self._leaves)
+        new._leaves, new._leaf_bits = dict(self._leaves), self._leaf_bits
         new.root = self.root
         return new
 
@@ -388,14 +389,18 @@ class PageTable:
         self._leaves[prefix] = table  # tables are only freed all at once, by free()
         return table
 
-    def _leaf_slot(self, vpn: int, alloc: bool) -> tuple[int, int] | None:
-        """(table frame, index) of vpn's leaf PTE, or None without a leaf table."""
-        p = self.preset
-        if vpn < 0 or vpn >> p.vpn_bits:
-            raise ParameterError(f"{p.name}: vpn={vpn!r}: must be < 2**{p.vpn_bits}")
-        bits = p.levels[-1]
-        table = self._leaf_table(vpn >> bits, alloc)
-        return None if table is None else (table, vpn & ((1 << bits) - 1))
+    def _leaf_slot(self, vpn: int, alloc: bool) -> tuple[npt.NDArray[np.uint64], int] | None:
+        """(leaf table, index) of vpn's leaf PTE, or None without a leaf table."""
+        bits = self._leaf_bits
+        table = self._leaves.get(vpn >> bits)
+        if table is None:  # not walked to yet (a vpn out of range never is)
+            p = self.preset
+            if vpn < 0 or vpn >> p.vpn_bits:
+                raise ParameterError(f"{p.name}: vpn={vpn!r}: must be < 2**{p.vpn_bits}")
+            table = self._leaf_table(vpn >> bits, alloc)
+            if table is None:
+                return None
+        return self.tables[table], vpn & ((1 << bits) - 1)
 
     def pte_alloc(self, vpn: int) -> bool:
         """Make sure the tables down to vpn's leaf exist (Linux's pte_alloc); False if no frame."""
@@ -412,10 +417,10 @@ class PageTable:
         slot = self._leaf_slot(vpn, alloc=True)
         if slot is None:
             return False
-        table, index = slot
-        if not replace and self.preset.pte_present_p(int(self.tables[table][index])):
+        entries, index = slot
+        if not replace and self.preset.pte_present_p(entries.item(index)):
             raise RuntimeError(f"map: remap of vpn {vpn:#x}")
-        self.tables[table][index] = U64(pte)
+        entries[index] = pte
         return True
 
     def unmap(self, vpn: int) -> int:
@@ -423,15 +428,18 @@ class PageTable:
         slot = self._leaf_slot(vpn, alloc=False)
         if slot is None:
             return 0
-        table, index = slot
-        old = int(self.tables[table][index])
-        self.tables[table][index] = U64(0)
+        entries, index = slot
+        old: int = entries.item(index)
+        entries[index] = 0
         return old
 
     def lookup_pte(self, vpn: int) -> int:
         """vpn's leaf PTE as a raw integer (0 when there is none); no side effects."""
+        table = self._leaves.get(vpn >> self._leaf_bits)
+        if table is not None:  # a leaf table walked to before: the usual case, made short
+            return int(self.tables[table].item(vpn & ((1 << self._leaf_bits) - 1)))
         slot = self._leaf_slot(vpn, alloc=False)
-        return 0 if slot is None else int(self.tables[slot[0]][slot[1]])
+        return 0 if slot is None else int(slot[0].item(slot[1]))
 
     def _flag_masks(self, flags: Pte | int) -> tuple[int, int]:
         """(bits to set, bits to clear) that grant `flags`; swap them to revoke."""
@@ -445,11 +453,11 @@ class PageTable:
         slot = self._leaf_slot(vpn, alloc=False)
         if slot is None:
             return 0
-        table, index = slot
-        old = int(self.tables[table][index])
+        entries, index = slot
+        old: int = entries.item(index)
         # Is the page mapped? Flags of a non-present entry mean nothing; leave it.
         if self.preset.pte_present_p(old):
-            self.tables[table][index] = U64((old | set_bits) & ~clear_bits)
+            entries[index] = (old | set_bits) & ~clear_bits
         return old
 
     def set_flags(self, vpn: int, flags: Pte | int) -> int:

@@ -43,7 +43,10 @@ class PteMappers:
 
 def folio_add_rmap(guest: Guest, gpfn: int, pid: int, vpn: int, exec_: bool) -> None:
     """folio_add_file_rmap_ptes / folio_add_anon_rmap_ptes: `pid` maps `gpfn` at `vpn`."""
-    guest.rmap.setdefault(gpfn, PteMappers()).users[(pid, vpn)] = exec_
+    mapping = guest.rmap.get(gpfn)
+    if mapping is None:
+        mapping = guest.rmap[gpfn] = PteMappers()
+    mapping.users[(pid, vpn)] = exec_
 
 
 def folio_remove_rmap(guest: Guest, gpfn: int, pid: int, vpn: int) -> None:

@@ -25,11 +25,11 @@ import numpy.typing as npt
 
 from xipmodel.errors import ParameterError
 
-__all__ = ["POLICIES", "TLB", "Policy"]
+__all__ = ["ASID_SHIFT", "POLICIES", "TLB", "Policy"]
 
 Policy = Literal["lru", "fifo", "random"]
 POLICIES: tuple[str, ...] = ("lru", "fifo", "random")
-_ASID_SHIFT = 64  # key = asid << 64 | vpn: no VPN of any preset reaches bit 64
+ASID_SHIFT = 64  # key = asid << 64 | vpn: no VPN of any preset reaches bit 64
 
 
 class TLB:
@@ -61,10 +61,10 @@ class TLB:
 
     def _key(self, asid: int, vpn: int) -> int:
         """The dict key of (asid, vpn); an untagged TLB only answers for the current asid."""
-        if asid < 0 or vpn < 0 or vpn >> _ASID_SHIFT:
+        if asid < 0 or vpn < 0 or vpn >> ASID_SHIFT:
             raise ParameterError(f"TLB: asid={asid!r} vpn={vpn!r}: must be >= 0 and vpn < 2**64")
         if self.asid_tagged:
-            return asid << _ASID_SHIFT | vpn
+            return asid << ASID_SHIFT | vpn
         # An untagged TLB holds only the current address space's entries.
         if asid != self.asid:
             raise RuntimeError(f"TLB: asid {asid} is not current ({self.asid}); switch() first")
@@ -108,7 +108,7 @@ class TLB:
         s[key] = (pfn, flags)
         if victim is None:
             return None
-        return (victim >> _ASID_SHIFT, victim & ((1 << _ASID_SHIFT) - 1)) if self.asid_tagged \
+        return (victim >> ASID_SHIFT, victim & ((1 << ASID_SHIFT) - 1)) if self.asid_tagged \
             else (self.asid, victim)
 
     def invalidate(self, asid: int, vpn: int) -> bool:
@@ -131,7 +131,7 @@ class TLB:
                 dropped += len(s)
                 s.clear()
             else:
-                gone = [k for k in s if k >> _ASID_SHIFT == asid]
+                gone = [k for k in s if k >> ASID_SHIFT == asid]
                 for k in gone:
                     del s[k]
                 dropped += len(gone)
@@ -172,7 +172,7 @@ class TLB:
             if asid != cur:
                 self.switch(asid)
                 cur = asid
-            key = asid << _ASID_SHIFT | vpn if tagged else vpn
+            key = asid << ASID_SHIFT | vpn if tagged else vpn
             s = sets[vpn % nsets]
             if key in s:
                 hit[i] = 1
@@ -194,8 +194,8 @@ class TLB:
         (LRU first)."""
         if not self.asid_tagged:
             return [(key, *e) for key, e in self.sets[n].items()] if asid == self.asid else []
-        return [(key & ((1 << _ASID_SHIFT) - 1), *e) for key, e in self.sets[n].items()
-                if key >> _ASID_SHIFT == asid]
+        return [(key & ((1 << ASID_SHIFT) - 1), *e) for key, e in self.sets[n].items()
+                if key >> ASID_SHIFT == asid]
 
     def oldest(self, n: int) -> tuple[int, int] | None:
         """(asid, vpn) of set `n`'s first entry in replacement order (None: set empty):
@@ -205,7 +205,7 @@ class TLB:
             return None
         if not self.asid_tagged:
             return self.asid, key
-        return key >> _ASID_SHIFT, key & ((1 << _ASID_SHIFT) - 1)
+        return key >> ASID_SHIFT, key & ((1 << ASID_SHIFT) - 1)
 
     def touch(self, asid: int, vpns: list[int]) -> None:
         """Make these cached entries the most recently used, in this order, as hits on
@@ -224,8 +224,8 @@ class TLB:
         out = []
         for n, s in enumerate(self.sets):
             for key, (pfn, flags) in s.items():
-                asid = key >> _ASID_SHIFT if self.asid_tagged else self.asid
-                out.append((n, asid, key & ((1 << _ASID_SHIFT) - 1), pfn, flags))
+                asid = key >> ASID_SHIFT if self.asid_tagged else self.asid
+                out.append((n, asid, key & ((1 << ASID_SHIFT) - 1), pfn, flags))
         return out
 
     @property

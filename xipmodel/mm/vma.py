@@ -62,6 +62,7 @@ class Prot(enum.IntFlag):
                                                                 strict=True))
 
 
+_PROT_R, _PROT_W, _PROT_X = int(Prot.R), int(Prot.W), int(Prot.X)  # for the fault path
 _PROT_TEXT = re.compile(r"[r-]?|[r-][w-]|[r-][w-][x-][ps]?")
 ADVICE = ("normal", "random", "sequential")  # MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL
 
@@ -109,7 +110,7 @@ class Vma:
 
     @property
     def exec(self) -> bool:
-        return bool(self.prot & Prot.X)
+        return bool(int(self.prot) & _PROT_X)
 
     @property
     def pages(self) -> int:
@@ -121,11 +122,12 @@ class Vma:
 
     def permits(self, write: bool, exec_: bool) -> bool:
         """Does the VMA allow this access at all (else SIGSEGV)?"""
+        prot = int(self.prot)  # (enum.Flag arithmetic is slow: the bits as a plain int)
         if write:
-            return bool(self.prot & Prot.W)
+            return bool(prot & _PROT_W)
         if exec_:
-            return bool(self.prot & Prot.X)
-        return bool(self.prot & Prot.R)
+            return bool(prot & _PROT_X)
+        return bool(prot & _PROT_R)
 
     def __str__(self) -> str:
         kind = "s" if self.shared else "p"
