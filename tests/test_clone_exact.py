@@ -8,14 +8,19 @@ seeded scenarios both ways and compare every number a RunResult holds.
 
 from __future__ import annotations
 
+import functools
 import random
+import re
 from typing import Any
 
 import numpy as np
 import pytest
 
+from xipmodel import host as host_module
+from xipmodel.errors import ParameterError
 from xipmodel.events import Event, EventBus
 from xipmodel.host import MODES, Host, RunResult, Scenario
+from xipmodel.mm.frames import HostMemory
 
 _PROGRAMS = ("webserver", "shell", "python", "tools")
 _KERNELS = ("6.18", "6.1", "2.6-xip")
@@ -99,3 +104,29 @@ def test_a_host_with_listeners_runs_every_guest() -> None:
         result = Host(scenario, mode, bus=bus).run()
         assert {0, 1, 2} <= guests
         assert_same(result, Host(scenario, mode, clone_guests=False).run())
+
+
+@pytest.mark.parametrize("share", [0.05, 0.5, 0.95])
+def test_a_host_filling_up_in_the_last_guest_clones_nothing_it_cannot_hold(
+        monkeypatch: pytest.MonkeyPatch, share: float) -> None:
+    """The simulated host runs out of frames during the last distinct guest (after `share`
+    of what it would take): is every number still that of guests run from scratch (the
+    copy of an exec'd guest is made only where all of it fits)?"""
+    scenario = Scenario(guests=3, workload="shell", variants=None, ksm_seconds=1)
+    for mode in MODES:
+        host = Host(scenario, mode)
+        host.add_guests(2)
+        before = host.memory.allocated
+        host.add_guests(3)
+        capacity = before + int(share * (host.memory.allocated - before))
+        monkeypatch.setattr(host_module, "HostMemory",
+                            functools.partial(HostMemory, capacity))
+        try:
+            full = Host(scenario, mode, clone_guests=False).run()
+        except ParameterError as exc:  # no frame even to boot the guest: the same refusal
+            with pytest.raises(ParameterError, match=re.escape(str(exc))):
+                Host(scenario, mode).run()
+        else:
+            assert full.totals["oom"] > 0
+            assert_same(Host(scenario, mode).run(), full)
+        monkeypatch.undo()
