@@ -407,9 +407,11 @@ class Host:
         """Set up the host.
 
         `clone_guests` copies a guest whose seeded run equals an earlier guest's instead
-        of running it again (the same result, much faster). `retire_guests` keeps only
-        frames and counters of guests that have run (None: when there are over 16 guests),
-        so a thousand guests fit in memory; their page caches and processes are gone.
+        of running it again, and a fresh guest's state after exec'ing its program (the
+        same result, faster; nothing is copied when someone listens to `bus`).
+        `retire_guests` keeps only frames and counters of guests that have run (None:
+        when there are over 16 guests), so a thousand guests fit in memory; their page
+        caches and processes are gone.
         """
         if mode not in MODES:
             raise ParameterError(f"Host: mode {mode!r} is not one of {', '.join(MODES)}")
