@@ -52,6 +52,9 @@ _EDGES = {
                     ksm_seconds=1),
     "2.6-xip": Scenario(guests=3, workload="shell", variants=None, kernel="2.6-xip",
                         ksm_seconds=1),
+    "started apart": Scenario(guests=4, workload=(("shell", 1.0), ("tools", 1.0)),
+                              variants=None, kernel="6.1", start_interval_ms=2000.0,
+                              ksm_seconds=1),
     "trace and programs": Scenario(guests=4, workload=(("trace:httpd", 1.0), ("shell", 1.0)),
                                    variants=None, ksm_seconds=1),
 }
