@@ -341,9 +341,12 @@ _progress_queue: Queue[tuple[str, int]] | None = None
 
 
 def _worker_progress(queue: Queue[tuple[str, int]] | None) -> None:
-    """The ProcessPoolExecutor's initializer: report guests started on `queue`."""
+    """The ProcessPoolExecutor's initializer: report guests started on `queue` (counts
+    still unread when the worker exits are dropped: it never waits for the reader)."""
     global _progress_queue
     _progress_queue = queue
+    if queue is not None:
+        queue.cancel_join_thread()
 
 
 def _run_mode(job: tuple[Scenario, str, bytes | None]) -> RunResult:
