@@ -6,8 +6,12 @@ under a second or two.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +171,33 @@ def test_compare_prints_no_progress_when_stderr_is_not_a_terminal() -> None:
     """Run from a pipe (CI, the headless lab job): stderr stays empty."""
     proc = cli("compare", *SMALL, "--modes", "xip")
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run `python -m xipmodel ARGS` with stderr on a pseudo-terminal: its exit status and
+    everything it wrote there."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "xipmodel", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+        while data := os.read(master, 1 << 16):
+            chunks.append(data)
+    os.close(master)
+    return proc.wait(), b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_compare_of_distinct_guests_shows_its_progress_on_a_terminal(jobs: str) -> None:
+    """A compare of distinct guests takes seconds: does a terminal see guests counted while
+    it runs, with one process and with a worker per mode, and the line wiped at the end?"""
+    status, stderr = on_a_terminal("compare", "--guests", "60", "--variants", "0",
+                                   "--modes", "xip,dax", "--ksm-seconds", "0", "--jobs", jobs)
+    assert status == 0
+    counts = [int(n) for n in re.findall(r"\] (\d+)/120 guests", stderr)]
+    assert counts and counts == sorted(counts) and counts[-1] == 120
+    assert stderr.endswith("\r\x1b[K")
 
 
 # ── the quiz ─────────────────────────────────────────────────────────────────────────────────

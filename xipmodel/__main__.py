@@ -27,12 +27,14 @@ import argparse
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from queue import Empty
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 from xipmodel import kernelcheck, rollout
@@ -43,6 +45,8 @@ from xipmodel.ext2 import layout as L
 from xipmodel.params import DEFAULT_KERNEL, KERNELS
 
 if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+
     from xipmodel.host import Comparison, RunResult, Scenario
 
 
@@ -332,13 +336,32 @@ def _check_tree_size(top: str) -> None:
                                         f"{MAX_IMAGE_BYTES} bytes an image may have here", top)
 
 
+# A worker process's queue for (mode, guests started) as its run goes (_worker_progress).
+_progress_queue: Queue[tuple[str, int]] | None = None
+
+
+def _worker_progress(queue: Queue[tuple[str, int]] | None) -> None:
+    """The ProcessPoolExecutor's initializer: report guests started on `queue` (counts
+    still unread when the worker exits are dropped: it never waits for the reader)."""
+    global _progress_queue
+    _progress_queue = queue
+    if queue is not None:
+        queue.cancel_join_thread()
+
+
 def _run_mode(job: tuple[Scenario, str, bytes | None]) -> RunResult:
     """One mode of a comparison (also the ProcessPoolExecutor worker: everything pickles)."""
     from xipmodel.host import Host
 
     scenario, mode, image = job
+    queue = _progress_queue
+    tick = None
+    if queue is not None:
+        def tick(done: int, total: int) -> None:
+            queue.put((mode, done))
+
     return Host(scenario, mode, Ext2Image.open(image) if image is not None
-                else None).run(ksmd_in_bulk=True)
+                else None).run(tick, ksmd_in_bulk=True)
 
 
 class ProgressBar:
@@ -348,7 +371,7 @@ class ProgressBar:
     """
 
     def __init__(self, total: int, unit: str, stream: TextIO | None = None,
-                 after: float = 1.5, width: int = 30) -> None:
+                 after: float = 1.0, width: int = 30) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = self.stream.isatty()
         self.total, self.unit, self.after, self.width = max(total, 1), unit, after, width
@@ -375,25 +398,30 @@ def run_comparison(scenario: Scenario, modes: Sequence[str], image: bytes | None
                    jobs: int = 1, progress_stream: TextIO | None = None) -> Comparison:
     """`host.compare`, with an image of the caller's and a progress bar on a terminal.
 
-    jobs > 1 runs the modes in a ProcessPoolExecutor (progress then counts modes).
+    jobs > 1 runs the modes in a ProcessPoolExecutor (its workers count their guests
+    to the bar through a queue).
     """
     from xipmodel.host import Comparison
 
     if jobs < 1:
         raise ParameterError(f"--jobs: {jobs} must be at least 1")
     work = [(scenario, mode, image) for mode in modes]
+    bar = ProgressBar(scenario.guests * len(modes), "guests", progress_stream)
     if jobs > 1 and len(modes) > 1:
-        bar = ProgressBar(len(modes), "modes", progress_stream)
-        results: list[RunResult] = []
-        with ProcessPoolExecutor(max_workers=min(jobs, len(modes))) as pool:
-            for result in pool.map(_run_mode, work):
-                results.append(result)
-                bar.update(len(results), result.mode)
-        bar.close()
+        started = dict.fromkeys(modes, 0)
+        queue: Queue[tuple[str, int]] | None = multiprocessing.Queue() if bar.enabled else None
+        with ProcessPoolExecutor(max_workers=min(jobs, len(modes)),
+                                 initializer=_worker_progress, initargs=(queue,)) as pool:
+            futures = [pool.submit(_run_mode, job) for job in work]
+            while queue is not None and not all(f.done() for f in futures):
+                with contextlib.suppress(Empty):
+                    mode, started[mode] = queue.get(timeout=0.2)
+                    bar.update(sum(started.values()), mode)
+            results = [f.result() for f in futures]
+        bar.update(scenario.guests * len(modes))  # the last counts may still be queued
     else:
         from xipmodel.host import Host
 
-        bar = ProgressBar(scenario.guests * len(modes), "guests", progress_stream)
         results = []
         for i, mode in enumerate(modes):
             base = i * scenario.guests
@@ -404,7 +432,7 @@ def run_comparison(scenario: Scenario, modes: Sequence[str], image: bytes | None
             # ksmd's scan after the last guest is counted in bulk: the bar ends with it.
             host = Host(scenario, mode, Ext2Image.open(image) if image is not None else None)
             results.append(host.run(tick, ksmd_in_bulk=True))
-        bar.close()
+    bar.close()
     return Comparison(scenario, dict(zip(modes, results, strict=True)))
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from xipmodel.mm.ksm import RMAP_ITEM_BYTES, Ksm, KsmCounters
 from xipmodel.mm.ksm_bulk import ScanOrder, fits, ksmd_passes, wakeup_visits
 from xipmodel.mm.pagecache import CACHE_POLICIES
 from xipmodel.mm.segment import SharedSegment
+from xipmodel.mm.vma import MmStruct
 from xipmodel.params import (
     DEFAULT_KERNEL,
     PAGE_SHIFT,
@@ -406,9 +407,11 @@ class Host:
         """Set up the host.
 
         `clone_guests` copies a guest whose seeded run equals an earlier guest's instead
-        of running it again (the same result, much faster). `retire_guests` keeps only
-        frames and counters of guests that have run (None: when there are over 16 guests),
-        so a thousand guests fit in memory; their page caches and processes are gone.
+        of running it again, and a fresh guest's state after exec'ing its program (the
+        same result, faster; nothing is copied when someone listens to `bus`).
+        `retire_guests` keeps only frames and counters of guests that have run (None:
+        when there are over 16 guests), so a thousand guests fit in memory; their page
+        caches and processes are gone.
         """
         if mode not in MODES:
             raise ParameterError(f"Host: mode {mode!r} is not one of {', '.join(MODES)}")
@@ -435,6 +438,7 @@ class Host:
                         sleep_millisecs=scenario.ksm_sleep_ms, bus=self.bus)
                     if mode == "ksm" else None)
         self._templates: dict[tuple[str, int], tuple[Guest, int, int]] = {}
+        self._exec_templates: dict[str, _ExecTemplate] = {}  # program → after its exec
         self._samples_ns: list[int] = []
         self._samples: list[list[int]] = []
         # Columns: pages_shared, pages_sharing, pages_unshared, pages_volatile, full_scans,
@@ -477,8 +481,6 @@ class Host:
             self.scenario = self.scenario.replace(guests=guests)  # checks the bounds
         s = self.scenario
         interval = int(s.start_interval_ms * 1_000_000)
-        preset = PRESETS[s.preset]
-        ram_pages = (s.guest_ram_mib << 20) >> PAGE_SHIFT
         # (program, variant) → the guest that ran it, how long it ran, how long it waited.
         templates = self._templates
         if not self._samples:
@@ -503,11 +505,9 @@ class Host:
                         f"Scenario: guests {s.guests}: the simulated host's "
                         f"{self.memory.capacity * PAGE_SIZE / (1 << 30):g} GiB are full after "
                         f"{i} guests in {self.mode} mode; run at most {i} guests")
-                guest = Guest(i, self.memory, ram_pages, self.image, segment=self.segment,
-                              preset=preset, host_preset=preset, bus=self.bus,
-                              policy=s.policy, kernel=s.kernel)
-                guest.time = start
-                for run in range(s.runs_per_guest):
+                guest = self._first_run(i, program, start,
+                                        _guest_seed(s.seed, program, variant, 0))
+                for run in range(1, s.runs_per_guest):
                     self.run_program(guest, program, seed=_guest_seed(s.seed, program,
                                                                       variant, run))
                 if self.clone_guests and self._repeats(program, variant):
@@ -565,20 +565,71 @@ class Host:
                          np.vstack([prefix.timeline_bytes, rows]), prefix.totals,
                          scan.counters[-1] if scan.counters else prefix.ksm, extra)
 
+    def _first_run(self, gid: int, program: str, start: int, seed: int) -> Guest:
+        """Guest `gid`, booted at `start`, after the first seeded run of `program`.
+
+        A fresh guest's state right after exec does not depend on the seed: the first
+        guest to exec `program` keeps a snapshot of it (off the host), and later ones
+        start from a copy of that on frames of their own, then replay their own run.
+        The copy's exec took as long, minus the segment page-ins already done (the
+        blocks stay in the segment). Only where the host has the frames for the whole
+        copy (else exec runs here, and fails where it would).
+        """
+        template = self._exec_templates.get(program) if self.clone_guests else None
+        if template is not None and \
+                self.memory.capacity - self.memory.allocated >= template.frames:
+            guest = template.guest.clone(gid, host=self.memory)
+            assert guest is not None, "_first_run: the frames were counted"
+            guest.time = start + template.exec_ns
+            guest.page_in_ns = guest.stats.host_page_ins = 0
+            self._replay_run(guest, program, guest.procs[template.pid], seed)
+            return guest
+        s = self.scenario
+        preset = PRESETS[s.preset]
+        guest = Guest(gid, self.memory, (s.guest_ram_mib << 20) >> PAGE_SHIFT, self.image,
+                      segment=self.segment, preset=preset, host_preset=preset, bus=self.bus,
+                      policy=s.policy, kernel=s.kernel)
+        guest.time = start
+        if is_trace(program) or not self.clone_guests:
+            self.run_program(guest, program, seed)
+            return guest
+        mm = self._exec(guest, program)
+        if mm is None:
+            return guest
+        if program not in self._exec_templates:
+            scratch = HostMemory()
+            snapshot = guest.clone(gid, host=scratch)
+            assert snapshot is not None, "_first_run: a scratch host has room"
+            self._exec_templates[program] = _ExecTemplate(
+                snapshot, mm.pid, guest.time - start - guest.page_in_ns, scratch.allocated - 1)
+        self._replay_run(guest, program, mm, seed)
+        return guest
+
     def run_program(self, guest: Guest, program: str, seed: int) -> None:
         """exec `program` in `guest` and replay a seeded run of it (a trace: replay it)."""
         if is_trace(program):
             replay(guest, self.workloads.traces[program])
             return
+        mm = self._exec(guest, program)
+        if mm is not None:
+            self._replay_run(guest, program, mm, seed)
+
+    def _exec(self, guest: Guest, program: str) -> MmStruct | None:
+        """A new process in `guest` exec'ing `program`; None if fork failed (the guest is
+        out of memory, counted in its stats)."""
         model = program_model(program)
         mm = guest.new_process(program)
-        if mm is None:
-            return  # fork failed: the guest is out of memory (counted in its stats)
+        if mm is not None:
+            heap_pages = _heap_pages(model, self.scenario.heap_share, self.image)
+            exec_image(guest, mm, model.binary, heap_pages=max(heap_pages, 1))
+        return mm
+
+    def _replay_run(self, guest: Guest, program: str, mm: MmStruct, seed: int) -> None:
+        """Replay the run of seed `seed` in `mm`, which has just exec'd `program`."""
+        model = program_model(program)
         heap_pages = _heap_pages(model, self.scenario.heap_share, self.image)
-        exec_image(guest, mm, model.binary, heap_pages=max(heap_pages, 1))
         layout = tuple((v.start, v.end, int(v.prot), v.name, v.anonymous) for v in mm.vmas)
-        trace = _trace(model, heap_pages, seed, layout)
-        replay(guest, trace, mm)
+        replay(guest, _trace(model, heap_pages, seed, layout), mm)
 
     def _sample(self, time_ns: int) -> None:
         self._samples_ns.append(time_ns)
@@ -621,6 +672,15 @@ class Host:
                          np.array(self._samples_ns, dtype=np.int64),
                          np.array(self._samples, dtype=np.int64), totals,
                          dataclasses.replace(self.ksm.counters) if self.ksm else None, extra)
+
+
+class _ExecTemplate(NamedTuple):
+    """A fresh guest right after exec'ing a program (Host._first_run)."""
+
+    guest: Guest  # a snapshot on a scratch host of its own
+    pid: int  # the process that exec'd
+    exec_ns: int  # how long exec took, without waiting for segment page-ins
+    frames: int  # host frames a copy takes (RAM and EPT)
 
 
 @lru_cache(maxsize=64)

@@ -270,7 +270,8 @@ class Guest:
 
     retired: dict[str, int] | None = None  # the page counts at retirement
 
-    def clone(self, gid: int, retired: bool = False) -> Guest | None:
+    def clone(self, gid: int, retired: bool = False,
+              host: HostMemory | None = None) -> Guest | None:
         """A new guest in exactly this guest's state, on host frames of its own.
 
         What running the same seeded workload in a fresh guest would have produced:
@@ -278,12 +279,14 @@ class Guest:
         same contents (content written fresh gets fresh ids, so clones never look
         identical to KSM where real runs would not); shared-segment blocks mapped
         again. `retired`: make it already retired (nothing but frames and counters
-        copied). None if the host is out of frames.
+        copied). `host`: on that host's frames instead (a snapshot kept off this host,
+        to clone back later; its EPT maps the segment's frames without holding them).
+        None if the host is out of frames.
         """
-        host = self.host
+        host = self.host if host is None else host
         backed = np.flatnonzero(self.backing >= 0)
         backed = backed[backed != ZERO_GPFN]
-        contents = host.content[self.backing[backed]]
+        contents = self.host.content[self.backing[backed]]
         fresh = contents < 0
         if fresh.any():
             ids, inverse = np.unique(contents[fresh], return_inverse=True)
@@ -292,7 +295,7 @@ class Guest:
         if pfns is None:
             return None
         new = copy.copy(self)
-        new.gid = gid
+        new.gid, new.host = gid, host
         new.stats = dataclasses.replace(self.stats)
         new.backing = np.full(len(self.backing), -1, dtype=np.int64)
         new.backing[backed] = pfns
@@ -323,7 +326,8 @@ class Guest:
             blocks = np.array(sorted(self.dcss_mapped), dtype=np.int64)
             frames = self.segment.frame_of[blocks]
             new.ept.map_many(new.dcss_base + blocks, frames, PTE_X | PTE_U)
-            np.add.at(host.refcount, frames, 1)
+            if host is self.segment.host:
+                np.add.at(host.refcount, frames, 1)
         return new
 
     # --- the XIP window: segment blocks in guest-physical space ------------------------------
