@@ -398,26 +398,26 @@ def run_comparison(scenario: Scenario, modes: Sequence[str], image: bytes | None
                    jobs: int = 1, progress_stream: TextIO | None = None) -> Comparison:
     """`host.compare`, with an image of the caller's and a progress bar on a terminal.
 
-    jobs > 1 runs the modes in a ProcessPoolExecutor (its workers count their guests
+    jobs > 1 runs the modes in a ProcessPoolExecutor, longest first (its workers count their guests
     to the bar through a queue).
     """
-    from xipmodel.host import Comparison
+    from xipmodel.host import Comparison, longest_first
 
     if jobs < 1:
         raise ParameterError(f"--jobs: {jobs} must be at least 1")
-    work = [(scenario, mode, image) for mode in modes]
     bar = ProgressBar(scenario.guests * len(modes), "guests", progress_stream)
     if jobs > 1 and len(modes) > 1:
         started = dict.fromkeys(modes, 0)
         queue: Queue[tuple[str, int]] | None = multiprocessing.Queue() if bar.enabled else None
         with ProcessPoolExecutor(max_workers=min(jobs, len(modes)),
                                  initializer=_worker_progress, initargs=(queue,)) as pool:
-            futures = [pool.submit(_run_mode, job) for job in work]
-            while queue is not None and not all(f.done() for f in futures):
+            futures = {mode: pool.submit(_run_mode, (scenario, mode, image))
+                       for mode in longest_first(modes)}
+            while queue is not None and not all(f.done() for f in futures.values()):
                 with contextlib.suppress(Empty):
                     mode, started[mode] = queue.get(timeout=0.2)
                     bar.update(sum(started.values()), mode)
-            results = [f.result() for f in futures]
+            results = [futures[mode].result() for mode in modes]
         bar.update(scenario.guests * len(modes))  # the last counts may still be queued
     else:
         from xipmodel.host import Host

@@ -69,6 +69,7 @@ __all__ = [
     "RunResult",
     "Scenario",
     "compare",
+    "longest_first",
     "sweep",
 ]
 
@@ -739,14 +740,18 @@ def compare(scenario: Scenario, modes: Sequence[str] = MODES,
     `progress(done, total)` is called as modes finish.
     """
     _check_modes("compare", modes)
-    # The longest runs first, so a pool of workers finishes together.
-    order = sorted(modes, key=lambda m: _COST_RANK.get(m, 0), reverse=True)
+    order = longest_first(modes)
     results = _run_jobs([(scenario, m) for m in order], executor, progress)
     by_mode = dict(zip(order, results, strict=True))
     return Comparison(scenario, {m: by_mode[m] for m in modes})
 
 
 _COST_RANK: Final = {"ksm": 3, "pagecache": 2, "xip": 1, "dax": 1}
+
+
+def longest_first(modes: Sequence[str]) -> list[str]:
+    """`modes` with the longest runs first, so that a pool of workers finishes together."""
+    return sorted(modes, key=lambda m: _COST_RANK.get(m, 0), reverse=True)
 
 
 def _check_modes(who: str, modes: object) -> None:
