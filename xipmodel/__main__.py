@@ -398,8 +398,8 @@ def run_comparison(scenario: Scenario, modes: Sequence[str], image: bytes | None
                    jobs: int = 1, progress_stream: TextIO | None = None) -> Comparison:
     """`host.compare`, with an image of the caller's and a progress bar on a terminal.
 
-    jobs > 1 runs the modes in a ProcessPoolExecutor, longest first (its workers count their guests
-    to the bar through a queue).
+    jobs > 1 runs the modes in a ProcessPoolExecutor, longest first (its workers count
+    their guests to the bar through a queue).
     """
     from xipmodel.host import Comparison, longest_first
 
