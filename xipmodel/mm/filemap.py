@@ -277,8 +277,11 @@ def add_folio_to_page_cache(guest: Guest, ino: int, index: int, order: int,
         gpfn = add_to_page_cache(guest, ino, i)
         if gpfn is None:
             return None
-        guest.cache.order[gpfn] = order
-        guest.cache.readahead[gpfn] = readahead
+        # PageCache.add cleared both flags: set only what is not 0 / False.
+        if order:
+            guest.cache.order[gpfn] = order
+        if readahead:
+            guest.cache.readahead[gpfn] = True
         first = gpfn if first is None else first
     return first
 
@@ -317,18 +320,23 @@ def filemap_map_pages(vmf: VmFaultInfo, start_pgoff: int, end_pgoff: int) -> boo
     Pages marked PG_readahead are left for the real fault (so async readahead fires).
     """
     guest, vma, mm = vmf.guest, vmf.vma, vmf.mm
-    assert vma.ino is not None
-    ra = guest.ra_state(vma.ino)
-    last = file_pages(guest, vma.ino) - 1
+    ino = vma.ino
+    assert ino is not None
+    ra = guest.ra_state(ino)
+    last = file_pages(guest, ino) - 1
     cache, exec_ = guest.cache, vma.exec
+    # Looked up once for the batch: the i_pages index, PG_readahead, the page table.
+    pages, readahead, lookup_pte = cache.pages, cache.readahead, mm.pt.lookup_pte
+    present = guest.preset.pte_present
+    vpn_of_pgoff0 = (vma.start >> PAGE_SHIFT) - vma.pgoff  # linear_page_index, inverted
     mapped = 0
     hit = False
     for pgoff in range(start_pgoff, min(end_pgoff, last) + 1):
-        gpfn = cache.find(vma.ino, pgoff)
-        if gpfn is None or cache.readahead.item(gpfn):
+        gpfn = pages.get((ino, pgoff))  # next_uptodate_folio
+        if gpfn is None or readahead.item(gpfn):
             continue
-        vpn = (vma.start >> PAGE_SHIFT) + pgoff - vma.pgoff
-        if guest.preset.pte_present_p(mm.pt.lookup_pte(vpn)):
+        vpn = vpn_of_pgoff0 + pgoff
+        if lookup_pte(vpn) & present:  # pte_none: a page already mapped is left alone
             continue
         if not set_pte_range(guest, mm, vpn, gpfn, False, exec_):
             break

@@ -432,12 +432,15 @@ def set_pte_range(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable: boo
         flags |= PTE_X
     if dirty:
         flags |= PTE_D
+    preset = guest.preset
     old = mm.pt.lookup_pte(vpn)
-    if guest.preset.pte_present_p(old):
-        folio_remove_rmap(guest, guest.preset.pte_pfn(old), mm.pid, vpn)
+    present = preset.pte_present_p(old)
+    if present:
+        folio_remove_rmap(guest, preset.pte_pfn(old), mm.pid, vpn)
     if not mm.pt.map(vpn, gpfn, flags, replace=True):
         return False  # no memory for a page-table page
-    guest.tlb.invalidate(mm.asid, vpn)
+    if present:  # the TLB caches only present PTEs (nothing to flush over a none PTE)
+        guest.tlb.invalidate(mm.asid, vpn)
     if 0 < gpfn < guest.ram_pages and guest.kind.item(gpfn) != _ZERO:
         folio_add_rmap(guest, gpfn, mm.pid, vpn, exec_)
     if guest.bus:
