@@ -247,8 +247,9 @@ def page_cache_ra(guest: Guest, ino: int, window: Window, kind: str) -> int:
     nr_to_read = min(size, last - start + 1)  # don't read past the last page of the file
     mark = start + nr_to_read - async_size if async_size <= nr_to_read else -1
     read = 0
+    pages = guest.cache.pages  # the i_pages index
     for index in range(start, start + nr_to_read):
-        if guest.cache.find(ino, index) is not None:
+        if (ino, index) in pages:
             continue
         if add_folio_to_page_cache(guest, ino, index, 0, index == mark) is None:
             break

@@ -172,7 +172,8 @@ class PageCache:
         self.referenced[gpfn] = False
         self.readahead[gpfn] = False
         self.order[gpfn] = 0
-        refault, activate = workingset_refault(self, key, active_floor)
+        refault, activate = workingset_refault(self, key, active_floor) if self.shadows \
+            else (False, False)  # no page evicted yet: no shadow entry to find
         if self.policy == "arc" and self._arc_to_t2:
             self._arc_to_t2 = False
             self.lru[gpfn] = LRU_ACTIVE  # a ghost hit: straight to T2
