@@ -113,17 +113,11 @@ class VmFaultInfo:
     address: int
     write: bool
     exec_: bool
+    vpn: int  # the faulting page (vmf->address & PAGE_MASK, as a page number)
+    pgoff: int  # linear_page_index(vma, address): the file page there
     page: int = -1  # the guest frame a ->fault handler found (vmf->page)
     handler: str = ""
     detail: str = ""
-
-    @property
-    def vpn(self) -> int:
-        return self.address >> PAGE_SHIFT
-
-    @property
-    def pgoff(self) -> int:
-        return self.vma.file_pgoff(self.address)
 
 
 def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
@@ -220,7 +214,8 @@ def handle_mm_fault(guest: Guest, mm: MmStruct, address: int, write: bool,
         guest.stats.sigsegv += 1
         return _report(guest, mm, address, write, "bad_area", VM_FAULT_SIGSEGV,
                        "no VMA allows this access")
-    vmf = VmFaultInfo(guest, mm, vma, address, write, exec_)
+    vmf = VmFaultInfo(guest, mm, vma, address, write, exec_, address >> PAGE_SHIFT,
+                      vma.file_pgoff(address))
     # pte_alloc first, as __handle_mm_fault does: once a handler holds a page, nothing
     # may allocate (and so reclaim) before its PTE is in.
     if not mm.pt.pte_alloc(vmf.vpn):
