@@ -404,6 +404,8 @@ class PageTable:
 
     def pte_alloc(self, vpn: int) -> bool:
         """Make sure the tables down to vpn's leaf exist (Linux's pte_alloc); False if no frame."""
+        if vpn >> self._leaf_bits in self._leaves:
+            return True  # a leaf table walked to before (pmd_none is false)
         return self._leaf_slot(vpn, alloc=True) is not None
 
     def map(self, vpn: int, pfn: int, flags: Pte | int = Pte.NONE, *,
