@@ -210,6 +210,7 @@ def page_cache_ra_order(guest: Guest, ino: int, window: Window, kind: str) -> in
     new_order = min(MAX_PAGECACHE_ORDER, order, size.bit_length() - 1)
     ra.order = new_order
     index, read = start, 0
+    cached = guest.cache.pages  # the i_pages index
     while index <= limit:
         folio_order = new_order
         if index & ((1 << folio_order) - 1):
@@ -217,7 +218,7 @@ def page_cache_ra_order(guest: Guest, ino: int, window: Window, kind: str) -> in
         while folio_order > 0 and index + (1 << folio_order) - 1 > limit:
             folio_order -= 1  # don't allocate pages past the end
         pages = 1 << folio_order
-        if any(guest.cache.find(ino, i) is not None for i in range(index, index + pages)):
+        if any((ino, i) in cached for i in range(index, index + pages)):
             break  # filemap_add_folio: -EEXIST
         marked = mark >= 0 and index == mark >> folio_order << folio_order
         got = add_folio_to_page_cache(guest, ino, index, folio_order, marked)
