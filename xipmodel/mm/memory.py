@@ -161,7 +161,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
     if guest.cache.policy != "linux" and gpfn in guest.cache.key_of:
         guest.cache.touch(gpfn)  # what a textbook policy sees (Linux's learns from A bits)
     # The write itself: a private page now holds what was written (unique unless told).
-    if write and gpfn < guest.ram_pages and int(guest.kind[gpfn]) in PRIVATE_KINDS:
+    if write and gpfn < guest.ram_pages and guest.kind.item(gpfn) in PRIVATE_KINDS:
         guest.write_page(gpfn, guest.host.unique_content() if content is None else content)
     return result
 
