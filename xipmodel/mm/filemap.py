@@ -252,8 +252,11 @@ def page_cache_ra(guest: Guest, ino: int, window: Window, kind: str) -> int:
     for index in range(start, start + nr_to_read):
         if (ino, index) in pages:
             continue
-        if add_folio_to_page_cache(guest, ino, index, 0, index == mark) is None:
+        gpfn = add_to_page_cache(guest, ino, index)  # a folio of one page
+        if gpfn is None:
             break
+        if index == mark:
+            guest.cache.readahead[gpfn] = True  # folio_set_readahead
         read += 1
     _emit_readahead(guest, ino, window, kind, read)
     return read
@@ -309,7 +312,7 @@ def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
         guest.time += guest.costs.disk_ns_per_page
         if guest.bus:
             guest.bus.emit(DiskRead(guest.time, guest.gid, block, PAGE_SIZE))
-    refault, activated = guest.cache.add(ino, index, gpfn, workingset_size(guest))
+    refault, activated = cache.add(ino, index, gpfn, workingset_size(guest))
     if guest.bus:
         guest.bus.emit(PageCacheInsert(guest.time, guest.gid, ino, index, gpfn, refault,
                                        activated))
