@@ -427,14 +427,14 @@ def set_pte_range(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable: boo
         flags |= PTE_X
     if dirty:
         flags |= PTE_D
-    preset = guest.preset
-    old = mm.pt.lookup_pte(vpn)
-    present = preset.pte_present_p(old)
-    if present:
-        folio_remove_rmap(guest, preset.pte_pfn(old), mm.pid, vpn)
-    if not mm.pt.map(vpn, gpfn, flags, replace=True):
+    old = mm.pt.exchange(vpn, gpfn, flags)
+    if old is None:
         return False  # no memory for a page-table page
-    if present:  # the TLB caches only present PTEs (nothing to flush over a none PTE)
+    if guest.preset.pte_present_p(old):
+        # Over a present PTE (the CoW path swaps in a private copy): the old page loses
+        # this mapping and the TLB its copy. (The TLB caches only present PTEs: over a
+        # none PTE there is nothing to flush.)
+        folio_remove_rmap(guest, guest.preset.pte_pfn(old), mm.pid, vpn)
         guest.tlb.invalidate(mm.asid, vpn)
     if 0 < gpfn < guest.ram_pages and guest.kind.item(gpfn) != _ZERO:
         folio_add_rmap(guest, gpfn, mm.pid, vpn, exec_)

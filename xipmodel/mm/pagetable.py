@@ -430,6 +430,19 @@ class PageTable:
         entries[index] = pte
         return True
 
+    def exchange(self, vpn: int, pfn: int, flags: Pte | int = Pte.NONE) -> int | None:
+        """Map page `vpn` to frame `pfn` with `flags` over whatever was there (ptep_get,
+        then set_pte_at); returns the old entry (0: none), None if no frame was left for
+        a table."""
+        pte = self.preset.mkpte(pfn, flags)
+        slot = self._leaf_slot(vpn, alloc=True)
+        if slot is None:
+            return None
+        entries, index = slot
+        old: int = entries.item(index)
+        entries[index] = pte
+        return old
+
     def unmap(self, vpn: int) -> int:
         """Clear vpn's PTE; returns the old entry (0 when nothing was mapped)."""
         slot = self._leaf_slot(vpn, alloc=False)
