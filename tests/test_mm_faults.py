@@ -272,6 +272,24 @@ def test_anonymous_read_maps_zero_page_then_write_copies(world: World) -> None:
     assert guest.kind[guest.preset.pte_pfn(mm.pt.lookup_pte((HEAP >> 12) + 1))] == FrameKind.ANON
 
 
+def test_cow_flushes_the_cached_translation_it_replaces(world: World) -> None:
+    """set_pte_range over a present PTE the TLB caches (the zero page, read) drops that
+    entry, so the retried write caches the private copy; PTEs put where none was find
+    nothing to flush (the TLB caches only present PTEs)."""
+    guest = world.guest(0, xip=True)
+    mm = world.app(guest)
+    vpn = HEAP >> 12
+    guest.access(mm, HEAP, "r")
+    guest.access(mm, TEXT, "x")
+    assert guest.tlb.invalidations == 0
+    assert guest.tlb.lookup(mm.asid, vpn) is not None
+    guest.access(mm, HEAP, "w")
+    copy = guest.preset.pte_pfn(mm.pt.lookup_pte(vpn))
+    assert copy != 0 and guest.tlb.invalidations == 1
+    cached = guest.tlb.lookup(mm.asid, vpn)
+    assert cached is not None and cached[0] == copy
+
+
 def test_tlb_hit_after_fault_and_nested_walk_cost(world: World) -> None:
     """The second access to a page hits the TLB; each miss costs a 24-reference nested walk."""
     guest = world.guest(0, xip=True)

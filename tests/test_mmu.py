@@ -242,6 +242,20 @@ def test_out_of_table_frames_is_a_value() -> None:
     assert not pt.map_many([1, 2], [3, 4]).any()
 
 
+def test_exchange_returns_the_entry_it_replaced() -> None:
+    """exchange maps over whatever was there and hands back the old entry: 0 for none,
+    the present PTE it replaced, None (nothing changed) when no table frame is left."""
+    pt = PageTable(X86_64)
+    assert pt.exchange(7, 9, Pte.U) == 0
+    old = pt.exchange(7, 11, Pte.U | Pte.W)
+    assert old is not None and X86_64.pte_pfn(old) == 9 and X86_64.pte_present_p(old)
+    assert X86_64.pte_pfn(pt.lookup_pte(7)) == 11
+    assert int(X86_64.pte_flags(pt.lookup_pte(7))) & Pte.W
+    frames = TableFrames(limit=2)  # frame 1 only: the root
+    starved = PageTable(X86_64, frames.alloc, frames.free)
+    assert starved.exchange(7, 9) is None and starved.lookup_pte(7) == 0
+
+
 def test_permissions_and_hardware_bits() -> None:
     """A write to a read-only page (a CoW candidate) faults; granting W lets it through.
 

@@ -935,7 +935,7 @@ class Ext2Image:
         Beyond the end of the file there is no block: that is the caller's SIGBUS.
         """
         blocks = self._file_map(ino).blocks
-        return int(blocks[lblk]) if 0 <= lblk < len(blocks) else 0
+        return int(blocks.item(lblk)) if 0 <= lblk < len(blocks) else 0
 
     def file_size(self, ino: int) -> int:
         """i_size of inode `ino`."""

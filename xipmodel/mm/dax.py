@@ -119,7 +119,7 @@ def _insert_block(vmf: VmFaultInfo, block: int) -> int:
     assert guest.segment is not None
     vmf.page = gpfn
     vmf.detail = (f"page {vmf.pgoff} is image block {block}: shared-segment frame "
-                  f"{guest.segment.frame_of[block]:#x}")
+                  f"{guest.segment.frame_of.item(block):#x}")
     # Never writable, so a later write is copy-on-write (do_wp_page).
     if not set_pte_range(guest, vmf.mm, vmf.vpn, gpfn, False, vmf.vma.exec):
         return VM_FAULT_OOM

@@ -210,6 +210,7 @@ def page_cache_ra_order(guest: Guest, ino: int, window: Window, kind: str) -> in
     new_order = min(MAX_PAGECACHE_ORDER, order, size.bit_length() - 1)
     ra.order = new_order
     index, read = start, 0
+    cached = guest.cache.pages  # the i_pages index
     while index <= limit:
         folio_order = new_order
         if index & ((1 << folio_order) - 1):
@@ -217,7 +218,7 @@ def page_cache_ra_order(guest: Guest, ino: int, window: Window, kind: str) -> in
         while folio_order > 0 and index + (1 << folio_order) - 1 > limit:
             folio_order -= 1  # don't allocate pages past the end
         pages = 1 << folio_order
-        if any(guest.cache.find(ino, i) is not None for i in range(index, index + pages)):
+        if any((ino, i) in cached for i in range(index, index + pages)):
             break  # filemap_add_folio: -EEXIST
         marked = mark >= 0 and index == mark >> folio_order << folio_order
         got = add_folio_to_page_cache(guest, ino, index, folio_order, marked)
@@ -247,11 +248,15 @@ def page_cache_ra(guest: Guest, ino: int, window: Window, kind: str) -> int:
     nr_to_read = min(size, last - start + 1)  # don't read past the last page of the file
     mark = start + nr_to_read - async_size if async_size <= nr_to_read else -1
     read = 0
+    pages = guest.cache.pages  # the i_pages index
     for index in range(start, start + nr_to_read):
-        if guest.cache.find(ino, index) is not None:
+        if (ino, index) in pages:
             continue
-        if add_folio_to_page_cache(guest, ino, index, 0, index == mark) is None:
+        gpfn = add_to_page_cache(guest, ino, index)  # a folio of one page
+        if gpfn is None:
             break
+        if index == mark:
+            guest.cache.readahead[gpfn] = True  # folio_set_readahead
         read += 1
     _emit_readahead(guest, ino, window, kind, read)
     return read
@@ -277,8 +282,11 @@ def add_folio_to_page_cache(guest: Guest, ino: int, index: int, order: int,
         gpfn = add_to_page_cache(guest, ino, i)
         if gpfn is None:
             return None
-        guest.cache.order[gpfn] = order
-        guest.cache.readahead[gpfn] = readahead
+        # PageCache.add cleared both flags: set only what is not 0 / False.
+        if order:
+            guest.cache.order[gpfn] = order
+        if readahead:
+            guest.cache.readahead[gpfn] = True
         first = gpfn if first is None else first
     return first
 
@@ -304,7 +312,7 @@ def add_to_page_cache(guest: Guest, ino: int, index: int) -> int | None:
         guest.time += guest.costs.disk_ns_per_page
         if guest.bus:
             guest.bus.emit(DiskRead(guest.time, guest.gid, block, PAGE_SIZE))
-    refault, activated = guest.cache.add(ino, index, gpfn, workingset_size(guest))
+    refault, activated = cache.add(ino, index, gpfn, workingset_size(guest))
     if guest.bus:
         guest.bus.emit(PageCacheInsert(guest.time, guest.gid, ino, index, gpfn, refault,
                                        activated))
@@ -317,18 +325,23 @@ def filemap_map_pages(vmf: VmFaultInfo, start_pgoff: int, end_pgoff: int) -> boo
     Pages marked PG_readahead are left for the real fault (so async readahead fires).
     """
     guest, vma, mm = vmf.guest, vmf.vma, vmf.mm
-    assert vma.ino is not None
-    ra = guest.ra_state(vma.ino)
-    last = file_pages(guest, vma.ino) - 1
+    ino = vma.ino
+    assert ino is not None
+    ra = guest.ra_state(ino)
+    last = file_pages(guest, ino) - 1
     cache, exec_ = guest.cache, vma.exec
+    # Looked up once for the batch: the i_pages index, PG_readahead, the page table.
+    pages, readahead, lookup_pte = cache.pages, cache.readahead, mm.pt.lookup_pte
+    present = guest.preset.pte_present
+    vpn_of_pgoff0 = (vma.start >> PAGE_SHIFT) - vma.pgoff  # linear_page_index, inverted
     mapped = 0
     hit = False
     for pgoff in range(start_pgoff, min(end_pgoff, last) + 1):
-        gpfn = cache.find(vma.ino, pgoff)
-        if gpfn is None or cache.readahead.item(gpfn):
+        gpfn = pages.get((ino, pgoff))  # next_uptodate_folio
+        if gpfn is None or readahead.item(gpfn):
             continue
-        vpn = (vma.start >> PAGE_SHIFT) + pgoff - vma.pgoff
-        if guest.preset.pte_present_p(mm.pt.lookup_pte(vpn)):
+        vpn = vpn_of_pgoff0 + pgoff
+        if lookup_pte(vpn) & present:  # pte_none: a page already mapped is left alone
             continue
         if not set_pte_range(guest, mm, vpn, gpfn, False, exec_):
             break

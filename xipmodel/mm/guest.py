@@ -62,6 +62,8 @@ FAULT_AROUND_PAGES: Final = 16  # fault_around_bytes = 64 KiB
 _INITIAL_FRAMES: Final = 1024  # per-frame arrays start this long and double
 ZERO_GPFN: Final = 0
 _KSM: Final = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
+_EPT_RWX: Final = PTE_W | PTE_X | PTE_U  # an EPT entry: guest RAM the guest may write
+_EPT_RX: Final = PTE_X | PTE_U  # read-only (a KSM-merged frame, the shared segment)
 
 
 @dataclass
@@ -179,8 +181,7 @@ class Guest:
         self.host.put(pfn)
 
     def _map_ept(self, gpfn: int, hpfn: int, writable: bool) -> bool:
-        flags = (PTE_W if writable else 0) | PTE_X | PTE_U
-        return self.ept.map(gpfn, hpfn, flags, replace=True)
+        return self.ept.map(gpfn, hpfn, _EPT_RWX if writable else _EPT_RX, replace=True)
 
     def back_page(self, gpfn: int, kind: FrameKind, content: int) -> bool:
         """Give `gpfn` a host frame on first use (an EPT violation), else retag its frame.
@@ -320,12 +321,12 @@ class Guest:
         new.ept = PageTable(self.host_preset, new._alloc_ept_table, new._free_host_frame)
         new._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
         host.get(host.zero_pfn)
-        new.ept.map_many(backed, pfns, PTE_W | PTE_X | PTE_U)
+        new.ept.map_many(backed, pfns, _EPT_RWX)
         if self.dcss_mapped:
             assert self.segment is not None
             blocks = np.array(sorted(self.dcss_mapped), dtype=np.int64)
             frames = self.segment.frame_of[blocks]
-            new.ept.map_many(new.dcss_base + blocks, frames, PTE_X | PTE_U)
+            new.ept.map_many(new.dcss_base + blocks, frames, _EPT_RX)
             if host is self.segment.host:
                 np.add.at(host.refcount, frames, 1)
         return new

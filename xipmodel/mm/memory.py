@@ -113,17 +113,11 @@ class VmFaultInfo:
     address: int
     write: bool
     exec_: bool
+    vpn: int  # the faulting page (vmf->address & PAGE_MASK, as a page number)
+    pgoff: int  # linear_page_index(vma, address): the file page there
     page: int = -1  # the guest frame a ->fault handler found (vmf->page)
     handler: str = ""
     detail: str = ""
-
-    @property
-    def vpn(self) -> int:
-        return self.address >> PAGE_SHIFT
-
-    @property
-    def pgoff(self) -> int:
-        return self.vma.file_pgoff(self.address)
 
 
 def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
@@ -167,7 +161,7 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
     if guest.cache.policy != "linux" and gpfn in guest.cache.key_of:
         guest.cache.touch(gpfn)  # what a textbook policy sees (Linux's learns from A bits)
     # The write itself: a private page now holds what was written (unique unless told).
-    if write and gpfn < guest.ram_pages and int(guest.kind[gpfn]) in PRIVATE_KINDS:
+    if write and gpfn < guest.ram_pages and guest.kind.item(gpfn) in PRIVATE_KINDS:
         guest.write_page(gpfn, guest.host.unique_content() if content is None else content)
     return result
 
@@ -220,7 +214,8 @@ def handle_mm_fault(guest: Guest, mm: MmStruct, address: int, write: bool,
         guest.stats.sigsegv += 1
         return _report(guest, mm, address, write, "bad_area", VM_FAULT_SIGSEGV,
                        "no VMA allows this access")
-    vmf = VmFaultInfo(guest, mm, vma, address, write, exec_)
+    vmf = VmFaultInfo(guest, mm, vma, address, write, exec_, address >> PAGE_SHIFT,
+                      vma.file_pgoff(address))
     # pte_alloc first, as __handle_mm_fault does: once a handler holds a page, nothing
     # may allocate (and so reclaim) before its PTE is in.
     if not mm.pt.pte_alloc(vmf.vpn):
@@ -432,12 +427,15 @@ def set_pte_range(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable: boo
         flags |= PTE_X
     if dirty:
         flags |= PTE_D
-    old = mm.pt.lookup_pte(vpn)
-    if guest.preset.pte_present_p(old):
-        folio_remove_rmap(guest, guest.preset.pte_pfn(old), mm.pid, vpn)
-    if not mm.pt.map(vpn, gpfn, flags, replace=True):
+    old = mm.pt.exchange(vpn, gpfn, flags)
+    if old is None:
         return False  # no memory for a page-table page
-    guest.tlb.invalidate(mm.asid, vpn)
+    if guest.preset.pte_present_p(old):
+        # Over a present PTE (the CoW path swaps in a private copy): the old page loses
+        # this mapping and the TLB its copy. (The TLB caches only present PTEs: over a
+        # none PTE there is nothing to flush.)
+        folio_remove_rmap(guest, guest.preset.pte_pfn(old), mm.pid, vpn)
+        guest.tlb.invalidate(mm.asid, vpn)
     if 0 < gpfn < guest.ram_pages and guest.kind.item(gpfn) != _ZERO:
         folio_add_rmap(guest, gpfn, mm.pid, vpn, exec_)
     if guest.bus:

@@ -72,11 +72,13 @@ def alloc_page(guest: Guest, kind: FrameKind, content: int = CONTENT_ZERO) -> in
     None when neither the guest (after reclaim) nor the host has a frame: an OOM.
     """
     area = guest.free_area
-    if not area.nr_free:
-        # __alloc_pages_direct_reclaim. A textbook policy frees exactly the one page it chooses.
+    gpfn = area.take()  # get_page_from_freelist
+    if gpfn is None:
+        # __alloc_pages_slowpath → __alloc_pages_direct_reclaim, then the free list again.
+        # A textbook policy frees exactly the one page it chooses.
         textbook = guest.cache.policy != "linux"
         vmscan.try_to_free_pages(guest, 1 if textbook else SWAP_CLUSTER_MAX)
-    gpfn = area.take()
+        gpfn = area.take()
     if gpfn is not None:
         if guest.back_page(gpfn, kind, content):
             return gpfn

@@ -169,17 +169,18 @@ class PageCache:
         assert key not in self.pages, f"add: {key} is already cached"
         self.pages[key] = gpfn
         self.key_of[gpfn] = key
-        self.referenced[gpfn] = False
         self.readahead[gpfn] = False
         self.order[gpfn] = 0
-        refault, activate = workingset_refault(self, key, active_floor)
+        refault, activate = workingset_refault(self, key, active_floor) if self.shadows \
+            else (False, False)  # no page evicted yet: no shadow entry to find
         if self.policy == "arc" and self._arc_to_t2:
             self._arc_to_t2 = False
             self.lru[gpfn] = LRU_ACTIVE  # a ghost hit: straight to T2
             self.active[gpfn] = None
+            self.referenced[gpfn] = False
         elif activate:
             self.refault_activations += 1
-            self._to_active(gpfn)
+            self._to_active(gpfn)  # (PG_referenced cleared there)
         else:
             self.lru[gpfn] = LRU_INACTIVE
             self.inactive[gpfn] = None

@@ -404,6 +404,8 @@ class PageTable:
 
     def pte_alloc(self, vpn: int) -> bool:
         """Make sure the tables down to vpn's leaf exist (Linux's pte_alloc); False if no frame."""
+        if vpn >> self._leaf_bits in self._leaves:
+            return True  # a leaf table walked to before (pmd_none is false)
         return self._leaf_slot(vpn, alloc=True) is not None
 
     def map(self, vpn: int, pfn: int, flags: Pte | int = Pte.NONE, *,
@@ -414,14 +416,32 @@ class PageTable:
         path swapping in a private copy): "map: remap".
         """
         pte = self.preset.mkpte(pfn, flags)
-        slot = self._leaf_slot(vpn, alloc=True)
-        if slot is None:
-            return False
-        entries, index = slot
-        if not replace and self.preset.pte_present_p(entries.item(index)):
+        bits = self._leaf_bits
+        table = self._leaves.get(vpn >> bits)
+        if table is not None:  # a leaf table walked to before: the usual case, made short
+            entries, index = self.tables[table], vpn & ((1 << bits) - 1)
+        else:
+            slot = self._leaf_slot(vpn, alloc=True)
+            if slot is None:
+                return False
+            entries, index = slot
+        if not replace and entries.item(index) & self.preset.pte_present:
             raise RuntimeError(f"map: remap of vpn {vpn:#x}")
         entries[index] = pte
         return True
+
+    def exchange(self, vpn: int, pfn: int, flags: Pte | int = Pte.NONE) -> int | None:
+        """Map page `vpn` to frame `pfn` with `flags` over whatever was there (ptep_get,
+        then set_pte_at); returns the old entry (0: none), None if no frame was left for
+        a table."""
+        pte = self.preset.mkpte(pfn, flags)
+        slot = self._leaf_slot(vpn, alloc=True)
+        if slot is None:
+            return None
+        entries, index = slot
+        old: int = entries.item(index)
+        entries[index] = pte
+        return old
 
     def unmap(self, vpn: int) -> int:
         """Clear vpn's PTE; returns the old entry (0 when nothing was mapped)."""

@@ -45,8 +45,9 @@ def folio_add_rmap(guest: Guest, gpfn: int, pid: int, vpn: int, exec_: bool) -> 
     """folio_add_file_rmap_ptes / folio_add_anon_rmap_ptes: `pid` maps `gpfn` at `vpn`."""
     mapping = guest.rmap.get(gpfn)
     if mapping is None:
-        mapping = guest.rmap[gpfn] = PteMappers()
-    mapping.users[(pid, vpn)] = exec_
+        guest.rmap[gpfn] = PteMappers({(pid, vpn): exec_})  # the first mapping
+    else:
+        mapping.users[(pid, vpn)] = exec_
 
 
 def folio_remove_rmap(guest: Guest, gpfn: int, pid: int, vpn: int) -> None:
