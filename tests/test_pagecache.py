@@ -209,3 +209,27 @@ def test_guest_page_cache_policy_equals_simulate(data_image: Ext2Image, policy: 
     expected = simulate(refs, 63, policy)
     assert guest.stats.disk_reads == expected.misses
     assert len(guest.cache) == min(63, len(set(refs)))
+
+
+def test_arc_replace_takes_t1_when_t2_is_empty() -> None:
+    """REPLACE evicts from T2 unless T1 is over its target p; with T2 empty (no page hit
+    twice yet) only T1 has a page to give (it raised StopIteration)."""
+    cache = PageCache(8, "arc")
+    for i in range(3):
+        cache.add(1, i, i + 1, active_floor=0)
+    cache.p = 8.0  # T1 under its target: REPLACE would pick T2
+    assert not cache.active
+    assert cache.arc_replace(False) == 1  # T1's oldest
+
+
+def test_arc_guest_whose_memory_went_to_anonymous_pages() -> None:
+    """A heap that takes the guest leaves ARC an empty cache when a file page comes in
+    (a ghost hit included): nothing to replace, the allocation reclaims or fails as it
+    would (it raised StopIteration)."""
+    from xipmodel.host import Host, Scenario
+
+    s = Scenario(policy="arc", workload="python", guest_ram_mib=8, heap_share=0.9,
+                 variants=None, guests=3)
+    for mode in ("pagecache", "ksm"):
+        r = Host(s, mode).run()
+        assert r.totals["accesses"] > 0 and r.totals["major_faults"] > 0

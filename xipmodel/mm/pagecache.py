@@ -272,7 +272,9 @@ class PageCache:
         Returns (the page to evict first, or None; whether it leaves a ghost in B1/B2).
         """
         t1, t2, b1, b2, c = self.inactive, self.active, self.b1, self.b2, capacity
-        full = len(t1) + len(t2) >= c
+        # Full: a cached page must go first (none to go when the cache is empty: anonymous
+        # memory took the guest, and the allocation reclaims or fails as it would).
+        full = bool(t1 or t2) and len(t1) + len(t2) >= c
         if key in b1:  # Case II: recency deserves more room
             self.p = min(float(c), self.p + max(len(b2) / len(b1), 1.0))
             del b1[key]
@@ -297,9 +299,11 @@ class PageCache:
         return None, False
 
     def arc_replace(self, in_b2: bool) -> int:
-        """REPLACE: evict from T1 when it is over its target p, else from T2."""
-        t1 = self.inactive
-        lst = t1 if t1 and (len(t1) > self.p or (in_b2 and len(t1) == self.p)) else self.active
+        """REPLACE: evict from T1 when it is over its target p, else from T2 (from T1 when
+        T2 is empty: reclaim may run before any page was hit twice)."""
+        t1, t2 = self.inactive, self.active
+        over = len(t1) > self.p or (in_b2 and len(t1) == self.p)
+        lst = t1 if t1 and (over or not t2) else t2
         return next((g for g in lst if g not in self.pinned), next(iter(lst)))
 
     def arc_ghost(self, gpfn: int) -> None:
