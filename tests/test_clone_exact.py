@@ -133,3 +133,27 @@ def test_a_host_filling_up_in_the_last_guest_clones_nothing_it_cannot_hold(
             assert full.totals["oom"] > 0
             assert_same(Host(scenario, mode).run(), full)
         monkeypatch.undo()
+
+
+def test_a_listener_subscribed_after_the_host_was_made_sees_every_guest() -> None:
+    """`h = Host(..., bus=bus)`, then a listener, then h.run(): every guest runs (none is
+    copied from an exec template), so each emits the events of its own exec."""
+    scenario = Scenario(guests=3, workload="shell", variants=None, ksm_seconds=1)
+    counts = []
+    for late in (False, True):
+        bus = EventBus()
+        seen: dict[tuple[int, str], int] = {}
+
+        def listen(e: Event, seen: dict[tuple[int, str], int] = seen) -> None:
+            key = (e.guest, type(e).__name__)
+            seen[key] = seen.get(key, 0) + 1
+
+        if not late:
+            bus.subscribe(listen)
+        host = Host(scenario, "pagecache", bus=bus)
+        if late:
+            bus.subscribe(listen)
+        host.run()
+        counts.append(seen)
+    assert counts[1] == counts[0]
+    assert all(counts[1].get((g, "PteInstall"), 0) > 0 for g in range(3))

@@ -409,7 +409,8 @@ class Host:
 
         `clone_guests` copies a guest whose seeded run equals an earlier guest's instead
         of running it again, and a fresh guest's state after exec'ing its program (the
-        same result, faster; nothing is copied when someone listens to `bus`).
+        same result, faster; nothing is copied while someone listens to `bus`, also one
+        who subscribed after the host was made).
         `retire_guests` keeps only frames and counters of guests that have run (None:
         when there are over 16 guests), so a thousand guests fit in memory; their page
         caches and processes are gone.
@@ -432,7 +433,7 @@ class Host:
                                          name="XIP2" if mode == "xip" else "host page cache",
                                          frame_kind=FrameKind.SHARED if mode == "xip"
                                          else FrameKind.HOSTCACHE)
-        self.clone_guests = clone_guests and not self.bus  # events need every guest to run
+        self.clone_guests = clone_guests  # and no one listens (cloning): see _cloning
         self.retire_guests = scenario.guests > 16 if retire_guests is None else retire_guests
         self.guests: list[Guest] = []
         self.ksm = (Ksm(self.memory, self.guests, pages_to_scan=scenario.ksm_pages_to_scan,
@@ -491,7 +492,7 @@ class Host:
             if self.ksm is not None:
                 self.ksm.run_until(start)
             program, variant = s.program_of(i), s.variant_of(i)
-            template = templates.get((program, variant)) if self.clone_guests else None
+            template = templates.get((program, variant)) if self._cloning() else None
             guest = (template[0].clone(i, retired=self.retire_guests)
                      if template is not None else None)
             if template is not None and guest is not None:
@@ -511,7 +512,7 @@ class Host:
                 for run in range(1, s.runs_per_guest):
                     self.run_program(guest, program, seed=_guest_seed(s.seed, program,
                                                                       variant, run))
-                if self.clone_guests and self._repeats(program, variant):
+                if self._cloning() and self._repeats(program, variant):
                     templates[program, variant] = (guest, guest.time - start, guest.page_in_ns)
                 elif self.retire_guests:
                     guest.retire()
@@ -519,6 +520,11 @@ class Host:
             self._sample(guest.time)
             if progress is not None:
                 progress(i + 1, guests)
+
+    def _cloning(self) -> bool:
+        """Copy guests now? Not while someone listens to the bus (a listener subscribed
+        after the host was made too): events need every guest to run."""
+        return self.clone_guests and not self.bus
 
     def _repeats(self, program: str, variant: int) -> bool:
         """Is this guest the first to make this seeded run, and may a later guest make it again?
@@ -576,7 +582,7 @@ class Host:
         blocks stay in the segment). Only where the host has the frames for the whole
         copy (else exec runs here, and fails where it would).
         """
-        template = self._exec_templates.get(program) if self.clone_guests else None
+        template = self._exec_templates.get(program) if self._cloning() else None
         if template is not None and \
                 self.memory.capacity - self.memory.allocated >= template.frames:
             guest = template.guest.clone(gid, host=self.memory)
@@ -591,7 +597,7 @@ class Host:
                       segment=self.segment, preset=preset, host_preset=preset, bus=self.bus,
                       policy=s.policy, kernel=s.kernel)
         guest.time = start
-        if is_trace(program) or not self.clone_guests:
+        if is_trace(program) or not self._cloning():
             self.run_program(guest, program, seed)
             return guest
         mm = self._exec(guest, program)
