@@ -308,6 +308,30 @@ def test_a_move_sends_the_figures_changes_and_the_text_in_one_message(
     assert "all 3 guests" in json.dumps(faults["layout_data"])
 
 
+def test_figures_changed_before_a_spec_that_raises_are_still_sent(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """update_figures applies specs in order; when one raises, the figures already changed
+    are sent all the same (else the browser would keep their old data for good: the same
+    spec again is no change)."""
+    from xipmodel.lab import widgets
+
+    def bars(y: float, color: str = "#1f77b4") -> dict[str, Any]:
+        return {"data": [{"type": "bar", "x": ["p"], "y": [y], "marker": {"color": color}}],
+                "layout": {}}
+
+    first, second = widgets._figure(bars(1)), widgets._figure(bars(1))
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(widgets.FigureWidget, "send",
+                        lambda self, msg, buffers=None: sent.append(msg))
+    with pytest.raises(ValueError):
+        widgets.update_figures([(first, bars(2)), (second, bars(2, "notacolor"))])
+    assert not widgets._COLLECTING
+    [batch] = [m["xip_batch"] for m in sent]
+    assert batch[0]["model"] == first.model_id  # (and what of `second` was applied)
+    assert batch[0]["update"]["style_data"]["y"] == [[2]]
+    assert first._widget_data[0]["y"] == [2]  # the synced state too
+
+
 def test_slider_past_the_runs_continues_them(lab: ModuleType,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the guest count run so far (reach 3, slider to 4), each mode's run gets one guest

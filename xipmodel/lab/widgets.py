@@ -194,19 +194,34 @@ def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]],
     for.) The figures' synced states follow, which only a view created later reads.
     """
     updates: list[tuple[Any, dict[str, Any]]] = []
+    changed: list[Any] = []
     _COLLECTING.append(updates)
     try:
-        changed = [fig for fig, spec in pairs if _apply(fig, spec)]
-    finally:
+        for fig, spec in pairs:
+            if _apply(fig, spec):
+                changed.append(fig)
+    except BaseException:
+        # Sent all the same: what was applied before the spec that raised has changed.
         _COLLECTING.pop()
-    batch = [{"model": fig.model_id, "update": update} for fig, update in updates]
-    if batch:
-        batch += [{"model": w.model_id, "value": v} for w, v in texts if w.value != v]
-        updates[0][0].send({"xip_batch": batch})
+        _send_batch(updates, ())
+        for fig in changed:
+            refresh_bundle(fig)
+        raise
+    _COLLECTING.pop()
+    _send_batch(updates, texts)
     for w, v in texts:
         w.value = v  # the kernel's copy; the browser has it already (if a figure changed)
     for fig in changed:
         refresh_bundle(fig)
+
+
+def _send_batch(updates: Sequence[tuple[Any, dict[str, Any]]],
+                texts: Sequence[tuple[Any, str]]) -> None:
+    """The figures' updates, and the texts that go with them, as one message."""
+    batch = [{"model": fig.model_id, "update": update} for fig, update in updates]
+    if batch:
+        batch += [{"model": w.model_id, "value": v} for w, v in texts if w.value != v]
+        updates[0][0].send({"xip_batch": batch})
 
 
 def update_figure(fig: Any, spec: Mapping[str, Any]) -> None:
