@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,6 +166,31 @@ def test_progress_bar_only_on_a_terminal() -> None:
     bar.update(2, "xip")
     assert "\r[####    ] 2/4 guests (xip)" in tty.getvalue()
     bar.close()
+
+
+def test_a_mode_that_fails_leaves_no_bar_on_the_terminal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar is cleared also when a mode raises, so that the CLI's one-line error starts
+    a line of its own (it was glued to the bar)."""
+    from xipmodel import __main__ as cli_main
+    from xipmodel.errors import ParameterError
+    from xipmodel.host import Host, Scenario
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def fail(self: Host, progress: Any = None, ksmd_in_bulk: bool = False) -> Any:
+        progress(1, 2)
+        raise ParameterError("boom")
+
+    monkeypatch.setattr(Host, "run", fail)
+    monkeypatch.setattr(cli_main, "ProgressBar",
+                        lambda *a, **k: ProgressBar(*a, **{**k, "after": 0.0}))
+    tty = Tty()
+    with pytest.raises(ParameterError):
+        cli_main.run_comparison(Scenario(guests=2), ("xip",), progress_stream=tty)
+    assert "1/2 guests" in tty.getvalue() and tty.getvalue().endswith("\r\x1b[K")
 
 
 def test_compare_prints_no_progress_when_stderr_is_not_a_terminal() -> None:

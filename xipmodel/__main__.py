@@ -406,33 +406,35 @@ def run_comparison(scenario: Scenario, modes: Sequence[str], image: bytes | None
     if jobs < 1:
         raise ParameterError(f"--jobs: {jobs} must be at least 1")
     bar = ProgressBar(scenario.guests * len(modes), "guests", progress_stream)
-    if jobs > 1 and len(modes) > 1:
-        started = dict.fromkeys(modes, 0)
-        queue: Queue[tuple[str, int]] | None = multiprocessing.Queue() if bar.enabled else None
-        with ProcessPoolExecutor(max_workers=min(jobs, len(modes)),
-                                 initializer=_worker_progress, initargs=(queue,)) as pool:
-            futures = {mode: pool.submit(_run_mode, (scenario, mode, image))
-                       for mode in longest_first(modes)}
-            while queue is not None and not all(f.done() for f in futures.values()):
-                with contextlib.suppress(Empty):
-                    mode, started[mode] = queue.get(timeout=0.2)
-                    bar.update(sum(started.values()), mode)
-            results = [futures[mode].result() for mode in modes]
-        bar.update(scenario.guests * len(modes))  # the last counts may still be queued
-    else:
-        from xipmodel.host import Host
+    try:  # the bar cleared also when a mode fails: its error gets a line of its own
+        if jobs > 1 and len(modes) > 1:
+            started = dict.fromkeys(modes, 0)
+            queue: Queue[tuple[str, int]] | None = multiprocessing.Queue() if bar.enabled else None
+            with ProcessPoolExecutor(max_workers=min(jobs, len(modes)),
+                                     initializer=_worker_progress, initargs=(queue,)) as pool:
+                futures = {mode: pool.submit(_run_mode, (scenario, mode, image))
+                           for mode in longest_first(modes)}
+                while queue is not None and not all(f.done() for f in futures.values()):
+                    with contextlib.suppress(Empty):
+                        mode, started[mode] = queue.get(timeout=0.2)
+                        bar.update(sum(started.values()), mode)
+                results = [futures[mode].result() for mode in modes]
+            bar.update(scenario.guests * len(modes))  # the last counts may still be queued
+        else:
+            from xipmodel.host import Host
 
-        results = []
-        for i, mode in enumerate(modes):
-            base = i * scenario.guests
+            results = []
+            for i, mode in enumerate(modes):
+                base = i * scenario.guests
 
-            def tick(done: int, total: int, base: int = base, mode: str = mode) -> None:
-                bar.update(base + done, mode)
+                def tick(done: int, total: int, base: int = base, mode: str = mode) -> None:
+                    bar.update(base + done, mode)
 
-            # ksmd's scan after the last guest is counted in bulk: the bar ends with it.
-            host = Host(scenario, mode, Ext2Image.open(image) if image is not None else None)
-            results.append(host.run(tick, ksmd_in_bulk=True))
-    bar.close()
+                # ksmd's scan after the last guest is counted in bulk: the bar ends with it.
+                host = Host(scenario, mode, Ext2Image.open(image) if image is not None else None)
+                results.append(host.run(tick, ksmd_in_bulk=True))
+    finally:
+        bar.close()
     return Comparison(scenario, dict(zip(modes, results, strict=True)))
 
 
