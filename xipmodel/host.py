@@ -104,7 +104,7 @@ A run's bounds, refused up front with ParameterError naming the field and the li
                  (each guest's timeline sample counts every host frame): 100,000 would
                  take hours, and their 220 GB would not fit the simulated host anyway.
   program runs   guests that run their program (not clones of an earlier guest's run)
-                 × runs_per_guest: at most 20,000 (a run takes about 40 ms: some 15 min).
+                 × runs_per_guest: at most 20,000 (a run takes 18-34 ms: some 6-11 min).
   ksmd           at most 10^8 pages scanned in a ksm run (about 30 s at 3-4 million
                  pages/s): ksm_seconds plus the guests' start spread, at
                  ksm_pages_to_scan every ksm_sleep_ms (the defaults allow 20,000 s).
