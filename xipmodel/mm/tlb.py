@@ -197,16 +197,6 @@ class TLB:
         return [(key & ((1 << ASID_SHIFT) - 1), *e) for key, e in self.sets[n].items()
                 if key >> ASID_SHIFT == asid]
 
-    def oldest(self, n: int) -> tuple[int, int] | None:
-        """(asid, vpn) of set `n`'s first entry in replacement order (None: set empty):
-        what an insert into the full set evicts under "lru" or "fifo"."""
-        key = next(iter(self.sets[n]), None)
-        if key is None:
-            return None
-        if not self.asid_tagged:
-            return self.asid, key
-        return key >> ASID_SHIFT, key & ((1 << ASID_SHIFT) - 1)
-
     def touch(self, asid: int, vpns: list[int]) -> None:
         """Make these cached entries the most recently used, in this order, as hits on
         them would under "lru" (no counting: the caller counted the hits)."""
