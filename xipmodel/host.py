@@ -439,7 +439,7 @@ class Host:
         self.ksm = (Ksm(self.memory, self.guests, pages_to_scan=scenario.ksm_pages_to_scan,
                         sleep_millisecs=scenario.ksm_sleep_ms, bus=self.bus)
                     if mode == "ksm" else None)
-        self._templates: dict[tuple[str, int], tuple[Guest, int, int]] = {}
+        self._templates: dict[tuple[str, int], tuple[Guest, int]] = {}
         self._exec_templates: dict[str, _ExecTemplate] = {}  # program → after its exec
         self._samples_ns: list[int] = []
         self._samples: list[list[int]] = []
@@ -483,7 +483,8 @@ class Host:
             self.scenario = self.scenario.replace(guests=guests)  # checks the bounds
         s = self.scenario
         interval = int(s.start_interval_ms * 1_000_000)
-        # (program, variant) → the guest that ran it, how long it ran, how long it waited.
+        # (program, variant) → the guest that ran it, how long it ran without waiting for
+        # segment page-ins (a copy finds the blocks in the segment).
         templates = self._templates
         if not self._samples:
             self._sample(0)
@@ -497,7 +498,7 @@ class Host:
                      if template is not None else None)
             if template is not None and guest is not None:
                 # The same run again: it takes as long, minus the page-ins already done.
-                guest.time = start + template[1] - template[2]
+                guest.time = start + template[1]
                 guest.page_in_ns = guest.stats.host_page_ins = 0
             else:
                 if self.memory.allocated >= self.memory.capacity:
@@ -513,7 +514,7 @@ class Host:
                     self.run_program(guest, program, seed=_guest_seed(s.seed, program,
                                                                       variant, run))
                 if self._cloning() and self._repeats(program, variant):
-                    templates[program, variant] = (guest, guest.time - start, guest.page_in_ns)
+                    templates[program, variant] = (guest, guest.time - start - guest.page_in_ns)
                 elif self.retire_guests:
                     guest.retire()
             self.guests.append(guest)
