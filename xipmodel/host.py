@@ -37,7 +37,7 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 
 from xipmodel.elf import STACK_TOP, exec_image
-from xipmodel.errors import ParameterError
+from xipmodel.errors import HostFullError, ParameterError
 from xipmodel.events import EventBus
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.mm.frames import FrameKind, HostMemory
@@ -501,15 +501,16 @@ class Host:
                 guest.time = start + template[1]
                 guest.page_in_ns = guest.stats.host_page_ins = 0
             else:
-                if self.memory.allocated >= self.memory.capacity:
-                    # Not even a frame for the new guest's EPT root: the simulated host is
+                try:
+                    guest = self._first_run(i, program, start,
+                                            _guest_seed(s.seed, program, variant, 0))
+                except HostFullError as exc:
+                    # Not even the frames to boot the guest (Guest): the simulated host is
                     # full. A bound the scenario broke, said plainly, not a crash inside.
-                    raise ParameterError(
+                    raise HostFullError(
                         f"Scenario: guests {s.guests}: the simulated host's "
                         f"{self.memory.capacity * PAGE_SIZE / (1 << 30):g} GiB are full after "
-                        f"{i} guests in {self.mode} mode; run at most {i} guests")
-                guest = self._first_run(i, program, start,
-                                        _guest_seed(s.seed, program, variant, 0))
+                        f"{i} guests in {self.mode} mode; run at most {i} guests") from exc
                 for run in range(1, s.runs_per_guest):
                     self.run_program(guest, program, seed=_guest_seed(s.seed, program,
                                                                       variant, run))
