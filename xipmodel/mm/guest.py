@@ -342,7 +342,7 @@ class Guest:
             new.rmap = {gpfn: PteMappers(dict(m.users)) for gpfn, m in self.rmap.items()}
             new.procs = {pid: mm.copy(mm.pt.copy(new.alloc_table_page, new.free_table_page))
                          for pid, mm in self.procs.items()}
-            new.tlb = copy.deepcopy(self.tlb)
+            new.tlb = self.tlb.copy()
         # The EPT: RAM writable, the zero page and the segment read-only.
         new.ept = PageTable(self.host_preset, new._alloc_ept_table, new._free_host_frame)
         new._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
