@@ -24,6 +24,7 @@ numbers, in any process (with real_files, on any machine with the same files).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import math
@@ -471,6 +472,23 @@ class Host:
             self.ksm.run_until(t)
             self._sample(t)
         return self.result()
+
+    def finish_on_copy(self) -> RunResult:
+        """What run() returns for the scenario of the guests started so far, this host
+        left as it is (to start more): ksmd's tail after the last start, page by page,
+        on a copy of host memory, the guests' frames and ksmd's state (ksm mode)."""
+        assert self.ksm is not None, "finish_on_copy: not a ksm host"
+        end = copy.copy(self)
+        end.scenario = self.scenario.replace(guests=len(self.guests))
+        end.memory = self.memory.copy()
+        end.guests = [g.copy_frames(end.memory) for g in self.guests]
+        end.ksm = self.ksm.copy(end.memory, end.guests)
+        end._samples_ns, end._samples = list(self._samples_ns), list(self._samples)
+        end._ksm_samples = list(self._ksm_samples)
+        for t in end.ksmd_times():
+            end.ksm.run_until(t)
+            end._sample(t)
+        return end.result()
 
     def add_guests(self, guests: int,
                    progress: Callable[[int, int], None] | None = None) -> None:

@@ -357,6 +357,16 @@ class Guest:
                 np.add.at(host.refcount, frames, 1)
         return new
 
+    def copy_frames(self, host: HostMemory) -> Guest:
+        """This guest on `host`, a copy of its host (HostMemory.copy): its own frame map
+        (backing) and EPT, for ksmd to scan and merge there; all else (page cache,
+        processes, counters) is shared with this guest, and must not change."""
+        new = copy.copy(self)
+        new.host = host
+        new.backing = self.backing.copy()
+        new.ept = self.ept.copy(new._alloc_ept_table, new._free_host_frame)
+        return new
+
     # --- the XIP window: segment blocks in guest-physical space ------------------------------
 
     def map_segment_block(self, block: int) -> int | None:

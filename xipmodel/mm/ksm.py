@@ -22,6 +22,7 @@ are also counted in bulk (ksm_bulk.py: the same counters, tested against this).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
@@ -90,6 +91,21 @@ class Ksm:
         self._cursor = 0
         self._next_wake = 0
         self.time = 0
+
+    def copy(self, host: HostMemory, guests: list[Guest]) -> Ksm:
+        """ksmd in exactly this state, scanning `guests` on `host` instead: copies of this
+        ksmd's guests and host (HostMemory.copy, Guest.copy_frames), same order."""
+        assert not (self._remaps or self._extra or self._olds), "copy: a chunk under way"
+        new = Ksm.__new__(Ksm)
+        new.__dict__.update(self.__dict__)
+        new.host, new.guests = host, guests
+        new._counters = dataclasses.replace(self._counters)
+        new._remaps, new._extra, new._olds = [], {}, []
+        new.stable = {content: list(chain) for content, chain in self.stable.items()}
+        new.unstable = dict(self.unstable)
+        new.checksum = dict(self.checksum)
+        new.rmap_items = set(self.rmap_items)
+        return new  # the pass's arrays are shared: a pass replaces them, never writes them
 
     # --- running ---------------------------------------------------------------------------
 
