@@ -2,9 +2,11 @@
 
 ksmd scans between starts, so an n-guest run has no prefix in a longer one; but up to
 the n-th start it is the same host, and ApartRun runs only ksmd's tail on a copy of it
-(Host.finish_on_copy). These tests compare every number with the reference, the
+(Host.finish_on_copy), counting it once a full pass changed nothing (every later
+pass repeats it: Ksm.settled). These tests compare every number with the reference, the
 n-guest scenario run from scratch (Host(...).run(): ksm.py page by page), over seeded
-scenarios and guest counts asked up and down, as a slider would.
+scenarios (about half of them settle in the tail) and guest counts asked up and down,
+as a slider would.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 from test_ksm_bulk import assert_same_run
 
@@ -87,3 +90,25 @@ def test_the_run_cache_grows_one_host_for_a_slider_moved_up() -> None:
                         Host(s, "ksm").run())
     assert sorted(set(started)) == list(range(1, scenario.guests + 1))
     assert len(started) == scenario.guests  # no guest started twice
+
+
+SETTLING = Scenario(guests=3, workload="shell", guest_ram_mib=64, seed=2,
+                    start_interval_ms=300.0, ksm_seconds=1.0, ksm_sleep_ms=50)
+
+
+def test_counted_passes_follow_the_scan_page_by_page() -> None:
+    """Once ksmd's passes repeat (Ksm.settled), are the counters settled_counters gives
+    after v more pages those of scanning them, one page at a time, for every v over two
+    passes and more (a pass ended or not when v reaches its last page)?"""
+    host = Host(SETTLING, "ksm")
+    host.add_guests(SETTLING.guests)
+    ksm = host.ksm
+    assert ksm is not None
+    while not ksm.settled():
+        ksm.scan(97)
+    size = sum(int(np.count_nonzero(g.backing >= 0)) for g in host.guests)
+    counted = ksm.settled_counters(range(2 * size + 3))
+    assert counted[-1].full_scans > counted[0].full_scans + 1
+    for v, want in enumerate(counted):
+        assert ksm.counters == want, v
+        ksm.scan(1)

@@ -476,17 +476,29 @@ class Host:
     def finish_on_copy(self) -> RunResult:
         """What run() returns for the scenario of the guests started so far, this host
         left as it is (to start more): ksmd's tail after the last start, page by page,
-        on a copy of host memory, the guests' frames and ksmd's state (ksm mode)."""
+        on a copy of host memory, the guests' frames and ksmd's state (ksm mode).
+
+        Once a full pass changes nothing, every later one repeats it (Ksm.settled): the
+        rest of the tail is counted, not scanned (memory no longer changes).
+        """
         assert self.ksm is not None, "finish_on_copy: not a ksm host"
         end = copy.copy(self)
         end.scenario = self.scenario.replace(guests=len(self.guests))
         end.memory = self.memory.copy()
         end.guests = [g.copy_frames(end.memory) for g in self.guests]
-        end.ksm = self.ksm.copy(end.memory, end.guests)
+        ksm = end.ksm = self.ksm.copy(end.memory, end.guests)
         end._samples_ns, end._samples = list(self._samples_ns), list(self._samples)
         end._ksm_samples = list(self._ksm_samples)
-        for t in end.ksmd_times():
-            end.ksm.run_until(t)
+        times = end.ksmd_times()
+        for i, t in enumerate(times):
+            if not end.bus and ksm.settled():
+                visits = wakeup_visits(times[i:], ksm.next_wake, ksm.sleep_ns,
+                                       ksm.pages_to_scan)
+                counters = ksm.settled_counters(visits.tolist())
+                for later, c in zip(times[i:], counters, strict=True):
+                    end._sample(later, c)
+                return dataclasses.replace(end.result(), ksm=counters[-1])
+            ksm.run_until(t)
             end._sample(t)
         return end.result()
 
@@ -658,12 +670,13 @@ class Host:
         layout = tuple((v.start, v.end, int(v.prot), v.name, v.anonymous) for v in mm.vmas)
         replay(guest, _trace(model, heap_pages, seed, layout), mm)
 
-    def _sample(self, time_ns: int) -> None:
+    def _sample(self, time_ns: int, ksm: KsmCounters | None = None) -> None:
+        """Host memory by category at `time_ns`, and ksmd's counters (`ksm`: these)."""
         self._samples_ns.append(time_ns)
         by = self._bytes_by_category()
         self._samples.append([by[c] for c in CATEGORIES])
         if self.ksm is not None:
-            c = self.ksm.counters
+            c = self.ksm.counters if ksm is None else ksm
             self._ksm_samples.append([c.pages_shared, c.pages_sharing, c.pages_unshared,
                                       c.pages_volatile, c.full_scans, c.pages_scanned])
 
