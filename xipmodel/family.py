@@ -21,8 +21,8 @@ prefixes (has_prefixes is False): FamilyRun refuses them, and ApartRun answers t
 Up to the n-th start, an n-guest run is every longer run (ksmd's scanning between
 starts depends only on the guests already started); only ksmd's tail after it differs.
 So result(n) grows one host to n guests and runs the tail on a copy of it
-(Host.finish_on_copy, page by page): asked in increasing n (a slider moved up), no
-guest runs twice.
+(Host.finish_on_copy: page by page until a full pass changes nothing, then counted):
+asked in increasing n (a slider moved up), no guest runs twice.
 """
 
 from __future__ import annotations
