@@ -6,6 +6,7 @@
     python -m bench compare      all modes for 64 and 1,000 guests
     python -m bench browser      the dashboard slider in Chromium: 8, 64, 256 guests
     python -m bench replay       the shipped traces, fast replay engine against reference
+    python -m bench apart        ksm, guests started apart: the slider moved up 1..N
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import bench_browser, bench_compare, bench_ext2, bench_policies, bench_replay
+from bench import (
+    bench_apart,
+    bench_browser,
+    bench_compare,
+    bench_ext2,
+    bench_policies,
+    bench_replay,
+)
 
 BENCHMARKS: dict[str, Callable[[list[str]], int]] = {
     "ext2": bench_ext2.main,
@@ -21,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], int]] = {
     "compare": bench_compare.main,
     "browser": bench_browser.main,
     "replay": bench_replay.main,
+    "apart": bench_apart.main,
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from _hostile import assert_raises, bounded
 
-from xipmodel.errors import ParameterError
+from xipmodel.errors import HostFullError, ParameterError
 from xipmodel.host import (
     MAX_GUESTS,
     MAX_KSM_SCAN_PAGES,
@@ -85,11 +85,12 @@ def test_compare_and_sweep_check_modes_and_values(call: str, names: list[str]) -
 def test_a_full_host_is_a_clear_error_not_a_crash() -> None:
     """When the simulated host has no frame left for a new guest (10,000 page-cache guests
     fill its 64 GiB; here a host of 64 MiB), the run stops with a ParameterError naming
-    guests and how many fitted, not a RuntimeError from deep in the page tables."""
+    guests and how many fitted (a HostFullError, a ParameterError), not a RuntimeError
+    from deep in the page tables."""
     outcome = bounded("host.run()", SETUP + "\nhost = Host(Scenario(guests=200, "
                       "workload='shell', guest_ram_mib=64), 'pagecache')\n"
                       "host.memory.capacity = 16384", seconds=60)
-    assert_raises(outcome, ParameterError, "Scenario: guests 200", "are full after",
+    assert_raises(outcome, HostFullError, "Scenario: guests 200", "are full after",
                   "pagecache mode", "run at most")
 
 

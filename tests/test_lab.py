@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from xipmodel.family import ApartRun
 from xipmodel.host import CATEGORIES, Host, RunResult, Scenario, compare
 from xipmodel.lab import views
 from xipmodel.lab.runs import RunCache, default_curve_guests
@@ -144,11 +145,12 @@ def test_run_cache_runs_each_scenario_and_mode_once(monkeypatch: pytest.MonkeyPa
     for n in (1, 2, 3):
         got = cache.result(SMALL.replace(guests=n), "ksm")
         assert got.as_dict() == Host(SMALL.replace(guests=n), "ksm").run().as_dict()
-    # Guests started apart: ksmd scans between starts, so ksm runs once per count.
+    # Guests started apart: ksmd scans between starts, so each ksm count is answered on
+    # its own (ApartRun: ksmd's tail on a copy), from one host grown count by count.
     apart = SMALL.replace(start_interval_ms=50.0)
     calls.clear()
     cache.curve(apart, ["xip", "ksm"], default_curve_guests(2))
-    assert calls == [("xip", 0, 2), ("ksm", 0, 1), ("ksm", 0, 2)]
+    assert calls == [("xip", 0, 2), ("ksm", 0, 1), ("ksm", 1, 2)]
 
 
 def test_run_cache_answers_from_prefixes_of_a_run_at_its_reach(
@@ -362,13 +364,13 @@ def test_pending_ksm_is_drawn_empty_first(lab: ModuleType,
     dash = lab.comparison_dashboard(apart, max_guests=8).controller
     memory, guests = dash.figures["memory"], dash.figures["guests"]
     seen: list[tuple[str, list[Any], list[Any]]] = []
-    real = Host.run
+    real = ApartRun.result
 
-    def snapshot(self: Host, *args: Any, **kwargs: Any) -> RunResult:
+    def snapshot(self: ApartRun, *args: Any, **kwargs: Any) -> RunResult:
         seen.append((memory.layout.title.text, list(memory.data[2].y), list(guests.data[2].x)))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Host, "run", snapshot)
+    monkeypatch.setattr(ApartRun, "result", snapshot)
     dash.guests_slider.value = 3
     assert len(seen) == 1
     title, anon, ksm_x = seen[0]

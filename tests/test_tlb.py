@@ -182,3 +182,36 @@ def test_bad_parameters() -> None:
         TLB(0)
     with pytest.raises(ParameterError, match="policy='mru'"):
         TLB(8, policy="mru")  # type: ignore[arg-type]
+
+
+def _state(tlb: TLB) -> tuple[Any, ...]:
+    """Everything a TLB holds: entries in order per set, counters, the random state."""
+    return (tlb.contents(), tlb.asid, tlb.hits, tlb.misses, tlb.evictions, tlb.flushes,
+            tlb.invalidations, tlb.switches, tlb.rng.getstate())
+
+
+@settings(max_examples=100, deadline=None)
+@given(trace=TRACES, geometry=GEOMETRY, policy=st.sampled_from(["lru", "fifo", "random"]),
+       tagged=st.booleans())
+def test_a_copied_tlb_goes_on_as_the_original(trace: tuple[list[int], list[int]],
+                                              geometry: tuple[int, int], policy: str,
+                                              tagged: bool) -> None:
+    """TLB.copy (what a cloned guest gets): the copy holds the same state, and the same
+    references afterwards give both the same hits, evictions and random victims; neither
+    sees the other's changes."""
+    asids_short, vpns = trace
+    asids = (asids_short * len(vpns))[: len(vpns)]
+    half = len(vpns) // 2
+    tlb = TLB(*geometry, policy=policy, asid_tagged=tagged, seed=7)  # type: ignore[arg-type]
+    tlb.run(asids[:half], vpns[:half])
+    before = _state(tlb)
+    twin = tlb.copy()
+    assert _state(twin) == before
+    assert twin.run(asids[half:], vpns[half:]).tolist() == \
+        tlb.run(asids[half:], vpns[half:]).tolist()
+    after = _state(tlb)
+    assert _state(twin) == after
+    twin.flush()
+    twin.insert(twin.asid, 1, 2)
+    twin.rng.random()
+    assert _state(tlb) == after

@@ -14,8 +14,9 @@ works on a path missing from an image just as on a missing host file::
 
     XipModelError (Exception)
     ├── ParameterError (+ ValueError)               bad argument to the model
-    │   └── DataFileError                           a malformed data file (entry, field, value)
-    │       └── TraceFileError                      a malformed page-trace .npz (member, value)
+    │   ├── DataFileError                           a malformed data file (entry, field, value)
+    │   │   └── TraceFileError                      a malformed page-trace .npz (member, value)
+    │   └── HostFullError                           more than the simulated host's frames hold
     └── Ext2Error                                   anything wrong with an ext2 image
         ├── CorruptImageError (+ ValueError)        a structure contradicts the format
         │   └── TruncatedImageError                 the image ends before a structure does
@@ -43,6 +44,7 @@ __all__ = [
     "Ext2IsADirectoryError",
     "Ext2NotADirectoryError",
     "FileTooLargeError",
+    "HostFullError",
     "NotARegularFileError",
     "NotASymlinkError",
     "ParameterError",
@@ -72,6 +74,11 @@ class TraceFileError(DataFileError):
 
     Raised before anything its headers claim is allocated (see workloads/trace.py).
     """
+
+
+class HostFullError(ParameterError):
+    """A guest cannot even boot: the simulated host has no frames left (for its EPT, or the
+    struct pages of its DAX device). A run asked for more guests than the host holds."""
 
 
 class Ext2Error(XipModelError):

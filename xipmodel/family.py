@@ -13,7 +13,16 @@ they start together), so the host after n guests is the n-guest host before ksmd
 tail, and the tail is counted in bulk (Host.ksmd_tail, mm/ksm_bulk.py) from the
 first n guests' pages: a few milliseconds instead of replaying ksmd page by page.
 In ksm mode, guests started apart (ksmd scanning between starts) have no such
-prefixes (has_prefixes is False): FamilyRun refuses them.
+prefixes (has_prefixes is False): FamilyRun refuses them, and ApartRun answers them::
+
+    ApartRun(scenario)             a ksm host of guests started apart
+    .result(n)                     what Host(scenario with n guests, "ksm").run() returns
+
+Up to the n-th start, an n-guest run is every longer run (ksmd's scanning between
+starts depends only on the guests already started); only ksmd's tail after it differs.
+So result(n) grows one host to n guests and runs the tail on a copy of it
+(Host.finish_on_copy: page by page until a full pass changes nothing, then counted):
+asked in increasing n (a slider moved up), no guest runs twice.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import Host, RunResult, Scenario
 from xipmodel.mm.ksm_bulk import ScanOrder
 
-__all__ = ["FamilyRun", "has_prefixes"]
+__all__ = ["ApartRun", "FamilyRun", "has_prefixes"]
 
 
 def has_prefixes(mode: str, scenario: Scenario) -> bool:
@@ -85,3 +94,32 @@ class FamilyRun:
         if tail is None:  # the host fills up: ksm.py's scan, page by page
             return Host(prefix.scenario, "ksm", self.host.image).run()
         return tail
+
+
+class ApartRun:
+    """A ksm host of a scenario family (any guest count) grown on demand, each answer
+    ended on a copy: for guests started apart, which have no prefixes."""
+
+    def __init__(self, scenario: Scenario, image: Ext2Image | None = None) -> None:
+        """No guest runs yet: result(n) starts them."""
+        self.scenario = scenario
+        self.image = image
+        self.host = self._new_host()
+
+    def _new_host(self) -> Host:
+        return Host(self.scenario, "ksm", self.image, retire_guests=True)
+
+    @property
+    def guests(self) -> int:
+        """Guests started so far."""
+        return len(self.host.guests)
+
+    def result(self, guests: int, progress: Callable[[int, int], None] | None = None
+               ) -> RunResult:
+        """Host(the scenario with `guests` guests, "ksm").run(): the host grown to
+        `guests` (started over if it has more), ksmd's tail run on a copy of it."""
+        self.scenario.replace(guests=guests)  # refuses a count out of range, naming it
+        if guests < self.guests:
+            self.host = self._new_host()
+        self.host.add_guests(guests, progress)
+        return self.host.finish_on_copy()

@@ -24,6 +24,7 @@ numbers, in any process (with real_files, on any machine with the same files).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import math
@@ -37,7 +38,7 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 
 from xipmodel.elf import STACK_TOP, exec_image
-from xipmodel.errors import ParameterError
+from xipmodel.errors import HostFullError, ParameterError
 from xipmodel.events import EventBus
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.mm.frames import FrameKind, HostMemory
@@ -472,6 +473,35 @@ class Host:
             self._sample(t)
         return self.result()
 
+    def finish_on_copy(self) -> RunResult:
+        """What run() returns for the scenario of the guests started so far, this host
+        left as it is (to start more): ksmd's tail after the last start, page by page,
+        on a copy of host memory, the guests' frames and ksmd's state (ksm mode).
+
+        Once a full pass changes nothing, every later one repeats it (Ksm.settled): the
+        rest of the tail is counted, not scanned (memory no longer changes).
+        """
+        assert self.ksm is not None, "finish_on_copy: not a ksm host"
+        end = copy.copy(self)
+        end.scenario = self.scenario.replace(guests=len(self.guests))
+        end.memory = self.memory.copy()
+        end.guests = [g.copy_frames(end.memory) for g in self.guests]
+        ksm = end.ksm = self.ksm.copy(end.memory, end.guests)
+        end._samples_ns, end._samples = list(self._samples_ns), list(self._samples)
+        end._ksm_samples = list(self._ksm_samples)
+        times = end.ksmd_times()
+        for i, t in enumerate(times):
+            if not end.bus and ksm.settled():
+                visits = wakeup_visits(times[i:], ksm.next_wake, ksm.sleep_ns,
+                                       ksm.pages_to_scan)
+                counters = ksm.settled_counters(visits.tolist())
+                for later, c in zip(times[i:], counters, strict=True):
+                    end._sample(later, c)
+                return dataclasses.replace(end.result(), ksm=counters[-1])
+            ksm.run_until(t)
+            end._sample(t)
+        return end.result()
+
     def add_guests(self, guests: int,
                    progress: Callable[[int, int], None] | None = None) -> None:
         """Start guests len(self.guests) .. guests-1, as run() does (a run continued).
@@ -501,15 +531,16 @@ class Host:
                 guest.time = start + template[1]
                 guest.page_in_ns = guest.stats.host_page_ins = 0
             else:
-                if self.memory.allocated >= self.memory.capacity:
-                    # Not even a frame for the new guest's EPT root: the simulated host is
+                try:
+                    guest = self._first_run(i, program, start,
+                                            _guest_seed(s.seed, program, variant, 0))
+                except HostFullError as exc:
+                    # Not even the frames to boot the guest (Guest): the simulated host is
                     # full. A bound the scenario broke, said plainly, not a crash inside.
-                    raise ParameterError(
+                    raise HostFullError(
                         f"Scenario: guests {s.guests}: the simulated host's "
                         f"{self.memory.capacity * PAGE_SIZE / (1 << 30):g} GiB are full after "
-                        f"{i} guests in {self.mode} mode; run at most {i} guests")
-                guest = self._first_run(i, program, start,
-                                        _guest_seed(s.seed, program, variant, 0))
+                        f"{i} guests in {self.mode} mode; run at most {i} guests") from exc
                 for run in range(1, s.runs_per_guest):
                     self.run_program(guest, program, seed=_guest_seed(s.seed, program,
                                                                       variant, run))
@@ -639,12 +670,13 @@ class Host:
         layout = tuple((v.start, v.end, int(v.prot), v.name, v.anonymous) for v in mm.vmas)
         replay(guest, _trace(model, heap_pages, seed, layout), mm)
 
-    def _sample(self, time_ns: int) -> None:
+    def _sample(self, time_ns: int, ksm: KsmCounters | None = None) -> None:
+        """Host memory by category at `time_ns`, and ksmd's counters (`ksm`: these)."""
         self._samples_ns.append(time_ns)
         by = self._bytes_by_category()
         self._samples.append([by[c] for c in CATEGORIES])
         if self.ksm is not None:
-            c = self.ksm.counters
+            c = self.ksm.counters if ksm is None else ksm
             self._ksm_samples.append([c.pages_shared, c.pages_sharing, c.pages_unshared,
                                       c.pages_volatile, c.full_scans, c.pages_scanned])
 

@@ -19,8 +19,10 @@ FamilyRun) and answers every guest count up to its length from it, ksm included:
 Without KSM an n-guest result is a prefix of the family's run (RunResult.prefix); a
 ksm result adds ksmd's scan after the last start, counted in bulk (mm/ksm_bulk.py).
 Only ksm scenarios whose guests start apart (start_interval_ms > 0: ksmd scans
-between starts) have no family: each (scenario, "ksm") is then run on demand, once,
-and kept among the `maxsize` most recently used results. No plotly or ipywidgets here.
+between starts) have no family: each (scenario, "ksm") is then answered on demand,
+once, by the family's ApartRun (one host grown to the guests asked, ksmd's tail on a
+copy: a slider moved up runs no guest twice), and kept among the `maxsize` most
+recently used results. No plotly or ipywidgets here.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from concurrent.futures import Executor, as_completed
 
 from xipmodel.errors import ParameterError
 from xipmodel.ext2.reader import Ext2Image
-from xipmodel.family import FamilyRun, has_prefixes
+from xipmodel.family import ApartRun, FamilyRun, has_prefixes
 from xipmodel.host import Comparison, Host, RunResult, Scenario
 
 __all__ = ["Progress", "RunCache", "default_curve_guests", "has_prefixes", "line_of_run"]
@@ -89,6 +91,7 @@ class RunCache:
         self.executor = executor if image is None else None
         self._results: OrderedDict[Job, RunResult] = OrderedDict()  # runs without a family
         self._families: OrderedDict[Job, FamilyRun] = OrderedDict()  # (family, mode) → run
+        self._apart: OrderedDict[Scenario, ApartRun] = OrderedDict()  # ksm family → run
         self._answers: OrderedDict[Job, RunResult] = OrderedDict()
         self.runs = 0  # runs made or grown (cache misses)
         self.seconds = 0.0  # time spent in them
@@ -137,6 +140,15 @@ class RunCache:
                 for k in [k for k in self._answers if (_family_of(k[0]), k[1]) == gone]:
                     del self._answers[k]
         self._families.move_to_end(family)
+        return run
+
+    def _apart_run(self, scenario: Scenario) -> ApartRun:
+        """The ksm run of `scenario`'s family, whose guests start apart (made if none)."""
+        family = _family_of(scenario)
+        run = self._apart.pop(family, None) or ApartRun(scenario, self.image)
+        self._apart[family] = run  # the most recently used last
+        while len(self._apart) > _FAMILIES:
+            self._apart.popitem(last=False)
         return run
 
     def _store(self, scenario: Scenario, mode: str, result: RunResult) -> None:
@@ -200,7 +212,7 @@ class RunCache:
                         progress(base + i, total,
                                  f"{m}, {s.guests} guests: guest {i}/{n}{scanning}")
 
-                self._store(s, m, Host(s, m, self.image).run(progress=one))
+                self._store(s, m, self._apart_run(s).result(s.guests, one))
                 self.runs += 1
                 done += s.guests
         self.seconds += time.perf_counter() - start

@@ -30,14 +30,17 @@ __all__ = ["dup_mmap", "mm_alloc"]
 def mm_alloc(guest: Guest, name: str = "") -> MmStruct | None:
     """Model of mm_alloc → pgd_alloc: an empty address space with its root table.
 
-    None when the guest has no frame left for the root table (fork fails: ENOMEM).
+    None when the guest, or the host behind its RAM, has no frame left for the root
+    table (fork fails: ENOMEM; alloc_page counted a host's OOM).
     """
     if not guest.free_pages and not try_to_free_pages(guest, 1):
         guest.stats.oom += 1
         return None
+    pt = PageTable.pgd_alloc(guest.preset, guest.alloc_table_page, guest.free_table_page)
+    if pt is None:
+        return None
     pid = guest.next_pid
     guest.next_pid += 1
-    pt = PageTable(guest.preset, guest.alloc_table_page, guest.free_table_page)
     mm = MmStruct(pid=pid, asid=pid, pt=pt, name=name)
     guest.procs[pid] = mm
     return mm

@@ -107,6 +107,16 @@ class HostMemory:
             new[: len(old)] = old
             setattr(self, name, new)
 
+    def copy(self) -> HostMemory:
+        """Another host in exactly this state (its own arrays and free list): what-if runs
+        go on from it, this one unchanged."""
+        new = HostMemory.__new__(HostMemory)
+        new.__dict__.update(self.__dict__)
+        for name in ("kind", "owner", "refcount", "content"):
+            setattr(new, name, getattr(self, name).copy())
+        new._free = list(self._free)
+        return new
+
     def unique_content(self) -> int:
         """A content id no frame has yet (a page written with something new)."""
         self._next_unique -= 1

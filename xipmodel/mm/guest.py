@@ -30,7 +30,7 @@ from typing import Final
 
 import numpy as np
 
-from xipmodel.errors import ParameterError
+from xipmodel.errors import HostFullError, ParameterError
 from xipmodel.events import EventBus
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.mm import dax, filemap, fork, memory, mmap
@@ -152,8 +152,16 @@ class Guest:
         self.backing = np.full(size, -1, dtype=np.int64)  # gpfn → host frame
         self.kind = np.zeros(size, dtype=np.uint8)  # what the guest uses each gpfn for
         self.dcss_base = 1 << max(ram_pages - 1, 1).bit_length()
-        self.ept = PageTable(host_preset, self._alloc_ept_table, self._free_host_frame)
-        self._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
+        # Booting takes host frames before the guest runs anything: the EPT's root and the
+        # tables down to the zero page's entry (a frame per level), and a DAX device's
+        # struct pages. A host without them cannot start the guest: HostFullError.
+        ept = PageTable.pgd_alloc(host_preset, self._alloc_ept_table, self._free_host_frame)
+        if ept is None:
+            raise self._host_full("its EPT's root table")
+        self.ept = ept
+        if not self._map_ept(ZERO_GPFN, host.zero_pfn, writable=False):
+            self.ept.free()
+            raise self._host_full("the EPT tables mapping its zero page")
         host.get(host.zero_pfn)
         self.kind[ZERO_GPFN] = FrameKind.ZERO
         self.free_area = FreeArea(ram_pages, top=ZERO_GPFN + 1)  # mm/page_alloc.py
@@ -168,9 +176,26 @@ class Guest:
         # A DAX device's struct pages, taken from RAM at boot (none for a DCSS).
         self.memmap: list[int] = []
         if segment is not None and not memremap_pages(self):
-            raise ParameterError(
-                f"Guest: ram_pages {ram_pages} cannot hold the struct pages of the DAX "
-                f"device ({segment.memmap_pages(preset.page_size)} pages)")
+            # alloc_page failed either on an empty free list (the guest's RAM is too
+            # small) or with a gpfn in hand that the host had no frame for (given back).
+            host_full = self.free_pages > 0
+            self._unboot()
+            memmap = (f"the struct pages of the DAX device "
+                      f"({segment.memmap_pages(preset.page_size)} pages)")
+            if host_full:
+                raise self._host_full(memmap)
+            raise ParameterError(f"Guest: ram_pages {ram_pages} cannot hold {memmap}")
+
+    def _host_full(self, what: str) -> HostFullError:
+        """The error of a boot that found the host out of frames for `what`."""
+        return HostFullError(f"Guest: the host's {self.host.capacity} frames are full: none "
+                             f"left to boot guest {self.gid} ({what})")
+
+    def _unboot(self) -> None:
+        """Give the host back what a boot that failed took: RAM frames, zero page, EPT."""
+        self.host.put_many(self.backing[self.backing >= 0])
+        self.host.put(self.host.zero_pfn)
+        self.ept.free()
 
     # --- guest-physical memory on the host ---------------------------------------------
 
@@ -287,14 +312,15 @@ class Guest:
         host = self.host if host is None else host
         backed = np.flatnonzero(self.backing >= 0)
         backed = backed[backed != ZERO_GPFN]
+        if len(backed) + self.ept.table_count > host.capacity - host.allocated:
+            return None  # its RAM and EPT (at most as many tables as this EPT) do not fit
         contents = self.host.content[self.backing[backed]]
         fresh = contents < 0
         if fresh.any():
             ids, inverse = np.unique(contents[fresh], return_inverse=True)
             contents[fresh] = host.unique_contents(ids.size)[inverse]
         pfns = host.alloc_many(self.kind[backed], gid, contents)
-        if pfns is None:
-            return None
+        assert pfns is not None, "clone: the frames were counted"
         new = copy.copy(self)
         new.gid, new.host = gid, host
         new.stats = dataclasses.replace(self.stats)
@@ -316,7 +342,7 @@ class Guest:
             new.rmap = {gpfn: PteMappers(dict(m.users)) for gpfn, m in self.rmap.items()}
             new.procs = {pid: mm.copy(mm.pt.copy(new.alloc_table_page, new.free_table_page))
                          for pid, mm in self.procs.items()}
-            new.tlb = copy.deepcopy(self.tlb)
+            new.tlb = self.tlb.copy()
         # The EPT: RAM writable, the zero page and the segment read-only.
         new.ept = PageTable(self.host_preset, new._alloc_ept_table, new._free_host_frame)
         new._map_ept(ZERO_GPFN, host.zero_pfn, writable=False)
@@ -329,6 +355,16 @@ class Guest:
             new.ept.map_many(new.dcss_base + blocks, frames, _EPT_RX)
             if host is self.segment.host:
                 np.add.at(host.refcount, frames, 1)
+        return new
+
+    def copy_frames(self, host: HostMemory) -> Guest:
+        """This guest on `host`, a copy of its host (HostMemory.copy): its own frame map
+        (backing) and EPT, for ksmd to scan and merge there; all else (page cache,
+        processes, counters) is shared with this guest, and must not change."""
+        new = copy.copy(self)
+        new.host = host
+        new.backing = self.backing.copy()
+        new.ept = self.ept.copy(new._alloc_ept_table, new._free_host_frame)
         return new
 
     # --- the XIP window: segment blocks in guest-physical space ------------------------------

@@ -17,11 +17,14 @@ Each scanned page costs a 64-byte rmap_item. Not modelled: use_zero_pages,
 merge_across_nodes, the smart scan and advisor heuristics of recent kernels.
 
 This file is the reference, page by page. Once no guest runs any more, its passes
-are also counted in bulk (ksm_bulk.py: the same counters, tested against this).
+are also counted in bulk (ksm_bulk.py: the same counters, tested against this), and
+once a full pass changes nothing, the passes after it (settled, settled_counters).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -90,6 +93,25 @@ class Ksm:
         self._cursor = 0
         self._next_wake = 0
         self.time = 0
+        # What this pass changed (merges, checksums, rmap_items, failed allocations), and
+        # the pages of the last full pass if it changed nothing (see settled()).
+        self._changes = 0
+        self._quiet: tuple[np.ndarray, np.ndarray] | None = None
+
+    def copy(self, host: HostMemory, guests: list[Guest]) -> Ksm:
+        """ksmd in exactly this state, scanning `guests` on `host` instead: copies of this
+        ksmd's guests and host (HostMemory.copy, Guest.copy_frames), same order."""
+        assert not (self._remaps or self._extra or self._olds), "copy: a chunk under way"
+        new = Ksm.__new__(Ksm)
+        new.__dict__.update(self.__dict__)
+        new.host, new.guests = host, guests
+        new._counters = dataclasses.replace(self._counters)
+        new._remaps, new._extra, new._olds = [], {}, []
+        new.stable = {content: list(chain) for content, chain in self.stable.items()}
+        new.unstable = dict(self.unstable)
+        new.checksum = dict(self.checksum)
+        new.rmap_items = set(self.rmap_items)
+        return new  # the pass's arrays are shared: a pass replaces them, never writes them
 
     # --- running ---------------------------------------------------------------------------
 
@@ -131,6 +153,44 @@ class Ksm:
         self._next_wake += self.sleep_ns
         return self.scan(wakeups * self.pages_to_scan)
 
+    def settled(self) -> bool:
+        """Does every later pass repeat the last one? So when that full pass changed
+        nothing (no merge, no checksum, no new rmap_item, no failed allocation), and the
+        pass under way and every pass after it look at the same pages (no guest started
+        since): each starts from the same state. (Only ksmd may run from now on.)"""
+        if self._quiet is None or not len(self._pass_pages):
+            return False
+        resident = self._resident()
+        return all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in
+                   zip(self._quiet, (self._pass_guests, self._pass_pages), resident,
+                       strict=True))
+
+    def settled_counters(self, visits: Sequence[int]) -> list[KsmCounters]:
+        """The counters after looking at visits[i] more pages, each pass repeating the
+        last (settled()), without scanning them: only the unstable tree changes, filled
+        page by page as a pass goes (one entry per content not merged, at its first
+        page) and emptied at its end."""
+        assert self.settled(), "settled_counters: the passes still change"
+        hpfns = self._frames_of(self._pass_guests, self._pass_pages)
+        live = np.flatnonzero(self.host.kind[hpfns] != _KSM)
+        _, first = np.unique(self.host.content[hpfns[live]], return_index=True)
+        inserted = np.zeros(len(hpfns) + 1, dtype=np.int64)
+        inserted[live[first] + 1] = 1
+        unstable = np.cumsum(inserted)  # the unstable tree after x pages of a pass
+        size, now = len(hpfns), self.counters
+        assert unstable[self._cursor] == now.pages_unshared, "settled_counters: not a repeat"
+        out = []
+        for v in visits:
+            at = self._cursor + int(v)
+            ended = (at - 1) // size if at > size else 0  # passes ended (when the next starts)
+            c = dataclasses.replace(now, full_scans=now.full_scans + ended,
+                                    pages_scanned=now.pages_scanned + int(v),
+                                    pages_unshared=int(unstable[at - ended * size]))
+            c.pages_volatile = max(0, c.rmap_items - c.pages_shared - c.pages_sharing
+                                   - c.pages_unshared)
+            out.append(c)
+        return out
+
     def scan(self, nr_pages: int) -> int:
         """Model of ksm_do_scan: look at the next `nr_pages` guest pages."""
         merges_before = self._merges
@@ -153,27 +213,32 @@ class Ksm:
                                   self._counters.full_scans))
         return done
 
-    def _start_pass(self) -> None:
+    def _resident(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pages a pass starting now looks at: (guest index, gpfn), in scan order."""
         guests = [np.full(int(np.count_nonzero(g.backing >= 0)), gi, dtype=np.int64)
                   for gi, g in enumerate(self.guests)]
         pages = [np.flatnonzero(g.backing >= 0) for g in self.guests]
-        self._pass_guests = np.concatenate(guests) if guests else np.zeros(0, np.int64)
-        self._pass_pages = np.concatenate(pages) if pages else np.zeros(0, np.int64)
+        return (np.concatenate(guests) if guests else np.zeros(0, np.int64),
+                np.concatenate(pages) if pages else np.zeros(0, np.int64))
+
+    def _start_pass(self) -> None:
+        self._pass_guests, self._pass_pages = self._resident()
         self._cursor = 0
+        self._changes = 0
 
     def _end_pass(self) -> None:
         # The unstable tree is rebuilt every pass: its pages may have changed meanwhile.
         self.unstable.clear()
         self._counters.full_scans += 1
+        self._quiet = None if self._changes else (self._pass_guests, self._pass_pages)
 
     def _scan_chunk(self, guest_ids: np.ndarray, gpfns: np.ndarray) -> None:
         """cmp_and_merge_page for a run of pages, their frames gathered in one step."""
-        hpfns = np.empty(len(gpfns), dtype=np.int64)
-        for gi in np.unique(guest_ids).tolist():
-            sel = guest_ids == gi
-            hpfns[sel] = self.guests[gi].backing[gpfns[sel]]
+        hpfns = self._frames_of(guest_ids, gpfns)
         # get_next_rmap_item: every page ksmd scans has an rmap_item from its first scan on.
+        items = len(self.rmap_items)
         self.rmap_items.update(zip(guest_ids.tolist(), gpfns.tolist(), strict=True))
+        self._changes += len(self.rmap_items) - items
         # Merged pages (and frames given back meanwhile) need no look.
         live = (hpfns >= 0) & (self.host.kind[np.maximum(hpfns, 0)] != _KSM)
         contents = self.host.content[hpfns[live]].tolist()
@@ -182,6 +247,14 @@ class Ksm:
                                      strict=True):
             merge_page(gi, gpfn, content)
         self._flush()
+
+    def _frames_of(self, guest_ids: np.ndarray, gpfns: np.ndarray) -> np.ndarray:
+        """The host frames behind these guests' pages (-1: none)."""
+        hpfns = np.empty(len(gpfns), dtype=np.int64)
+        for gi in np.unique(guest_ids).tolist():
+            sel = guest_ids == gi
+            hpfns[sel] = self.guests[gi].backing[gpfns[sel]]
+        return hpfns
 
     def _flush(self) -> None:
         """Apply the chunk's merges: EPT entries, stable-frame references, freed frames."""
@@ -218,6 +291,7 @@ class Ksm:
         # If the page changed since the last scan, it is volatile: don't bother.
         if self.checksum.get(key, _NEVER) != content:
             self.checksum[key] = content
+            self._changes += 1
             return
         other = self.unstable.get(content)
         if other is not None and other != key:
@@ -227,6 +301,7 @@ class Ksm:
             if ohpfn >= 0 and host.kind[ohpfn] != _KSM and host.content[ohpfn] == content:
                 new = host.alloc(FrameKind.KSM, OWNER_HOST, content)
                 if new is None:
+                    self._changes += 1  # (conservative: a full host is never settled)
                     return
                 self.stable.setdefault(content, []).append(new)
                 self._merge(og, ogpfn, new, first=True)
@@ -249,6 +324,7 @@ class Ksm:
         self._remaps.append((gi, gpfn, kpfn))
         self._olds.append(old)
         self._merges += 1
+        self._changes += 1
         if self.bus:
             self.bus.emit(KsmMerge(self.time, guest.gid, old, kpfn))
 

@@ -202,6 +202,22 @@ class PageTable:
     def __init__(self, preset: MMUPreset = DEFAULT_PRESET,
                  alloc_table: AllocTable | None = None,
                  free_table: FreeTable | None = None) -> None:
+        """A page table with its root; RuntimeError if alloc_table gives no frame for it
+        (an owner that may run out of frames calls pgd_alloc)."""
+        if not self._init_root(preset, alloc_table, free_table):
+            raise RuntimeError("PageTable: alloc_table gave no frame for the root table")
+
+    @classmethod
+    def pgd_alloc(cls, preset: MMUPreset, alloc_table: AllocTable,
+                  free_table: FreeTable | None = None) -> PageTable | None:
+        """Model of pgd_alloc: a page table with its root, or None when alloc_table has no
+        frame for the root (ENOMEM for the caller: fork, or a guest's boot)."""
+        table = cls.__new__(cls)
+        return table if table._init_root(preset, alloc_table, free_table) else None
+
+    def _init_root(self, preset: MMUPreset, alloc_table: AllocTable | None,
+                   free_table: FreeTable | None) -> bool:
+        """Set up an empty table and allocate its root; False if there is no frame for it."""
         if alloc_table is None:
             frames = TableFrames(limit=preset.pfn_mask + 1)
             alloc_table, free_table = frames.alloc, frames.free
@@ -216,8 +232,9 @@ class PageTable:
         self._leaf_bits = preset.levels[-1]
         root = self._alloc(0)
         if root is None:
-            raise RuntimeError("PageTable: alloc_table gave no frame for the root table")
+            return False
         self.root = root  # the frame a CR3 / satp / ASCE register would hold
+        return True
 
     def _alloc(self, depth: int) -> int | None:
         """A zeroed table for `depth` in a fresh frame, or None if the allocator has none."""

@@ -17,6 +17,7 @@ Not modelled: huge-page entries, separate instruction/data TLBs, global pages.
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import Literal
 
@@ -58,6 +59,17 @@ class TLB:
         self.flushes = 0
         self.invalidations = 0  # entries dropped one at a time (invalidate)
         self.switches = 0
+
+    def copy(self) -> TLB:
+        """The same entries in the same order, counters and random state (a cloned guest's).
+
+        The sets are copied, not their (pfn, flags) tuples of ints: nothing changes those.
+        """
+        new = copy.copy(self)
+        new.sets = [dict(s) for s in self.sets]
+        new.rng = random.Random()
+        new.rng.setstate(self.rng.getstate())
+        return new
 
     def _key(self, asid: int, vpn: int) -> int:
         """The dict key of (asid, vpn); an untagged TLB only answers for the current asid."""
