@@ -21,6 +21,7 @@ from xipmodel import host as host_module
 from xipmodel.errors import HostFullError, ParameterError
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import MODES, Host, Scenario
+from xipmodel.lab.runs import RunCache
 from xipmodel.mm.frames import FrameKind, HostMemory
 from xipmodel.mm.guest import Guest
 from xipmodel.mm.segment import SharedSegment
@@ -141,3 +142,22 @@ def test_a_clone_that_does_not_fit_its_ept_is_run_instead(monkeypatch: pytest.Mo
             Host(scenario, mode).run()
     else:
         assert_same(Host(scenario, mode).run(), full)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_dashboards_runs_ask_no_more_than_the_host_holds(
+        monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """The dashboard's cache grows a family run past the guests asked (`reach`), to save
+    later runs. A host full before `reach` but holding the guests asked: the answer is
+    the 2-guest run's, not an error; a run that breaks off there keeps the guests it ran
+    (FamilyRun's host and ksm's scan order agree). Asked for 3, the host full is said."""
+    host = Host(SCENARIO, mode)
+    host.add_guests(2)
+    _host_of(monkeypatch, host.memory.allocated + 1)  # short of a third guest's boot
+    two = SCENARIO.replace(guests=2)
+    cache = RunCache(reach=5)
+    assert_same(cache.result(two, mode), Host(two, mode).run())
+    assert_same(cache.result(SCENARIO.replace(guests=1), mode),
+                Host(SCENARIO.replace(guests=1), mode).run())
+    with pytest.raises(HostFullError, match="full after 2 guests"):
+        cache.result(SCENARIO, mode)

@@ -66,11 +66,13 @@ class FamilyRun:
         """Run guests until there are `guests` (nothing if there are already)."""
         if guests <= self.guests:
             return
-        self.host.add_guests(guests, progress)
-        self._whole = None
-        if self.order is not None:
-            self.order.extend(self.host.memory,
-                              [g.backing for g in self.host.guests[len(self.order):]])
+        try:
+            self.host.add_guests(guests, progress)
+        finally:  # the guests that ran (all, unless the host filled up: HostFullError)
+            self._whole = None
+            if self.order is not None:
+                self.order.extend(self.host.memory,
+                                  [g.backing for g in self.host.guests[len(self.order):]])
 
     def whole(self) -> RunResult:
         """The grown host's result (for ksm: before ksmd has scanned anything)."""

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, as_completed
 
-from xipmodel.errors import ParameterError
+from xipmodel.errors import HostFullError, ParameterError
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.family import ApartRun, FamilyRun, has_prefixes
 from xipmodel.host import Comparison, Host, RunResult, Scenario
@@ -178,6 +178,10 @@ class RunCache:
                  ) -> list[RunResult]:
         """Results of `jobs` in order, running only what `plan(jobs)` says is missing."""
         todo = self.plan(jobs)
+        asked: dict[Job, int] = {}  # per family and mode, the most guests a job asks
+        for s, m in jobs:
+            family = (_family_of(s), m)
+            asked[family] = max(asked.get(family, 0), s.guests)
         grown = [(s, m) for s, m in todo if has_prefixes(m, s)]
         exact = [(s, m) for s, m in todo if not has_prefixes(m, s)]
         runs = {(s, m): self._family(s, m) for s, m in grown}
@@ -192,9 +196,15 @@ class RunCache:
                 if progress is not None:
                     progress(base + i, total, f"{m}, {n} guests: guest {i}/{n}")
 
-            run.grow(s.guests, step)
+            try:
+                run.grow(s.guests, step)
+            except HostFullError:
+                # Grown past the guests asked only to save later runs (`reach`): a host
+                # full before it is no error while those guests fit.
+                if run.guests < asked[(_family_of(s), m)]:
+                    raise
             self.runs += 1
-            done += s.guests - first
+            done += run.guests - first
         if self.executor is not None and len(exact) > 1:
             futures = {self.executor.submit(_run_default_image, s, m): (s, m) for s, m in exact}
             for f in as_completed(futures):
