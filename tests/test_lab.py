@@ -151,6 +151,10 @@ def test_run_cache_runs_each_scenario_and_mode_once(monkeypatch: pytest.MonkeyPa
     calls.clear()
     cache.curve(apart, ["xip", "ksm"], default_curve_guests(2))
     assert calls == [("xip", 0, 2), ("ksm", 0, 1), ("ksm", 1, 2)]
+    # Asked for more guests first, the fewest are answered first: the host grows once.
+    calls.clear()
+    RunCache().run_many([(apart.replace(guests=3), "ksm"), (apart.replace(guests=1), "ksm")])
+    assert calls == [("ksm", 0, 1), ("ksm", 1, 3)]
 
 
 def test_run_cache_answers_from_prefixes_of_a_run_at_its_reach(

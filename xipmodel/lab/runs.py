@@ -215,7 +215,8 @@ class RunCache:
                 if progress is not None:
                     progress(done, total, f"{m}, {s.guests} guests")
         else:
-            for s, m in exact:
+            # Fewest guests first: one ApartRun grown once answers every count of a family.
+            for s, m in sorted(exact, key=lambda job: job[0].guests):
                 def one(i: int, n: int, s: Scenario = s, m: str = m, base: int = done) -> None:
                     if progress is not None:
                         scanning = "; ksmd scanning" if i == n and m == "ksm" else ""
