@@ -122,6 +122,21 @@ def test_dashboard_figures_data_holds_the_model_numbers() -> None:
                                       for m in MODES3]
 
 
+def test_the_bar_charts_measure_nothing_when_redrawn(lab: ModuleType) -> None:
+    """The bar charts a slider move redraws keep every tick label of their value axes
+    (plotly's default on a linear axis, ticklabeloverflow "hide past div", measures each
+    label in the page at every redraw) and carry no bar text (textposition "none"): what
+    the page shows is the same (screenshots compared pixel for pixel), the redraw cheaper."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=2).controller
+    for key in ("memory", "faults"):
+        fig = dash.figures[key]
+        axes = list(fig.select_yaxes())
+        assert len(axes) == (1 if key == "memory" else 2)
+        assert all(ax.ticklabeloverflow == "allow" for ax in axes), key
+        assert all(t.type == "bar" and t.textposition == "none" and t.text is None
+                   for t in fig.data), key
+
+
 def test_run_cache_runs_each_scenario_and_mode_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """One growing run per family and mode answers every shorter guest count, ksm too;
     a longer count continues it. Guests already run are never run again.
