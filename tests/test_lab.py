@@ -323,6 +323,40 @@ def test_a_move_sends_the_figures_changes_and_the_text_in_one_message(
     assert "all 3 guests" in json.dumps(faults["layout_data"])
 
 
+def test_a_moves_message_is_the_one_plotly_py_would_send(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """update_figures makes each figure's Plotly.update message from the specs' differences
+    and sends it before plotly.py applies them in the kernel: the message is the one
+    plotly.py's batch_update makes of the same changes, for moves, modes switched on and
+    off (traces emptied and filled, annotations replaced) and a pending mode."""
+    from xipmodel.lab import widgets
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    ids = {f.model_id: k for k, f in dash.figures.items()}
+    ours: list[tuple[str, Any]] = []
+    theirs: list[tuple[str, Any]] = []
+    send_batch, send_update = widgets._send_batch, widgets.FigureWidget._send_update_msg
+
+    def record_batch(updates: Any, texts: Any) -> None:
+        ours.extend((ids[fig.model_id], update) for fig, update in updates)
+        send_batch(updates, texts)
+
+    def record_plotly(fig: Any, *args: Any, **kwargs: Any) -> None:
+        send_update(fig, *args, **kwargs)  # into update_figures' list: dropped
+        theirs.append((ids[fig.model_id], widgets._COLLECTING[-1][-1][1]))
+
+    monkeypatch.setattr(widgets, "_send_batch", record_batch)
+    monkeypatch.setattr(widgets.FigureWidget, "_send_update_msg", record_plotly)
+    dash.guests_slider.value = 3
+    dash.mode_buttons["ksm"].value = False
+    dash.mode_buttons["dax"].value = True  # pending first: drawn empty, then again
+    dash.guests_slider.value = 7
+    dash.mode_buttons["xip"].value = False
+    assert {name for name, _ in ours} == {"memory", "faults", "guests"}
+    assert len(ours) >= 10
+    assert json.loads(json.dumps(ours)) == json.loads(json.dumps(theirs))
+
+
 def test_figures_changed_before_a_spec_that_raises_are_still_sent(
         lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """update_figures applies specs in order; when one raises, the figures already changed
