@@ -327,8 +327,8 @@ def test_a_moves_message_is_the_one_plotly_py_would_send(
         lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """update_figures makes each figure's Plotly.update message from the specs' differences
     and sends it before plotly.py applies them in the kernel: the message is the one
-    plotly.py's batch_update makes of the same changes, for moves, modes switched on and
-    off (traces emptied and filled, annotations replaced) and a pending mode."""
+    plotly.py's batch_update makes of the same changes, for moves and modes switched on
+    and off (bars added and removed, lines emptied and filled, annotations replaced)."""
     from xipmodel.lab import widgets
 
     dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
@@ -349,7 +349,7 @@ def test_a_moves_message_is_the_one_plotly_py_would_send(
     monkeypatch.setattr(widgets.FigureWidget, "_send_update_msg", record_plotly)
     dash.guests_slider.value = 3
     dash.mode_buttons["ksm"].value = False
-    dash.mode_buttons["dax"].value = True  # pending first: drawn empty, then again
+    dash.mode_buttons["dax"].value = True  # not run yet: run, then drawn
     dash.guests_slider.value = 7
     dash.mode_buttons["xip"].value = False
     assert {name for name, _ in ours} == {"memory", "faults", "guests"}
