@@ -123,6 +123,21 @@ def test_dashboard_figures_data_holds_the_model_numbers() -> None:
                                       for m in MODES3]
 
 
+def test_the_bar_charts_measure_nothing_when_redrawn(lab: ModuleType) -> None:
+    """The bar charts a slider move redraws keep every tick label of their value axes
+    (plotly's default on a linear axis, ticklabeloverflow "hide past div", measures each
+    label in the page at every redraw) and carry no bar text (textposition "none"): what
+    the page shows is the same (screenshots compared pixel for pixel), the redraw cheaper."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=2).controller
+    for key in ("memory", "faults"):
+        fig = dash.figures[key]
+        axes = list(fig.select_yaxes())
+        assert len(axes) == (1 if key == "memory" else 2)
+        assert all(ax.ticklabeloverflow == "allow" for ax in axes), key
+        assert all(t.type == "bar" and t.textposition == "none" and t.text is None
+                   for t in fig.data), key
+
+
 def test_run_cache_runs_each_scenario_and_mode_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """One growing run per family and mode answers every shorter guest count, ksm too;
     a longer count continues it. Guests already run are never run again.
@@ -312,6 +327,40 @@ def test_a_move_sends_the_figures_changes_and_the_text_in_one_message(
         assert y[cat] == pytest.approx(want[cat], abs=1e-6), cat
     assert "Host memory, 3 guests" in json.dumps(memory["layout_data"])
     assert "all 3 guests" in json.dumps(faults["layout_data"])
+
+
+def test_a_moves_message_is_the_one_plotly_py_would_send(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """update_figures makes each figure's Plotly.update message from the specs' differences
+    and sends it before plotly.py applies them in the kernel: the message is the one
+    plotly.py's batch_update makes of the same changes, for moves and modes switched on
+    and off (bars added and removed, lines emptied and filled, annotations replaced)."""
+    from xipmodel.lab import widgets
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    ids = {f.model_id: k for k, f in dash.figures.items()}
+    ours: list[tuple[str, Any]] = []
+    theirs: list[tuple[str, Any]] = []
+    send_batch, send_update = widgets._send_batch, widgets.FigureWidget._send_update_msg
+
+    def record_batch(updates: Any, texts: Any) -> None:
+        ours.extend((ids[fig.model_id], update) for fig, update in updates)
+        send_batch(updates, texts)
+
+    def record_plotly(fig: Any, *args: Any, **kwargs: Any) -> None:
+        send_update(fig, *args, **kwargs)  # into update_figures' list: dropped
+        theirs.append((ids[fig.model_id], widgets._COLLECTING[-1][-1][1]))
+
+    monkeypatch.setattr(widgets, "_send_batch", record_batch)
+    monkeypatch.setattr(widgets.FigureWidget, "_send_update_msg", record_plotly)
+    dash.guests_slider.value = 3
+    dash.mode_buttons["ksm"].value = False
+    dash.mode_buttons["dax"].value = True  # not run yet: run, then drawn
+    dash.guests_slider.value = 7
+    dash.mode_buttons["xip"].value = False
+    assert {name for name, _ in ours} == {"memory", "faults", "guests"}
+    assert len(ours) >= 10
+    assert json.loads(json.dumps(ours)) == json.loads(json.dumps(theirs))
 
 
 def test_figures_changed_before_a_spec_that_raises_are_still_sent(

@@ -43,15 +43,17 @@ kernel (JupyterLab, also after a reload; Voilà) or from a saved state get the b
 model with the figures.
 
 Speed. `update_figure` sends only what changed since the figure's last spec, as one
-message (FigureWidget._send_update_msg: plotly.py sends four); `update_figures` sends
-several figures' changes and texts that go with them as one message, which the browser
-draws in one frame, then the figures' full states; the browser's figure views do not
-report their defaults back after each redraw (the loader's `quiet`). What is left of a
-figure's update in the browser is plotly.js's own redraw: any change of data redraws
-the whole figure (plotly's fast path, Plotly.animate without a redraw, stacks bars
-wrongly), 10 ms for a trivial bar chart in Chromium without a GPU, 17–25 ms for each
-of the dashboard's bar charts, so the dashboard redraws only the figures whose data
-change.
+message (FigureWidget._send_update_msg: plotly.py sends four), made from the specs'
+differences and sent before plotly.py validates them in the kernel (_update_msg: the
+message plotly.py would make); `update_figures` sends several figures' changes and texts
+that go with them as one message, which the browser draws in one frame, then the
+figures' full states; the browser's figure views do not report their defaults back after
+each redraw (the loader's `quiet`). What is left of a figure's update in the browser is
+plotly.js's own redraw: any change of data redraws the whole figure (plotly's fast path,
+Plotly.animate without a redraw, stacks bars wrongly), 10 ms for a trivial bar chart in
+Chromium without a GPU, about 15 ms for each of the dashboard's bar charts (views.py:
+they ask plotly.js to measure no tick label), so the dashboard redraws only the figures
+whose data change.
 """
 
 from __future__ import annotations
@@ -146,13 +148,13 @@ def _same(a: object, b: object) -> bool:
         return False
 
 
-def _apply(fig: Any, spec: Mapping[str, Any]) -> bool:
-    """Send what differs between `spec` and the spec `fig` drew last; True if anything did.
+Changes = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]
 
-    One batch_update (one message), with only the changed trace properties and layout
-    keys: plotly.py then validates a few arrays instead of every property, and the
-    browser gets a small restyle/relayout.
-    """
+
+def _changes(fig: Any, spec: Mapping[str, Any]) -> Changes | None:
+    """What differs between `spec` and the spec `fig` drew last: each trace's changed
+    properties, the changed layout keys, and the layout lists replaced whole (None: no
+    change). `spec` becomes the spec drawn last."""
     old = getattr(fig, _DRAWN, None) or {"data": (), "layout": {}}
     if len(spec["data"]) != len(fig.data):
         raise ValueError(f"update_figure: {len(spec['data'])} traces for a figure of "
@@ -168,16 +170,52 @@ def _apply(fig: Any, spec: Mapping[str, Any]) -> bool:
     arrays = {k: layout.pop(k) for k in _ARRAYS if k in layout}
     setattr(fig, _DRAWN, spec)
     if not (any(traces) or layout or arrays):
-        return False
-    with fig.batch_update():
-        for trace, changes in zip(fig.data, traces, strict=True):
-            if changes:
-                trace.update(changes)
-        if layout:
-            fig.layout.update(layout)
-        for k, v in arrays.items():
-            setattr(fig.layout, k, v)  # replaced whole: update() merges lists item by item
-    return True
+        return None
+    return traces, layout, arrays
+
+
+def _paths(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A dict of properties as plotly's dotted paths: dicts merged key by key (what
+    plotly.py's update does), anything else (lists too) set whole."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if isinstance(v, Mapping):
+            out.update(_paths(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _update_msg(changes: Changes) -> dict[str, Any]:
+    """The Plotly.update message of `changes`, as plotly.py's batch_update sends it
+    (FigureWidget._send_update_msg): restyle values per changed trace, in trace order,
+    "_undefined_" where a trace leaves a property alone; relayout paths."""
+    traces, layout, arrays = changes
+    edits = {i: _paths(t) for i, t in enumerate(traces) if t}
+    props = sorted({p for e in edits.values() for p in e})
+    msg: dict[str, Any] = _plain({
+        "style_data": {p: [e.get(p, Undefined) for e in edits.values()] for p in props},
+        "layout_data": {**_paths(layout), **arrays}, "style_traces": list(edits),
+        "source_view_id": None})
+    return msg
+
+
+def _put(fig: Any, changes: Changes) -> None:
+    """Apply `changes` to the kernel's figure (plotly.py validates them); plotly.py's own
+    message of them is dropped: the browser has them already (_update_msg)."""
+    traces, layout, arrays = changes
+    _COLLECTING.append([])
+    try:
+        with fig.batch_update():
+            for trace, edits in zip(fig.data, traces, strict=True):
+                if edits:
+                    trace.update(edits)
+            if layout:
+                fig.layout.update(layout)
+            for k, v in arrays.items():
+                setattr(fig.layout, k, v)  # replaced whole: update() merges lists item by item
+    finally:
+        _COLLECTING.pop()
 
 
 # While update_figures collects, FigureWidget._send_update_msg appends (figure, update)
@@ -192,26 +230,37 @@ def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]],
     (Each message is a task of its own, and the browser draws a frame between two when
     one is due: a figure new, the others and the text not yet, and a frame more to wait
     for.) The figures' synced states follow, which only a view created later reads.
+
+    The message is made from the specs' differences and sent first; plotly.py then
+    applies them to the kernel's figures while the browser draws (its validation was
+    half of the kernel's time before the message, at a move of the dashboard's slider).
+    A spec with a trace too many raises, the figures before it sent all the same; a value
+    plotly.py refuses raises once the message went (plotly.js ignores it), and its figure
+    counts as not drawn: the same spec is tried, and raises, again.
     """
-    updates: list[tuple[Any, dict[str, Any]]] = []
-    changed: list[Any] = []
-    _COLLECTING.append(updates)
+    changed: list[tuple[Any, Changes]] = []
     try:
         for fig, spec in pairs:
-            if _apply(fig, spec):
-                changed.append(fig)
+            if (changes := _changes(fig, spec)) is not None:
+                changed.append((fig, changes))
     except BaseException:
-        # Sent all the same: what was applied before the spec that raised has changed.
-        _COLLECTING.pop()
-        _send_batch(updates, ())
-        for fig in changed:
-            refresh_bundle(fig)
+        _show(changed, ())  # sent all the same: what came before the spec that raised
         raise
-    _COLLECTING.pop()
-    _send_batch(updates, texts)
+    _show(changed, texts)
+
+
+def _show(changed: Sequence[tuple[Any, Changes]], texts: Sequence[tuple[Any, str]]) -> None:
+    """Send the figures' changes and the texts (one message), then apply the changes to
+    the kernel's figures and send their synced states."""
+    _send_batch([(fig, _update_msg(changes)) for fig, changes in changed], texts)
     for w, v in texts:
         w.value = v  # the kernel's copy; the browser has it already (if a figure changed)
-    for fig in changed:
+    for fig, changes in changed:
+        try:
+            _put(fig, changes)
+        except BaseException:
+            setattr(fig, _DRAWN, None)  # not drawn in the kernel: the same spec again
+            raise
         refresh_bundle(fig)
 
 
