@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import gzip
 import importlib.resources
+import itertools
 import json
 import subprocess
 import sys
@@ -785,3 +786,31 @@ def test_a_closed_bundle_model_is_replaced() -> None:
     fig = widgets._figure({"data": [], "layout": {}})
     assert fig._xip_plotly is widgets.bundle_model() is not old
     assert fig._xip_plotly.comm is not None
+
+
+def test_value_axes_hold_every_bar_and_stay_put_while_the_slider_moves() -> None:
+    """The bar charts' value axes end at a round number above the tallest bar (plus
+    autorange's 5%), at most 40% above it, so the bars fill most of the height; and
+    moved one guest at a time the axes stay put in most moves (their tick labels too)."""
+    assert views.value_range([]) == views.value_range([None, 0.0]) == [0.0, 1.0]
+    assert views.value_range([95.0]) == [0.0, 100.0]
+    assert views.value_range([96.0]) == [0.0, 120.0]
+    assert views.value_range([0.3, None]) == [0.0, 0.4]
+    cache = RunCache(reach=48)
+    scenario = Scenario(guests=1, workload="shell", guest_ram_mib=128, ksm_seconds=1.0)
+    axes = []
+    for n in range(1, 49):
+        results = {m: cache.result(scenario.replace(guests=n), m) for m in MODES3}
+        memory, faults = views.memory_bars(results), views.faults_bars(results)
+        stacks = [sum(t["y"][i] for t in memory["data"]) for i in range(len(MODES3))]
+        tallest = {"memory": max(stacks),
+                   "faults": max(max(t["y"]) for t in faults["data"][:2]),
+                   "disk": max(faults["data"][2]["y"])}
+        ranges = {"memory": memory["layout"]["yaxis"]["range"],
+                  "faults": faults["layout"]["yaxis"]["range"],
+                  "disk": faults["layout"]["yaxis2"]["range"]}
+        for k, (low, top) in ranges.items():
+            assert low == 0.0 and 1.05 * tallest[k] <= top <= 1.4 * tallest[k], (n, k)
+        axes.append(ranges)
+    moved = sum(a != b for a, b in itertools.pairwise(axes))
+    assert moved < len(axes) // 2  # (autorange moves every axis at every count here)

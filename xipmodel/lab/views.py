@@ -17,6 +17,7 @@ traces whatever its input, so a controller updates a FigureWidget in place.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
@@ -119,6 +120,21 @@ def _modes_of(results: Mapping[str, RunResult], pending: Sequence[str]) -> list[
 # JupyterLab a move's redraw took a quarter less CPU (traced: 30 ms instead of 42, at 64).
 _BARS: Final = {"textposition": "none"}
 _VALUE_AXIS: Final = {"ticklabeloverflow": "allow"}
+_ROUND: Final = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def value_range(heights: Sequence[float | None]) -> list[float]:
+    """A value axis's range: from 0 to the first round number (1, 1.2, 1.5, 2, 2.5, 3, 4,
+    5, 6 or 8 times a power of ten) at or above the tallest bar plus 5% (autorange's
+    padding); [0, 1] without a bar. Moved a guest at a time, the slider leaves the axis
+    and its tick labels as they were most of the time, where autorange would move every
+    tick: easier to read the bars' change against, and plotly.js measures only labels it
+    has not drawn before (each measure a forced layout of the whole page)."""
+    top = 1.05 * max((h for h in heights if h), default=0.0)
+    if top <= 0:
+        return [0.0, 1.0]
+    scale = 10.0 ** math.floor(math.log10(top))
+    return [0.0, float(f"{next(r for r in _ROUND if r * scale >= top) * scale:.6g}")]
 
 
 def memory_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -> Figure:
@@ -129,9 +145,10 @@ def memory_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -
     the title) so that what is known shows at once.
     """
     modes = _modes_of(results, pending)
+    mib = {cat: [_mib(results[m].bytes_by_category[cat]) if m in results else None
+                 for m in modes] for cat in CATEGORIES}
     data = [{"type": "bar", "name": CATEGORY_WORDS[cat], "meta": cat, "x": modes,
-             "y": [_mib(results[m].bytes_by_category[cat]) if m in results else None
-                   for m in modes],
+             "y": mib[cat],
              "marker": {"color": CATEGORY_COLORS[cat]},
              "hovertemplate": f"{CATEGORY_WORDS[cat]}: %{{y:.2f}} MiB<extra>%{{x}} mode"
                               f"</extra>", **_BARS}
@@ -140,8 +157,10 @@ def memory_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -
     title = (f"Host memory, {scenario.guests} guests" if scenario else "Host memory")
     if any(m not in results for m in pending):
         title += f" ({', '.join(m for m in pending if m not in results)} running…)"
+    stacks = [sum(ys[i] or 0.0 for ys in mib.values()) for i in range(len(modes))]
     return {"data": data, "layout": {"barmode": "stack", "title": {"text": title},
-                                     "yaxis": {"title": {"text": "MiB"}, **_VALUE_AXIS},
+                                     "yaxis": {"title": {"text": "MiB"},
+                                               "range": value_range(stacks), **_VALUE_AXIS},
                                      "legend": {"traceorder": "normal"}}}
 
 
@@ -248,15 +267,16 @@ def faults_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -
         return [None if m not in tot else _mib(tot[m][key]) if in_mib else tot[m][key]
                 for m in modes]
 
+    major, minor, disk = y("major_faults"), y("minor_faults"), y("disk_read_bytes", in_mib=True)
     data = [
         {"type": "bar", "name": "major faults", "x": modes,
-         "y": y("major_faults"), "marker": {"color": "#d62728"},
+         "y": major, "marker": {"color": "#d62728"},
          "hovertemplate": "%{y} major faults<extra>%{x} mode</extra>", **_BARS},
         {"type": "bar", "name": "minor faults", "x": modes,
-         "y": y("minor_faults"), "marker": {"color": "#ff9896"},
+         "y": minor, "marker": {"color": "#ff9896"},
          "hovertemplate": "%{y} minor faults<extra>%{x} mode</extra>", **_BARS},
         {"type": "bar", "name": "disk reads (MiB)", "x": modes, "xaxis": "x2", "yaxis": "y2",
-         "y": y("disk_read_bytes", in_mib=True), "marker": {"color": "#7f7f7f"},
+         "y": disk, "marker": {"color": "#7f7f7f"},
          "hovertemplate": "%{y:.2f} MiB read from disk<extra>%{x} mode</extra>", **_BARS},
     ]
     scenario = next(iter(results.values())).scenario if results else None
@@ -264,9 +284,12 @@ def faults_bars(results: Mapping[str, RunResult], pending: Sequence[str] = ()) -
              else "Faults and disk reads (all guests)")
     return {"data": data, "layout": {
         "title": {"text": title}, "barmode": "group",
-        "xaxis": {"domain": [0.0, 0.55]}, "yaxis": {"title": {"text": "faults"}, **_VALUE_AXIS},
+        "xaxis": {"domain": [0.0, 0.55]},
+        "yaxis": {"title": {"text": "faults"},
+                  "range": value_range([*major, *minor]), **_VALUE_AXIS},
         "xaxis2": {"domain": [0.7, 1.0], "anchor": "y2"},
-        "yaxis2": {"anchor": "x2", "title": {"text": "MiB read from disk"}, **_VALUE_AXIS}}}
+        "yaxis2": {"anchor": "x2", "title": {"text": "MiB read from disk"},
+                   "range": value_range(disk), **_VALUE_AXIS}}}
 
 
 def dashboard_figures_data(results: Mapping[str, RunResult] | Comparison,

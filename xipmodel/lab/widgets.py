@@ -138,7 +138,7 @@ def refresh_bundle(fig: Any) -> None:
 # Each figure keeps the spec it drew last in this attribute (update_figure compares the
 # next spec with it; figures are unhashable, so no dict keyed by figure).
 _DRAWN: Final = "_xipmodel_drawn"
-_ARRAYS: Final = ("annotations", "shapes")  # layout lists replaced whole
+_ARRAYS: Final[tuple[str, ...]] = ("annotations", "shapes")  # layout lists replaced whole
 
 
 def _same(a: object, b: object) -> bool:
@@ -149,6 +149,21 @@ def _same(a: object, b: object) -> bool:
 
 
 Changes = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]
+
+
+def _diff(new: Mapping[str, Any], was: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties of `new` that differ from `was`: dicts compared key by key (plotly's
+    update merges them so), anything else (lists too) whole."""
+    out: dict[str, Any] = {}
+    for k, v in new.items():
+        if k not in was:
+            out[k] = v
+        elif isinstance(v, Mapping) and isinstance(was[k], Mapping):
+            if inner := _diff(v, was[k]):
+                out[k] = inner
+        elif not _same(was[k], v):
+            out[k] = v
+    return out
 
 
 def _changes(fig: Any, spec: Mapping[str, Any]) -> Changes | None:
@@ -162,11 +177,8 @@ def _changes(fig: Any, spec: Mapping[str, Any]) -> Changes | None:
     traces = []
     for i, new in enumerate(spec["data"]):
         prev = old["data"][i] if i < len(old["data"]) else {}
-        traces.append({k: v for k, v in new.items()
-                       if k != "type" and not (k in prev and _same(prev[k], v))})
-    was = old.get("layout", {})
-    layout = {k: v for k, v in spec.get("layout", {}).items()
-              if not (k in was and _same(was[k], v))}
+        traces.append({k: v for k, v in _diff(new, prev).items() if k != "type"})
+    layout = _diff(spec.get("layout", {}), old.get("layout", {}))
     arrays = {k: layout.pop(k) for k in _ARRAYS if k in layout}
     setattr(fig, _DRAWN, spec)
     if not (any(traces) or layout or arrays):
