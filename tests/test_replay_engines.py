@@ -26,7 +26,7 @@ from xipmodel.mm.frames import FrameKind, HostMemory
 from xipmodel.mm.guest import Guest
 from xipmodel.mm.ksm import Ksm
 from xipmodel.mm.segment import SharedSegment
-from xipmodel.params import PAGE_SHIFT, PAGE_SIZE
+from xipmodel.params import PAGE_SHIFT, PAGE_SIZE, X86_64, Pte
 from xipmodel.workloads.recorded import TRACES, load_trace, trace_image
 from xipmodel.workloads.trace import MapSpec, PageTrace, replay
 
@@ -335,6 +335,78 @@ def test_switching_between_bulk_and_in_order_is_exact(seed: int) -> None:
                                       chunk=chunk)
         states.append({**_state(host, [guest]), "failed": failed})
     _assert_same(*states)
+
+
+def _steps(steps: list[tuple[int, str]]) -> PageTrace:
+    """A trace over _MAPS of (page, kind) steps, pages counted from the text's first."""
+    base = _synthetic(0, 1)
+    vpns = np.array([(_BASE >> PAGE_SHIFT) + page for page, _ in steps], dtype=np.uint64)
+    kinds = np.array(["rwx".index(kind) for _, kind in steps], dtype=np.uint8)
+    return PageTrace("steps", base.maps, vpns, kinds, {}, np.zeros(len(steps), np.int64))
+
+
+def _two_phases(first: PageTrace, second: PageTrace, between: Any) -> list[dict[str, Any]]:
+    """Each engine's state after `first`, then between(guest, mm), then `second`."""
+    states = []
+    for engine in ENGINES:
+        host, guest = _guest("pagecache", 4096, 16)
+        mm, r1 = replay(guest, first, engine=engine)
+        assert mm is not None
+        between(guest, mm)
+        _, r2 = replay(guest, second, mm, engine=engine)
+        states.append({**_state(host, [guest]), "results": [dataclasses.asdict(r1),
+                                                            dataclasses.asdict(r2)]})
+    return states
+
+
+def test_sigsegv_through_a_cached_entry_again_and_again() -> None:
+    """A program writes its own text page, in the TLB, three times in a row (with other
+    pages between): each write is a SIGSEGV that leaves the entry the most recently used,
+    so the run of writes goes on in the TLB's simulation. Does every one fault?"""
+    loop = [(0, "x"), (1, "x"), (100, "x")] * 20
+    trace = _steps([*loop, (0, "w"), (1, "x"), (0, "w"), (100, "x"), (0, "w"), *loop])
+    states = _two_phases(_steps([]), trace, lambda guest, mm: None)
+    _assert_same(*states)
+    assert states[0]["results"][1]["sigsegv"] == 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_walks_dirty_a_clean_writable_pte(seed: int) -> None:
+    """Writable PTEs whose dirty bit was cleared (their TLB entries dropped): a write that
+    walks to one sets it again, a write through an entry filled by a read does not.
+    The same PTEs and TLB entries in both engines?"""
+    trace = _synthetic(seed, 3000)
+    first, rest = (PageTrace(trace.name, trace.maps, trace.vpns[part], trace.kinds[part], {},
+                             trace.contents[part]) for part in (slice(1000), slice(1000, None)))
+    cleaned: list[int] = []
+
+    def clean(guest: Guest, mm: Any) -> None:
+        for vpn in mm.pt.mapped_vpns().tolist():
+            if guest.preset.pte_flags(mm.pt.lookup_pte(vpn)) & Pte.W:
+                mm.pt.clear_flags(vpn, Pte.D)
+                guest.tlb.invalidate(mm.asid, vpn)
+                cleaned.append(vpn)
+
+    states = _two_phases(first, rest, clean)
+    _assert_same(*states)
+    vpns, ptes = states[0]["guest 0"]["ptes"][1][:2]
+    dirty = {vpn for vpn, pte in zip(vpns, ptes, strict=True) if pte & X86_64.pte_dirty}
+    assert dirty & set(cleaned)  # some walks dirtied a cleaned PTE again
+
+
+def test_pte_upgraded_behind_the_tlb() -> None:
+    """A PTE made writable without a TLB flush (Linux leaves an upgrade to a spurious
+    fault): the write meets the read-only entry, walks, and refills it. Both engines?"""
+    data = _TEXT  # the first page of the program's data: read, so mapped read-only
+    loop = [(data, "r"), (1, "x"), (100, "x")] * 20
+
+    def upgrade(guest: Guest, mm: Any) -> None:
+        mm.pt.set_flags((_BASE >> PAGE_SHIFT) + data, Pte.W)
+
+    states = _two_phases(_steps([(data, "r")]), _steps([*loop, (data, "w"), *loop]), upgrade)
+    _assert_same(*states)
+    stats = states[0]["guest 0"]["stats"]
+    assert stats["minor_faults"] + stats["major_faults"] == 3  # the upgrade needed none
 
 
 def test_fast_engine_falls_back_where_it_would_differ() -> None:
