@@ -76,7 +76,7 @@ _VPN_MASK = (1 << ASID_SHIFT) - 1
 _MIN_SCAN, _MAX_SCAN = 64, 1 << 16  # heads looked at per numpy step of the stop scan
 _FEW_WRITES = 16  # fewer writes than this are stored one at a time
 _MIN_WINDOW = 256  # accesses of a window after one that ended early
-CHUNK: Final = 1 << 14  # accesses of the first window (each next one twice the last)
+CHUNK: Final = 1 << 16  # accesses of the first window (each next one twice the last)
 _KSM = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
 
@@ -311,6 +311,7 @@ class _Window:
         self.pte = [lookup_pte(vpn) for vpn in self.vpn]
         self.pfn = np.zeros(len(self.vpn), dtype=np.int64)
         self.ok = np.zeros(3 * len(self.vpn), dtype=bool)  # by page * 3 + kind
+        self.private = np.zeros(len(self.vpn), dtype=bool)
         self.stale: set[int] = set()
         for s in self.tlb.sets:
             for key, entry in s.items():
@@ -329,12 +330,16 @@ class _Window:
             and not (entry[1] ^ int(preset.pte_flags(pte))) & (PTE_W | PTE_X)
 
     def allow(self, k: int) -> None:
-        """Note what page k's PTE allows (nothing while its entry is stale)."""
-        preset, pte = self.guest.preset, self.pte[k]
-        self.pfn[k] = preset.pte_pfn(pte)
+        """Note what page k's PTE allows (nothing while its entry is stale), its frame, and
+        whether a write changes the frame's content (a private page)."""
+        guest, pte = self.guest, self.pte[k]
+        preset = guest.preset
+        self.pfn[k] = gpfn = preset.pte_pfn(pte)
         if k in self.stale or not pte & preset.pte_present:
-            self.ok[3 * k:3 * k + 3] = False
+            self.ok[3 * k:3 * k + 3] = self.private[k] = False
             return
+        self.private[k] = gpfn < guest.ram_pages \
+            and guest.kind.item(gpfn) in memory.PRIVATE_KINDS
         flags = int(preset.pte_flags(pte))
         self.ok[3 * k:3 * k + 3] = (True, bool(flags & PTE_W), bool(flags & PTE_X))
 
@@ -488,33 +493,33 @@ class _Window:
         guest, host, run = self.guest, self.guest.host, self.run
         lo, hi = (int(i) - self.first_write
                   for i in np.searchsorted(run.writes, (start, end)))
+        at, pages = run.writes[self.first_write + lo:self.first_write + hi], \
+            self.write_page[lo:hi]
         if hi - lo <= _FEW_WRITES:  # numpy would cost more than it saves
-            for w, k in zip(run.writes[self.first_write + lo:self.first_write + hi].tolist(),
-                            self.write_page[lo:hi].tolist(), strict=True):
-                g = self.pfn.item(k)
-                if g < guest.ram_pages and guest.kind.item(g) in memory.PRIVATE_KINDS:
-                    guest.write_page(g, run.contents.item(w) or host.unique_content())
+            for w, k in zip(at.tolist(), pages.tolist(), strict=True):
+                if self.private.item(k):
+                    guest.write_page(self.pfn.item(k), run.contents.item(w)
+                                     or host.unique_content())
             return
-        at = run.writes[self.first_write + lo:self.first_write + hi]
-        gpfn = self.pfn[self.write_page[lo:hi]]
-        private = gpfn < guest.ram_pages
-        kind = guest.kind[gpfn[private]]
-        anon, cow = memory.PRIVATE_KINDS
-        private[private] = (kind == anon) | (kind == cow)
+        private = self.private[pages]
         if not private.any():
             return
-        gpfn = gpfn[private]
-        content = run.contents[at[private]].copy()
+        at, pages = at[private], pages[private]
+        content = run.contents[at]
         fresh = content == 0
         if fresh.any():
             content[fresh] = host.unique_contents(int(np.count_nonzero(fresh)))
+        # Each page keeps its last write (the largest index, plus one, of its writes).
+        last = np.zeros(len(self.vpn), dtype=np.int64)
+        np.maximum.at(last, pages, np.arange(1, pages.size + 1))
+        written = np.flatnonzero(last)
+        gpfn = self.pfn[written]
         if (host.kind[guest.backing[gpfn]] == _KSM).any():
             # A write breaks a KSM merge (a new host frame): one at a time, as memory.access.
-            for g, c in zip(gpfn.tolist(), content.tolist(), strict=True):
+            for g, c in zip(self.pfn[pages].tolist(), content.tolist(), strict=True):
                 guest.write_page(g, c)
             return
-        pages, last = np.unique(gpfn[::-1], return_index=True)
-        host.content[guest.backing[pages]] = content[::-1][last]
+        host.content[guest.backing[gpfn]] = content[last[written] - 1]
 
 
 def _max_levels(values: npt.NDArray[np.integer], span: int) -> list[npt.NDArray[np.integer]]:
