@@ -248,17 +248,18 @@ def test_seeded_runs_same_for_every_kernel_and_large_folios(mode: str, kernel: s
 @pytest.mark.parametrize("mode", ["pagecache", "ksm"])
 @pytest.mark.parametrize("seed", range(4))
 def test_fully_associative_tlb_same_in_both_engines(mode: str, seed: int) -> None:
-    """One set of 16 ways: a walk into the full set evicts the least recently used of 16
-    entries while their uses are deferred (bulk.lru_key). The reference's victim?"""
+    """One set of 16 ways: the simulation counts up to 16 distinct pages between two uses
+    of one, and a walk into the full set evicts the least recently used of 16 entries.
+    The reference's victims?"""
     options = (("tlb_ways", 16),)
     runs = [_scenario(mode, seed, engine, options) for engine in ENGINES]
     _assert_same(*runs)
 
 
 def test_first_touches_walk_without_memory_access(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run that mostly misses the TLB goes one access at a time; do its hits and the
-    walks that find a PTE stay out of memory.access (only faults go there), and is the
-    result still the reference's?"""
+    """A run that mostly misses the TLB (first touches): do its hits and the walks that
+    find a PTE stay out of memory.access (only faults go there), and is the result
+    still the reference's?"""
     from xipmodel.mm import memory
 
     calls = []
@@ -302,9 +303,10 @@ def test_seeded_runs_reach_every_path() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_switching_between_bulk_and_in_order_is_exact(seed: int) -> None:
-    """access_many decides every `chunk` accesses whether to defer hits: with small chunks
-    and a run that alternates first touches with loops over a few pages, it switches
-    back and forth many times. Is the result still exactly the reference's?"""
+    """access_many goes by windows, the first of `chunk` accesses: with small chunks and a
+    run that alternates first touches with loops over a few pages, many windows start
+    and end, some early (reclaim), and a guest of 80 pages goes one access at a time
+    once its RAM is handed out. Is the result still exactly the reference's?"""
     rng = np.random.default_rng([seed, 2])
     base = _synthetic(seed, 4000)
     _, first = np.unique(base.vpns, return_index=True)
@@ -458,22 +460,3 @@ def test_host_runs_same_in_both_engines(mode: str, seed: int,
     if mode == "pagecache":
         assert runs[0]["guest 0"]["stats"]["pgscan"] > 0  # reclaim ran
     _assert_same(*runs)
-
-
-def test_tlb_touch_orders_like_hits_and_invalidations_are_counted() -> None:
-    """TLB.touch leaves the order lookups that hit would; cached and invalidations report
-    what is there (what bulk.py relies on)."""
-    from xipmodel.mm.tlb import TLB
-
-    a, b = TLB(8, 4), TLB(8, 4)
-    for tlb in (a, b):
-        for vpn in (0, 2, 4, 6, 1):
-            tlb.insert(7, vpn, vpn + 100, 3)
-    for vpn in (4, 0, 4):
-        assert a.lookup(7, vpn) is not None
-    b.touch(7, [0, 4])  # by last use: 0 before 4
-    assert a.contents() == b.contents()
-    assert b.cached(7, 0) == [(2, 102, 3), (6, 106, 3), (0, 100, 3), (4, 104, 3)]
-    assert b.cached(8, 0) == [] and TLB(8, 4).cached(7, 0) == []
-    assert b.invalidate(7, 6) and not b.invalidate(7, 6)
-    assert b.invalidations == 1
