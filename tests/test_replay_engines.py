@@ -435,6 +435,11 @@ def test_unknown_engine_is_refused() -> None:
     _, guest = _guest("pagecache", 4096, 64)
     with pytest.raises(ParameterError, match="engine 'turbo'"):
         replay(guest, _synthetic(0, 10), engine="turbo")
+    trace = _synthetic(0, 10)
+    mm, _ = replay(guest, PageTrace("empty", trace.maps, trace.vpns[:0], trace.kinds[:0]))
+    assert mm is not None and trace.contents is not None
+    with pytest.raises(ParameterError, match="chunk=0"):
+        bulk.access_many(guest, mm, trace.vpns, trace.kinds, trace.contents, chunk=0)
 
 
 # --- whole hosts: every mode, distinct guests ----------------------------------------------

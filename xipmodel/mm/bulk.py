@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import numpy.typing as npt
 
+from xipmodel.errors import ParameterError
 from xipmodel.mm import memory
 from xipmodel.mm.frames import FrameKind
 from xipmodel.mm.tlb import ASID_SHIFT
@@ -75,7 +76,7 @@ _WRITE = 1
 _VPN_MASK = (1 << ASID_SHIFT) - 1
 _MIN_SCAN, _MAX_SCAN = 64, 1 << 16  # heads looked at per numpy step of the stop scan
 _FEW_WRITES = 16  # fewer writes than this are stored one at a time
-_MIN_WINDOW = 256  # accesses of a window after one that ended early
+_MIN_WINDOW, _MAX_WINDOW = 256, 1 << 20  # accesses of a window (its arrays are that long)
 CHUNK: Final = 1 << 16  # accesses of the first window (each next one twice the last)
 _KSM = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
@@ -570,8 +571,11 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
 
     Exactly what calling memory.access for each would leave, where `exact_for(guest)`.
     The trace goes by windows, the first of `chunk` accesses, each next one twice
-    the last, or after one that ended early twice as long as that one lasted.
+    the last (up to _MAX_WINDOW), or after one that ended early twice as long as that
+    one lasted.
     """
+    if chunk < 1:
+        raise ParameterError(f"access_many: chunk={chunk!r}: must be >= 1")
     run = _Run(guest, mm, vpns, kinds, contents)
     faults: list[int] = []
     i, length = 0, chunk
@@ -581,5 +585,5 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
         start = i
         i, flags, early = _Window(run, i, min(run.n, i + length)).replay()
         faults += flags
-        length = max(_MIN_WINDOW, 2 * (i - start)) if early else 2 * length
+        length = min(_MAX_WINDOW, max(_MIN_WINDOW, 2 * (i - start)) if early else 2 * length)
     return faults
