@@ -199,13 +199,13 @@ class _Window:
         new_code = new_page.copy()
         new_code[1:] |= kind_by_set[1:] != kind_by_set[:-1]
         heads = np.flatnonzero(new_code)  # the first access of each (page, kind) run
-        self.pages = np.unique(by_set[new_page])  # the window's distinct pages
+        starts = new_page[heads]  # the heads that start a run of one page
+        self.pages, run_page = _distinct(by_set[heads[starts]])  # the window's pages
         self.vpn = self.pages.tolist()
         self.page_of = {vpn: k for k, vpn in enumerate(self.vpn)}
         self.set_of = _set_of(self.pages, self.nsets).tolist()
-        head_page = np.searchsorted(self.pages, by_set[heads])
-        starts = new_page[heads]  # the heads that start a run of one page
-        self.simulate(head_page[starts], order[heads[starts]] + a)
+        self.simulate(run_page, order[heads[starts]] + a)
+        head_page = run_page[np.cumsum(starts) - 1]
         # The stop scan walks the heads in time order: a (page, kind) the PTE allows
         # stays allowed until the next stop, so a run stops at its head or not at all.
         by_time = np.argsort(order[heads], kind="stable")
@@ -521,6 +521,18 @@ class _Window:
                 guest.write_page(g, c)
             return
         host.content[guest.backing[gpfn]] = content[last[written] - 1]
+
+
+def _distinct(values: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint64], Ints]:
+    """The distinct values (sorted) and each value's index among them: those of a sample
+    first, then those it missed (a window holds few distinct pages, np.unique sorts all)."""
+    found = np.unique(values[::64])
+    at = np.searchsorted(found, values)
+    missed = found[np.minimum(at, found.size - 1)] != values
+    if missed.any():
+        found = np.union1d(found, values[missed])
+        at = np.searchsorted(found, values)
+    return found, at
 
 
 def _max_levels(values: npt.NDArray[np.integer], span: int) -> list[npt.NDArray[np.integer]]:
