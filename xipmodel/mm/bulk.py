@@ -359,7 +359,7 @@ class _Window:
             self.rebuild(n, j)
             s = tlb.sets[n]
             key = self.asid << ASID_SHIFT | vpn
-            expected, flushes = list(s), tlb.flushes
+            expected, dropped = list(s), (tlb.flushes, tlb.invalidations + (key in s))
             if flags := self.run.access(j):
                 faults.append(flags)
             self.done = j + 1
@@ -376,12 +376,14 @@ class _Window:
             elif len(expected) == self.ways:
                 del expected[0]
             expected.append(key)
-            # Other sets change only by reclaim (it drops the entries of what it ages or
-            # unmaps), which can run only once the guest has handed out all its RAM.
-            if list(s) != expected or tlb.flushes != flushes or self.run.reclaim_may_run():
+            # Other sets lose entries only by reclaim (it drops the entries of what it ages
+            # or unmaps), which can run only once the guest has handed out all its RAM;
+            # memory.access drops no other entry (CoW drops the page's own), checked.
+            if list(s) != expected or self.run.reclaim_may_run() \
+                    or (tlb.flushes, tlb.invalidations) > dropped:
                 for m in range(self.nsets):
                     if m != n:
-                        self.rebuild(m, j, after_reclaim=True)
+                        self.rebuild(m, j, dropped=True)
                 return j + 1, faults, True
             if not self.ok[code]:
                 self.stop_again(j, code)
@@ -466,23 +468,24 @@ class _Window:
         self.store_writes(done, j)
         self.done = j
 
-    def rebuild(self, n: int, j: int, after_reclaim: bool = False) -> None:
+    def rebuild(self, n: int, j: int, dropped: bool = False) -> None:
         """Set n as it is just before access j (caught up to j): the entries filled since
         it was last rebuilt from their PTEs, the others as they are.
 
-        `after_reclaim`: memory.access may have dropped entries (reclaim): an entry
-        filled here is gone if its PTE changed, another if the set no longer holds it.
+        `dropped`: memory.access may have dropped entries (reclaim): an entry filled
+        since is gone if its PTE changed (a PTE changes before its entry is dropped),
+        another if the set no longer holds it.
         """
         preset, s, filled, entries = self.guest.preset, self.tlb.sets[n], self.filled[n], []
         for k in self.lru(n, j):
             key = self.tlb_key(k)
             if k in filled:
                 pte = self.pte[k]
-                if after_reclaim and self.run.mm.pt.lookup_pte(self.vpn[k]) != pte:
+                if dropped and self.run.mm.pt.lookup_pte(self.vpn[k]) != pte:
                     continue
                 flags = int(preset.pte_flags(pte)) | PTE_A | (PTE_D if filled[k] else 0)
                 entries.append((key, (preset.pte_pfn(pte), flags)))
-            elif key in s or not after_reclaim:
+            elif key in s or not dropped:
                 entries.append((key, s[key]))
         filled.clear()
         s.clear()
