@@ -23,9 +23,9 @@ applied in bulk at each stop, before memory.access sees anything:
 
     counters      hits and misses between two stops, from the sorted misses
     PTEs          accessed/dirty bits of the pages that missed, once per page
-    TLB           the sets that had a miss and the stop's own set rebuilt in
-                  their simulated LRU order (the other sets hold the right
-                  entries, their order is put right when something reads it)
+    TLB           the stop's own set rebuilt in its simulated LRU order (the
+                  entries filled since from their PTEs): memory.access looks at
+                  no other set; they are rebuilt when the window ends
     writes        the pages' contents (fresh ids drawn in the accesses' order)
 
 Which accesses stop: those whose PTE does not allow them (a TLB entry of this
@@ -33,9 +33,9 @@ process always agrees with its PTE here, see `_Window.agrees`; a page whose
 entry does not is stopped at on every access until it does). A PTE that was not
 present is read again when the scan meets it (fault-around mapped it meanwhile).
 After memory.access its own set must hold what an LRU access of the page gives,
-and no other entry may have gone: otherwise (a SIGSEGV leaves the page out, an
-invalidation elsewhere) the window ends there and the next one starts from the
-TLB as it is.
+and no other entry may have gone: otherwise (a SIGSEGV leaves the page out,
+reclaim drops entries elsewhere) the window ends there, the other sets rebuilt
+without what went, and the next one starts from the TLB as it is.
 
 It applies only where it is exact and simple (see `exact_for`): no event
 listeners (every access would be an event), Linux's page-cache policy (a
