@@ -26,7 +26,7 @@ from xipmodel.mm.frames import FrameKind, HostMemory
 from xipmodel.mm.guest import Guest
 from xipmodel.mm.ksm import Ksm
 from xipmodel.mm.segment import SharedSegment
-from xipmodel.params import PAGE_SHIFT, PAGE_SIZE
+from xipmodel.params import PAGE_SHIFT, PAGE_SIZE, X86_64, Pte
 from xipmodel.workloads.recorded import TRACES, load_trace, trace_image
 from xipmodel.workloads.trace import MapSpec, PageTrace, replay
 
@@ -248,17 +248,18 @@ def test_seeded_runs_same_for_every_kernel_and_large_folios(mode: str, kernel: s
 @pytest.mark.parametrize("mode", ["pagecache", "ksm"])
 @pytest.mark.parametrize("seed", range(4))
 def test_fully_associative_tlb_same_in_both_engines(mode: str, seed: int) -> None:
-    """One set of 16 ways: a walk into the full set evicts the least recently used of 16
-    entries while their uses are deferred (bulk.lru_key). The reference's victim?"""
+    """One set of 16 ways: the simulation counts up to 16 distinct pages between two uses
+    of one, and a walk into the full set evicts the least recently used of 16 entries.
+    The reference's victims?"""
     options = (("tlb_ways", 16),)
     runs = [_scenario(mode, seed, engine, options) for engine in ENGINES]
     _assert_same(*runs)
 
 
 def test_first_touches_walk_without_memory_access(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run that mostly misses the TLB goes one access at a time; do its hits and the
-    walks that find a PTE stay out of memory.access (only faults go there), and is the
-    result still the reference's?"""
+    """A run that mostly misses the TLB (first touches): do its hits and the walks that
+    find a PTE stay out of memory.access (only faults go there), and is the result
+    still the reference's?"""
     from xipmodel.mm import memory
 
     calls = []
@@ -302,9 +303,10 @@ def test_seeded_runs_reach_every_path() -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_switching_between_bulk_and_in_order_is_exact(seed: int) -> None:
-    """access_many decides every `chunk` accesses whether to defer hits: with small chunks
-    and a run that alternates first touches with loops over a few pages, it switches
-    back and forth many times. Is the result still exactly the reference's?"""
+    """access_many goes by windows, the first of `chunk` accesses: with small chunks and a
+    run that alternates first touches with loops over a few pages, many windows start
+    and end, some early (reclaim), and a guest of 80 pages goes one access at a time
+    once its RAM is handed out. Is the result still exactly the reference's?"""
     rng = np.random.default_rng([seed, 2])
     base = _synthetic(seed, 4000)
     _, first = np.unique(base.vpns, return_index=True)
@@ -337,6 +339,78 @@ def test_switching_between_bulk_and_in_order_is_exact(seed: int) -> None:
     _assert_same(*states)
 
 
+def _steps(steps: list[tuple[int, str]]) -> PageTrace:
+    """A trace over _MAPS of (page, kind) steps, pages counted from the text's first."""
+    base = _synthetic(0, 1)
+    vpns = np.array([(_BASE >> PAGE_SHIFT) + page for page, _ in steps], dtype=np.uint64)
+    kinds = np.array(["rwx".index(kind) for _, kind in steps], dtype=np.uint8)
+    return PageTrace("steps", base.maps, vpns, kinds, {}, np.zeros(len(steps), np.int64))
+
+
+def _two_phases(first: PageTrace, second: PageTrace, between: Any) -> list[dict[str, Any]]:
+    """Each engine's state after `first`, then between(guest, mm), then `second`."""
+    states = []
+    for engine in ENGINES:
+        host, guest = _guest("pagecache", 4096, 16)
+        mm, r1 = replay(guest, first, engine=engine)
+        assert mm is not None
+        between(guest, mm)
+        _, r2 = replay(guest, second, mm, engine=engine)
+        states.append({**_state(host, [guest]), "results": [dataclasses.asdict(r1),
+                                                            dataclasses.asdict(r2)]})
+    return states
+
+
+def test_sigsegv_through_a_cached_entry_again_and_again() -> None:
+    """A program writes its own text page, in the TLB, three times in a row (with other
+    pages between): each write is a SIGSEGV that leaves the entry the most recently used,
+    so the run of writes goes on in the TLB's simulation. Does every one fault?"""
+    loop = [(0, "x"), (1, "x"), (100, "x")] * 20
+    trace = _steps([*loop, (0, "w"), (1, "x"), (0, "w"), (100, "x"), (0, "w"), *loop])
+    states = _two_phases(_steps([]), trace, lambda guest, mm: None)
+    _assert_same(*states)
+    assert states[0]["results"][1]["sigsegv"] == 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_walks_dirty_a_clean_writable_pte(seed: int) -> None:
+    """Writable PTEs whose dirty bit was cleared (their TLB entries dropped): a write that
+    walks to one sets it again, a write through an entry filled by a read does not.
+    The same PTEs and TLB entries in both engines?"""
+    trace = _synthetic(seed, 3000)
+    first, rest = (PageTrace(trace.name, trace.maps, trace.vpns[part], trace.kinds[part], {},
+                             trace.contents[part]) for part in (slice(1000), slice(1000, None)))
+    cleaned: list[int] = []
+
+    def clean(guest: Guest, mm: Any) -> None:
+        for vpn in mm.pt.mapped_vpns().tolist():
+            if guest.preset.pte_flags(mm.pt.lookup_pte(vpn)) & Pte.W:
+                mm.pt.clear_flags(vpn, Pte.D)
+                guest.tlb.invalidate(mm.asid, vpn)
+                cleaned.append(vpn)
+
+    states = _two_phases(first, rest, clean)
+    _assert_same(*states)
+    vpns, ptes = states[0]["guest 0"]["ptes"][1][:2]
+    dirty = {vpn for vpn, pte in zip(vpns, ptes, strict=True) if pte & X86_64.pte_dirty}
+    assert dirty & set(cleaned)  # some walks dirtied a cleaned PTE again
+
+
+def test_pte_upgraded_behind_the_tlb() -> None:
+    """A PTE made writable without a TLB flush (Linux leaves an upgrade to a spurious
+    fault): the write meets the read-only entry, walks, and refills it. Both engines?"""
+    data = _TEXT  # the first page of the program's data: read, so mapped read-only
+    loop = [(data, "r"), (1, "x"), (100, "x")] * 20
+
+    def upgrade(guest: Guest, mm: Any) -> None:
+        mm.pt.set_flags((_BASE >> PAGE_SHIFT) + data, Pte.W)
+
+    states = _two_phases(_steps([(data, "r")]), _steps([*loop, (data, "w"), *loop]), upgrade)
+    _assert_same(*states)
+    stats = states[0]["guest 0"]["stats"]
+    assert stats["minor_faults"] + stats["major_faults"] == 3  # the upgrade needed none
+
+
 def test_fast_engine_falls_back_where_it_would_differ() -> None:
     """With someone listening for events, each access is an event: the fast engine is the
     reference loop, and both deliver the same events."""
@@ -361,6 +435,11 @@ def test_unknown_engine_is_refused() -> None:
     _, guest = _guest("pagecache", 4096, 64)
     with pytest.raises(ParameterError, match="engine 'turbo'"):
         replay(guest, _synthetic(0, 10), engine="turbo")
+    trace = _synthetic(0, 10)
+    mm, _ = replay(guest, PageTrace("empty", trace.maps, trace.vpns[:0], trace.kinds[:0]))
+    assert mm is not None and trace.contents is not None
+    with pytest.raises(ParameterError, match="chunk=0"):
+        bulk.access_many(guest, mm, trace.vpns, trace.kinds, trace.contents, chunk=0)
 
 
 # --- whole hosts: every mode, distinct guests ----------------------------------------------
@@ -386,22 +465,3 @@ def test_host_runs_same_in_both_engines(mode: str, seed: int,
     if mode == "pagecache":
         assert runs[0]["guest 0"]["stats"]["pgscan"] > 0  # reclaim ran
     _assert_same(*runs)
-
-
-def test_tlb_touch_orders_like_hits_and_invalidations_are_counted() -> None:
-    """TLB.touch leaves the order lookups that hit would; cached and invalidations report
-    what is there (what bulk.py relies on)."""
-    from xipmodel.mm.tlb import TLB
-
-    a, b = TLB(8, 4), TLB(8, 4)
-    for tlb in (a, b):
-        for vpn in (0, 2, 4, 6, 1):
-            tlb.insert(7, vpn, vpn + 100, 3)
-    for vpn in (4, 0, 4):
-        assert a.lookup(7, vpn) is not None
-    b.touch(7, [0, 4])  # by last use: 0 before 4
-    assert a.contents() == b.contents()
-    assert b.cached(7, 0) == [(2, 102, 3), (6, 106, 3), (0, 100, 3), (4, 104, 3)]
-    assert b.cached(8, 0) == [] and TLB(8, 4).cached(7, 0) == []
-    assert b.invalidate(7, 6) and not b.invalidate(7, 6)
-    assert b.invalidations == 1

@@ -134,6 +134,7 @@ def test_invalidate_and_flush_by_asid() -> None:
         for vpn in range(4):
             tlb.insert(asid, vpn, 100 * asid + vpn)
     assert tlb.invalidate(1, 3) and not tlb.invalidate(1, 3)
+    assert tlb.invalidations == 1  # only the entry that was there counts
     assert tlb.lookup(1, 3) is None
     tlb.insert(1, 3, 999, flags=1)  # refill with the private copy
     assert tlb.lookup(1, 3) == (999, 1)

@@ -6,8 +6,9 @@ One page fault, file by file::
     memory.py      access → TLB → walk → handle_mm_fault → do_fault → do_read_fault /
                    do_cow_fault / do_shared_fault, do_wp_page, do_anonymous_page;
                    set_pte_range, zap_pte, copy_page_range
-    bulk.py        access_many: memory.access for a whole trace, exact, TLB hits in
-                   bulk with numpy (replay's fast engine; no mechanism of its own)
+    bulk.py        access_many: memory.access for a whole trace, exact, the TLB as a
+                   per-set LRU simulation in numpy (replay's fast engine; no mechanism
+                   of its own)
     filemap.py     filemap_fault, read-around, fault-around's map_pages, filemap_read
     dax.py         dax_iomap_fault (xip_file_fault): the shared segment's frame, in place
     readahead.py   file_ra_state and the readahead windows

@@ -201,22 +201,6 @@ class TLB:
         self.evictions += evictions
         return np.frombuffer(bytes(hit), dtype=np.uint8).astype(bool)
 
-    def cached(self, asid: int, n: int) -> list[tuple[int, int, int]]:
-        """(vpn, pfn, flags) of what `asid` has cached in set `n`, in replacement order
-        (LRU first)."""
-        if not self.asid_tagged:
-            return [(key, *e) for key, e in self.sets[n].items()] if asid == self.asid else []
-        return [(key & ((1 << ASID_SHIFT) - 1), *e) for key, e in self.sets[n].items()
-                if key >> ASID_SHIFT == asid]
-
-    def touch(self, asid: int, vpns: list[int]) -> None:
-        """Make these cached entries the most recently used, in this order, as hits on
-        them would under "lru" (no counting: the caller counted the hits)."""
-        for vpn in vpns:
-            key = self._key(asid, vpn)
-            s = self.sets[vpn % self.nsets]
-            s[key] = s.pop(key)
-
     def __len__(self) -> int:
         """Entries currently cached."""
         return sum(len(s) for s in self.sets)
