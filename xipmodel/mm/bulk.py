@@ -78,6 +78,10 @@ _MIN_SCAN, _MAX_SCAN = 64, 1 << 16  # heads looked at per numpy step of the stop
 _FEW_WRITES = 16  # fewer writes than this are stored one at a time
 _MIN_WINDOW, _MAX_WINDOW = 256, 1 << 20  # accesses of a window (its arrays are that long)
 CHUNK: Final = 1 << 16  # accesses of the first window (each next one twice the last)
+# Where stops come closer than every _DENSE accesses (a program's first touches), a
+# window's set-up per stop costs more than going one access at a time: _IN_ORDER
+# accesses go so (in_order), then the stops' density is looked at again.
+_DENSE, _IN_ORDER = 256, 4096
 _KSM = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
 
@@ -593,12 +597,17 @@ def access_many(guest: Guest, mm: MmStruct, vpns: npt.NDArray[np.uint64],
         raise ParameterError(f"access_many: chunk={chunk!r}: must be >= 1")
     run = _Run(guest, mm, vpns, kinds, contents)
     faults: list[int] = []
-    i, length = 0, chunk
+    i, length, dense = 0, chunk, True
     while i < run.n:
         if run.reclaim_may_run():
             return faults + run.in_order(i, run.n)
         start = i
-        i, flags, early = _Window(run, i, min(run.n, i + length)).replay()
+        if dense:
+            i = min(run.n, i + _IN_ORDER)
+            flags = run.in_order(start, i)
+        else:
+            i, flags, early = _Window(run, i, min(run.n, i + length)).replay()
+            length = min(_MAX_WINDOW, max(_MIN_WINDOW, 2 * (i - start)) if early else 2 * length)
         faults += flags
-        length = min(_MAX_WINDOW, max(_MIN_WINDOW, 2 * (i - start)) if early else 2 * length)
+        dense = len(flags) * _DENSE > i - start
     return faults
