@@ -51,9 +51,9 @@ figures' full states; the browser's figure views do not report their defaults ba
 each redraw (the loader's `quiet`). What is left of a figure's update in the browser is
 plotly.js's own redraw: any change of data redraws the whole figure (plotly's fast path,
 Plotly.animate without a redraw, stacks bars wrongly), 10 ms for a trivial bar chart in
-Chromium without a GPU, about 15 ms for each of the dashboard's bar charts (views.py:
-they ask plotly.js to measure no tick label), so the dashboard redraws only the figures
-whose data change.
+Chromium without a GPU, about as much for each of the dashboard's bar charts (views.py:
+they ask plotly.js to measure no tick label, and their value axes mostly stay put between
+neighbouring guest counts), so the dashboard redraws only the figures whose data change.
 """
 
 from __future__ import annotations
