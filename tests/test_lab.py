@@ -788,6 +788,15 @@ def test_a_closed_bundle_model_is_replaced() -> None:
     assert fig._xip_plotly.comm is not None
 
 
+def test_a_value_axis_ignores_bars_it_cannot_draw() -> None:
+    """A NaN or an infinite height is no bar (plotly.js draws none): value_range gives
+    the axis of the other bars, wherever the NaN is, instead of raising from math."""
+    nan, inf = float("nan"), float("inf")
+    assert views.value_range([nan, 95.0]) == views.value_range([95.0, nan]) == [0.0, 100.0]
+    assert views.value_range([inf, None, 0.3]) == [0.0, 0.4]
+    assert views.value_range([nan, -inf]) == [0.0, 1.0]
+
+
 def test_value_axes_hold_every_bar_and_stay_put_while_the_slider_moves() -> None:
     """The bar charts' value axes end at a round number above the tallest bar (plus
     autorange's 5%), at most 40% above it, so the bars fill most of the height; and
