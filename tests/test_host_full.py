@@ -15,11 +15,13 @@ import re
 
 import pytest
 from test_clone_exact import assert_same
+from test_ksm_bulk import assert_same_run
 from test_mm_invariants import check_host_frames
 
 from xipmodel import host as host_module
 from xipmodel.errors import HostFullError, ParameterError
 from xipmodel.ext2.reader import Ext2Image
+from xipmodel.family import ApartRun
 from xipmodel.host import MODES, Host, Scenario
 from xipmodel.lab.runs import RunCache
 from xipmodel.mm.frames import FrameKind, HostMemory
@@ -161,3 +163,22 @@ def test_the_dashboards_runs_ask_no_more_than_the_host_holds(
                 Host(SCENARIO.replace(guests=1), mode).run())
     with pytest.raises(HostFullError, match="full after 2 guests"):
         cache.result(SCENARIO, mode)
+
+
+def test_guests_started_apart_after_a_full_host_are_answered_anew(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ksm, guests started 5 s apart (ApartRun: one host grown to the guests asked). Asked
+    for 3 on a host short of the third guest's boot: the host full is said; ksmd scanned
+    up to that start first. Asked for 2 then, is the answer the 2-guest run's (ksmd's
+    tail from the second guest's end), not ksmd's scan gone on to the third start?"""
+    apart = SCENARIO.replace(start_interval_ms=5000.0)
+    host = Host(apart, "ksm")
+    host.add_guests(2)
+    assert host.ksm is not None
+    host.ksm.run_until(2 * 5000 * 1_000_000)  # what the third start scans first
+    _host_of(monkeypatch, host.memory.allocated + 1)  # short of the third guest's boot
+    run = ApartRun(apart)
+    with pytest.raises(HostFullError, match="full after 2 guests"):
+        run.result(3)
+    two = apart.replace(guests=2)
+    assert_same_run(run.result(2), Host(two, "ksm").run())

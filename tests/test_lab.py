@@ -388,6 +388,25 @@ def test_figures_changed_before_a_spec_that_raises_are_still_sent(
     assert first._widget_data[0]["y"] == [2]  # the synced state too
 
 
+def test_figures_after_one_plotly_refuses_are_drawn_again(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message of a move goes out before plotly.py checks its values: when it refuses
+    the first figure's, the figures after it in the message were never applied in the
+    kernel either. Does the same spec again put them there (not "no change")?"""
+    from xipmodel.lab import widgets
+
+    def bars(y: float, color: str = "#1f77b4") -> dict[str, Any]:
+        return {"data": [{"type": "bar", "x": ["p"], "y": [y], "marker": {"color": color}}],
+                "layout": {}}
+
+    first, second = widgets._figure(bars(1)), widgets._figure(bars(1))
+    monkeypatch.setattr(widgets.FigureWidget, "send", lambda self, msg, buffers=None: None)
+    with pytest.raises(ValueError):
+        widgets.update_figures([(first, bars(2, "notacolor")), (second, bars(2))])
+    widgets.update_figures([(second, bars(2))])
+    assert second.data[0].y == (2,) and second._widget_data[0]["y"] == [2]
+
+
 def test_slider_past_the_runs_continues_them(lab: ModuleType,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the guest count run so far (reach 3, slider to 4), each mode's run gets one guest
@@ -786,6 +805,15 @@ def test_a_closed_bundle_model_is_replaced() -> None:
     fig = widgets._figure({"data": [], "layout": {}})
     assert fig._xip_plotly is widgets.bundle_model() is not old
     assert fig._xip_plotly.comm is not None
+
+
+def test_a_value_axis_ignores_bars_it_cannot_draw() -> None:
+    """A NaN or an infinite height is no bar (plotly.js draws none): value_range gives
+    the axis of the other bars, wherever the NaN is, instead of raising from math."""
+    nan, inf = float("nan"), float("inf")
+    assert views.value_range([nan, 95.0]) == views.value_range([95.0, nan]) == [0.0, 100.0]
+    assert views.value_range([inf, None, 0.3]) == [0.0, 0.4]
+    assert views.value_range([nan, -inf]) == [0.0, 1.0]
 
 
 def test_value_axes_hold_every_bar_and_stay_put_while_the_slider_moves() -> None:

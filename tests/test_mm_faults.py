@@ -374,3 +374,17 @@ def test_mprotect_revokes_write_from_present_ptes(world: World) -> None:
     assert guest.access(mm, HEAP, "w") == 0  # do_wp_page reuses the private page
     with pytest.raises(ParameterError, match="not all mapped"):
         guest.mprotect(mm, 0x10000, PAGE_SIZE, "r--")
+
+
+def test_mprotect_grants_exec_to_present_ptes(world: World) -> None:
+    """mprotect(PROT_READ|PROT_EXEC) on heap written before (a JIT's pattern): Linux's
+    change_protection gives the present PTEs the new exec right, so the page runs at once;
+    an exec through a PTE left without it would fault forever (raised AssertionError)."""
+    guest = world.guest(0, xip=True)
+    mm = world.app(guest)
+    guest.access(mm, HEAP, "w")
+    guest.mprotect(mm, HEAP, PAGE_SIZE, "r-x")
+    assert guest.preset.pte_flags(mm.pt.lookup_pte(HEAP >> 12)) & Pte.X
+    assert guest.access(mm, HEAP, "x") == 0
+    guest.mprotect(mm, HEAP, PAGE_SIZE, "rwx")
+    assert guest.access(mm, HEAP, "x") == 0 and guest.access(mm, HEAP, "w") == 0

@@ -58,7 +58,8 @@ def _state(host: HostMemory, guests: list[Guest]) -> dict[str, Any]:
         tlb = g.tlb
         out[f"guest {g.gid}"] = {
             "stats": g.stats.as_dict(), "time": g.time, "page_in_ns": g.page_in_ns,
-            "tlb": (tlb.contents(), tlb.hits, tlb.misses, tlb.evictions, tlb.flushes),
+            "tlb": (tlb.contents(), tlb.hits, tlb.misses, tlb.evictions, tlb.flushes,
+                    tlb.invalidations, tlb.switches),
             "ptes": {pid: (mm.pt.mapped_vpns().tolist(),
                            mm.pt.lookup_many(mm.pt.mapped_vpns()).tolist(),
                            sorted(mm.pt.tables))
@@ -465,3 +466,25 @@ def test_host_runs_same_in_both_engines(mode: str, seed: int,
     if mode == "pagecache":
         assert runs[0]["guest 0"]["stats"]["pgscan"] > 0  # reclaim ran
     _assert_same(*runs)
+
+
+def test_reclaim_inside_a_window_counts_the_invalidations_of_the_reference() -> None:
+    """A guest about to hand out its last frames: a window starts with the heap's entries
+    in the TLB, fills it with text pages, then a fault reads ahead and reclaim ages the
+    text pages, dropping their entries. Does the TLB count the invalidations the
+    reference counts (entries the TLB holds then), not those of its entries as they were
+    when the window started?"""
+    heap = 200  # the heap's first page, counted from the text's
+    first = [(p, "x") for p in range(0, _TEXT, 2)] + [(heap + p, "w") for p in range(16)]
+    text = [(p, "x") for p in range(0, _TEXT, 2)] * 3
+    rest = _steps([(heap + p, "r") for p in range(16)] * 300 + text + [(100, "x")] + text)
+    states = []
+    for engine in ENGINES:
+        host, guest = _guest("pagecache", 64, 16)
+        mm, _ = replay(guest, _steps(first), engine="reference")
+        assert mm is not None and guest.free_area.top < guest.ram_pages  # no reclaim yet
+        _, result = replay(guest, rest, mm, engine=engine)
+        states.append({**_state(host, [guest]), "result": dataclasses.asdict(result)})
+    _assert_same(*states)
+    stats = states[0]["guest 0"]["stats"]
+    assert stats["pgscan"] > 0 and states[0]["guest 0"]["tlb"][5] > 0  # reclaim dropped entries

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from xipmodel.errors import ParameterError
+from xipmodel.errors import HostFullError, ParameterError
 from xipmodel.ext2.reader import Ext2Image
 from xipmodel.host import Host, RunResult, Scenario
 from xipmodel.mm.ksm_bulk import ScanOrder
@@ -123,5 +123,11 @@ class ApartRun:
         self.scenario.replace(guests=guests)  # refuses a count out of range, naming it
         if guests < self.guests:
             self.host = self._new_host()
-        self.host.add_guests(guests, progress)
+        try:
+            self.host.add_guests(guests, progress)
+        except HostFullError:
+            # ksmd scanned up to the start that found the host full: this host is no
+            # longer the one of its guests before their tail. The next answer starts over.
+            self.host = self._new_host()
+            raise
         return self.host.finish_on_copy()

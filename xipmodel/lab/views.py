@@ -128,11 +128,12 @@ _ROUND: Final = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 def value_range(heights: Sequence[float | None]) -> list[float]:
     """A value axis's range: from 0 to the first round number (1, 1.2, 1.5, 2, 2.5, 3, 4,
     5, 6 or 8 times a power of ten) at or above the tallest bar plus 5% (autorange's
-    padding); [0, 1] without a bar. Moved a guest at a time, the slider leaves the axis
-    and its tick labels as they were most of the time, where autorange would move every
-    tick: easier to read the bars' change against, and plotly.js measures only labels it
-    has not drawn before (each measure a forced layout of the whole page)."""
-    top = 1.05 * max((h for h in heights if h), default=0.0)
+    padding); [0, 1] without a bar (None, NaN and infinities are none). Moved a guest at
+    a time, the slider leaves the axis and its tick labels as they were most of the time,
+    where autorange would move every tick: easier to read the bars' change against, and
+    plotly.js measures only labels it has not drawn before (each measure a forced layout
+    of the whole page)."""
+    top = 1.05 * max((h for h in heights if h and math.isfinite(h)), default=0.0)
     if top <= 0:
         return [0.0, 1.0]
     scale = 10.0 ** math.floor(math.log10(top))

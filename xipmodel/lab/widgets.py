@@ -248,7 +248,8 @@ def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]],
     half of the kernel's time before the message, at a move of the dashboard's slider).
     A spec with a trace too many raises, the figures before it sent all the same; a value
     plotly.py refuses raises once the message went (plotly.js ignores it), and its figure
-    counts as not drawn: the same spec is tried, and raises, again.
+    counts as not drawn (the same spec is tried, and raises, again), as do the figures
+    after it, which plotly.py never got.
     """
     changed: list[tuple[Any, Changes]] = []
     try:
@@ -267,11 +268,12 @@ def _show(changed: Sequence[tuple[Any, Changes]], texts: Sequence[tuple[Any, str
     _send_batch([(fig, _update_msg(changes)) for fig, changes in changed], texts)
     for w, v in texts:
         w.value = v  # the kernel's copy; the browser has it already (if a figure changed)
-    for fig, changes in changed:
+    for i, (fig, changes) in enumerate(changed):
         try:
             _put(fig, changes)
         except BaseException:
-            setattr(fig, _DRAWN, None)  # not drawn in the kernel: the same spec again
+            for undrawn, _ in changed[i:]:  # not drawn in the kernel: the same spec again
+                setattr(undrawn, _DRAWN, None)
             raise
         refresh_bundle(fig)
 

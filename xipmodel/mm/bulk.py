@@ -364,6 +364,7 @@ class _Window:
             s = tlb.sets[n]
             key = self.asid << ASID_SHIFT | vpn
             expected, dropped = list(s), (tlb.flushes, tlb.invalidations + (key in s))
+            held = [len(other) for other in tlb.sets]
             if flags := self.run.access(j):
                 faults.append(flags)
             self.done = j + 1
@@ -387,7 +388,7 @@ class _Window:
                     or (tlb.flushes, tlb.invalidations) > dropped:
                 for m in range(self.nsets):
                     if m != n:
-                        self.rebuild(m, j, dropped=True)
+                        self.rebuild(m, j, held[m])
                 return j + 1, faults, True
             if not self.ok[code]:
                 self.stop_again(j, code)
@@ -472,25 +473,34 @@ class _Window:
         self.store_writes(done, j)
         self.done = j
 
-    def rebuild(self, n: int, j: int, dropped: bool = False) -> None:
+    def rebuild(self, n: int, j: int, held: int | None = None) -> None:
         """Set n as it is just before access j (caught up to j): the entries filled since
         it was last rebuilt from their PTEs, the others as they are.
 
-        `dropped`: memory.access may have dropped entries (reclaim): an entry filled
-        since is gone if its PTE changed (a PTE changes before its entry is dropped),
-        another if the set no longer holds it.
+        `held`: memory.access may have dropped entries (reclaim) from this set, which
+        held `held` entries before it: an entry filled since is gone if its PTE changed (a
+        PTE changes before its entry is dropped), another if the set no longer holds it.
+        The TLB counted an invalidation for each entry the set held then (its entries as
+        of its last rebuild); the reference, for each entry of the set just before j.
         """
         preset, s, filled, entries = self.guest.preset, self.tlb.sets[n], self.filled[n], []
+        dropped = held is not None
+        gone = 0  # entries of the set just before j that are gone
         for k in self.lru(n, j):
             key = self.tlb_key(k)
             if k in filled:
                 pte = self.pte[k]
                 if dropped and self.run.mm.pt.lookup_pte(self.vpn[k]) != pte:
+                    gone += 1
                     continue
                 flags = int(preset.pte_flags(pte)) | PTE_A | (PTE_D if filled[k] else 0)
                 entries.append((key, (preset.pte_pfn(pte), flags)))
             elif key in s or not dropped:
                 entries.append((key, s[key]))
+            else:
+                gone += 1
+        if held is not None:  # (only set n gets an entry in memory.access: none came in)
+            self.tlb.invalidations += gone - (held - len(s))
         filled.clear()
         s.clear()
         s.update(entries)

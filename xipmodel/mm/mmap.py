@@ -100,8 +100,8 @@ def do_mprotect(guest: Guest, mm: MmStruct, start: int, length: int, prot: Prot 
     """Model of do_mprotect_pkey: new permissions for [start, start + length), splitting VMAs.
 
     Revoked write or execute rights are taken out of the present PTEs (and the TLB);
-    granted ones are left for the next fault to install, as Linux does for private
-    file mappings (so a later write still copies).
+    a granted write is left for the next fault to install, as Linux does for private
+    file mappings (so a later write still copies), a granted execute right is not.
     """
     prot = Prot.parse(prot) if isinstance(prot, str) else prot
     mask = (1 << PAGE_SHIFT) - 1
@@ -114,11 +114,17 @@ def do_mprotect(guest: Guest, mm: MmStruct, start: int, length: int, prot: Prot 
     revoke = (0 if prot & Prot.W else PTE_W) | (0 if prot & Prot.X else PTE_X)
     for vma in inside:
         vma.prot = prot
-        if not revoke:
-            continue
         for vpn in range(vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT):
-            if guest.preset.pte_present_p(mm.pt.lookup_pte(vpn)):
+            pte = mm.pt.lookup_pte(vpn)
+            if not guest.preset.pte_present_p(pte):
+                continue
+            if revoke:
                 mm.pt.clear_flags(vpn, revoke)
+                guest.tlb.invalidate(mm.asid, vpn)
+            if prot & Prot.X and not int(guest.preset.pte_flags(pte)) & PTE_X:
+                # Execute is granted at once (change_protection's pte_modify): no fault
+                # path adds it to a present PTE.
+                mm.pt.set_flags(vpn, PTE_X)
                 guest.tlb.invalidate(mm.asid, vpn)
 
 
