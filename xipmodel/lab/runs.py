@@ -160,6 +160,12 @@ class RunCache:
     def plan(self, jobs: Sequence[Job]) -> list[Job]:
         """The runs that `jobs` need: per family and mode, one run (or growth) long enough
         for every job of it (at least `reach` guests); each other job not cached, once."""
+        longest, exact = self._needs(jobs)
+        return [*(self._reach(family, m, n) for (family, m), n in longest.items()), *exact]
+
+    def _needs(self, jobs: Sequence[Job]) -> tuple[dict[Job, int], list[Job]]:
+        """What `jobs` need that is not cached: per family and mode, the most guests a job
+        of it asks; the other jobs, once each."""
         longest: dict[Job, int] = {}
         exact: list[Job] = []
         for s, m in jobs:
@@ -170,26 +176,24 @@ class RunCache:
                 longest[family] = max(longest.get(family, 0), s.guests)
             else:
                 exact.append((s, m))
-        runs = [(family.replace(guests=max(n, self.reach)), m)
-                for (family, m), n in longest.items()]
-        return [*runs, *dict.fromkeys(exact)]
+        return longest, list(dict.fromkeys(exact))
+
+    def _reach(self, family: Scenario, mode: str, guests: int) -> Job:
+        """The run of `family` in `mode` that answers `guests`: grown to the reach too."""
+        return family.replace(guests=max(guests, self.reach)), mode
 
     def run_many(self, jobs: Sequence[Job], progress: Progress | None = None
                  ) -> list[RunResult]:
         """Results of `jobs` in order, running only what `plan(jobs)` says is missing."""
-        todo = self.plan(jobs)
-        asked: dict[Job, int] = {}  # per family and mode, the most guests a job asks
-        for s, m in jobs:
-            family = (_family_of(s), m)
-            asked[family] = max(asked.get(family, 0), s.guests)
-        grown = [(s, m) for s, m in todo if has_prefixes(m, s)]
-        exact = [(s, m) for s, m in todo if not has_prefixes(m, s)]
-        runs = {(s, m): self._family(s, m) for s, m in grown}
-        total = (sum(s.guests - run.guests for (s, _), run in runs.items())
+        longest, exact = self._needs(jobs)
+        # Each family run to grow (to the reach), with the most guests its jobs ask.
+        grow = {self._reach(family, m, n): n for (family, m), n in longest.items()}
+        runs = {(s, m): (n, self._family(s, m)) for (s, m), n in grow.items()}
+        total = (sum(s.guests - run.guests for (s, _), (_, run) in runs.items())
                  + sum(s.guests for s, _ in exact))
         done = 0
         start = time.perf_counter()
-        for (s, m), run in runs.items():
+        for (s, m), (asked, run) in runs.items():
             first = run.guests
 
             def step(i: int, n: int, m: str = m, base: int = done - first) -> None:
@@ -201,7 +205,7 @@ class RunCache:
             except HostFullError:
                 # Grown past the guests asked only to save later runs (`reach`): a host
                 # full before it is no error while those guests fit.
-                if run.guests < asked[(_family_of(s), m)]:
+                if run.guests < asked:
                     raise
             self.runs += 1
             done += run.guests - first
