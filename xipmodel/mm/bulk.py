@@ -82,7 +82,6 @@ CHUNK: Final = 1 << 16  # accesses of the first window (each next one twice the 
 # window's set-up per stop costs more than going one access at a time: _IN_ORDER
 # accesses go so (in_order), then the stops' density is looked at again.
 _DENSE, _IN_ORDER = 256, 4096
-_KSM = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
 
 def exact_for(guest: Guest) -> bool:
@@ -532,7 +531,7 @@ class _Window:
         np.maximum.at(last, pages, np.arange(1, pages.size + 1))
         written = np.flatnonzero(last)
         gpfn = self.pfn[written]
-        if (host.kind[guest.backing[gpfn]] == _KSM).any():
+        if (host.kind[guest.backing[gpfn]] == FrameKind.KSM).any():
             # A write breaks a KSM merge (a new host frame): one at a time, as memory.access.
             for g, c in zip(self.pfn[pages].tolist(), content.tolist(), strict=True):
                 guest.write_page(g, c)

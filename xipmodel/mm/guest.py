@@ -61,7 +61,6 @@ __all__ = ["FAULT_AROUND_PAGES", "Guest", "GuestStats"]
 FAULT_AROUND_PAGES: Final = 16  # fault_around_bytes = 64 KiB
 _INITIAL_FRAMES: Final = 1024  # per-frame arrays start this long and double
 ZERO_GPFN: Final = 0
-_KSM: Final = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 _EPT_RWX: Final = PTE_W | PTE_X | PTE_U  # an EPT entry: guest RAM the guest may write
 _EPT_RX: Final = PTE_X | PTE_U  # read-only (a KSM-merged frame, the shared segment)
 
@@ -237,7 +236,7 @@ class Guest:
     def _unshare_host_frame(self, gpfn: int) -> int:
         """Before the guest writes `gpfn`: break a KSM merge (cow_ksm). Returns the frame."""
         hpfn: int = self.backing.item(gpfn)
-        if self.host.kind.item(hpfn) != _KSM:
+        if self.host.kind.item(hpfn) != FrameKind.KSM:
             return hpfn
         new = self.host.alloc(FrameKind(self.kind[gpfn]), self.gid,
                               int(self.host.content[hpfn]))

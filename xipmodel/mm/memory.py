@@ -167,7 +167,6 @@ def access(guest: Guest, mm: MmStruct, address: int, kind: str = "r",
 
 
 PRIVATE_KINDS = (int(FrameKind.ANON), int(FrameKind.COW))  # what a write changes the content of
-_ZERO = int(FrameKind.ZERO)  # (a numpy scalar against an IntEnum member is slow: ints)
 _MAX_RETRIES = 3  # no fault path here needs more than two faults for one access
 
 
@@ -436,7 +435,7 @@ def set_pte_range(guest: Guest, mm: MmStruct, vpn: int, gpfn: int, writable: boo
         # none PTE there is nothing to flush.)
         folio_remove_rmap(guest, guest.preset.pte_pfn(old), mm.pid, vpn)
         guest.tlb.invalidate(mm.asid, vpn)
-    if 0 < gpfn < guest.ram_pages and guest.kind.item(gpfn) != _ZERO:
+    if 0 < gpfn < guest.ram_pages and guest.kind.item(gpfn) != FrameKind.ZERO:
         folio_add_rmap(guest, gpfn, mm.pid, vpn, exec_)
     if guest.bus:
         _emit_pte_install(guest, mm, vpn, gpfn, writable)

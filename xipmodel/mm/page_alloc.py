@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["SWAP_CLUSTER_MAX", "FreeArea", "alloc_page", "free_page"]
 
 SWAP_CLUSTER_MAX: Final = 32  # pages direct reclaim tries to free at once
-_KSM: Final = int(FrameKind.KSM)  # (a numpy scalar against an IntEnum member is slow)
 
 
 @dataclass
@@ -99,6 +98,6 @@ def free_page(guest: Guest, gpfn: int) -> None:
     assert gpfn not in guest.rmap, f"free_page: gpfn {gpfn} is still mapped"
     guest.kind[gpfn] = FrameKind.GUEST_FREE
     hpfn = int(guest.backing[gpfn])
-    if guest.host.kind.item(hpfn) != _KSM:  # a merged frame keeps serving others
+    if guest.host.kind.item(hpfn) != FrameKind.KSM:  # a merged frame keeps serving others
         guest.host.retag(hpfn, FrameKind.GUEST_FREE)
     guest.free_area.freed.append(gpfn)
