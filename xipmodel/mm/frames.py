@@ -59,9 +59,6 @@ class FrameKind(enum.IntEnum):
     MEMMAP = 10  # guest RAM holding the struct pages of a DAX device (memremap_pages)
 
 
-# A numpy scalar compared with an IntEnum member takes microseconds: hot paths compare
-# plain ints (array.item(i) against these).
-_FREE: Final = int(FrameKind.FREE)
 OWNER_HOST: Final = -1
 OWNER_SEGMENT: Final = -2
 CONTENT_ZERO: Final = 0
@@ -203,7 +200,7 @@ class HostMemory:
 
     def retag(self, pfn: int, kind: FrameKind, content: int | None = None) -> None:
         """Record a new use of an allocated frame (a guest reused its RAM page)."""
-        assert self.kind.item(pfn) != _FREE, f"retag: frame {pfn} is free"
+        assert self.kind.item(pfn) != FrameKind.FREE, f"retag: frame {pfn} is free"
         self.kind[pfn] = kind
         if content is not None:
             self.content[pfn] = content
