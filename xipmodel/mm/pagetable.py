@@ -433,15 +433,10 @@ class PageTable:
         path swapping in a private copy): "map: remap".
         """
         pte = self.preset.mkpte(pfn, flags)
-        bits = self._leaf_bits
-        table = self._leaves.get(vpn >> bits)
-        if table is not None:  # a leaf table walked to before: the usual case, made short
-            entries, index = self.tables[table], vpn & ((1 << bits) - 1)
-        else:
-            slot = self._leaf_slot(vpn, alloc=True)
-            if slot is None:
-                return False
-            entries, index = slot
+        slot = self._leaf_slot(vpn, alloc=True)
+        if slot is None:
+            return False
+        entries, index = slot
         if not replace and entries.item(index) & self.preset.pte_present:
             raise RuntimeError(f"map: remap of vpn {vpn:#x}")
         entries[index] = pte
