@@ -201,14 +201,17 @@ def _changes(fig: Any, spec: Mapping[str, Any], volatile: Volatile | None = None
         return changes
     part = _volatile(spec, volatile)
     return ([{**t, **p} for t, p in zip(changes[0], part[0], strict=True)],
-            {**changes[1], **part[1]}, changes[2])
+            {**changes[1], **part[1]}, {**changes[2], **part[2]})
 
 
 def _volatile(spec: Mapping[str, Any], keys: Volatile) -> Changes:
-    """The properties of `spec` named in `keys` (trace keys, layout keys), as Changes."""
+    """The properties of `spec` named in `keys` (trace keys, layout keys), as Changes
+    (annotations and shapes among the lists replaced whole)."""
     traces, layout = keys
+    mine = {k: v for k, v in spec.get("layout", {}).items() if k in layout}
     return ([{k: v for k, v in t.items() if k in traces} for t in spec["data"]],
-            {k: v for k, v in spec.get("layout", {}).items() if k in layout}, {})
+            {k: v for k, v in mine.items() if k not in _ARRAYS},
+            {k: v for k, v in mine.items() if k in _ARRAYS})
 
 
 def _paths(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
