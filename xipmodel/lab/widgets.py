@@ -324,9 +324,14 @@ def _show(changed: Sequence[tuple[Any, Changes]], texts: Sequence[tuple[Any, str
           shown: Shown | None) -> None:
     """Send the figures' changes and the texts (one message), then apply the changes to
     the kernel's figures and send their synced states."""
-    _send_batch([(fig, _update_msg(changes)) for fig, changes in changed], texts, shown)
-    for w, v in texts:
-        w.value = v  # the kernel's copy; the browser has it already (if a figure changed)
+    if _send_batch([(fig, _update_msg(changes)) for fig, changes in changed], texts, shown):
+        for w, v in texts:
+            # The kernel's copy only: the browser has the value, or skipped it for a
+            # later one (Shown), which a message of the widget's own, coming after the
+            # batch or not (ipywidgets applies states in a promise chain of its own),
+            # would overwrite.
+            with w._lock_property(value=v):
+                w.value = v
     for i, (fig, changes) in enumerate(changed):
         try:
             _put(fig, changes)
@@ -338,11 +343,12 @@ def _show(changed: Sequence[tuple[Any, Changes]], texts: Sequence[tuple[Any, str
 
 
 def _send_batch(updates: Sequence[tuple[Any, dict[str, Any]]],
-                texts: Sequence[tuple[Any, str]], shown: Shown | None = None) -> None:
+                texts: Sequence[tuple[Any, str]], shown: Shown | None = None) -> bool:
     """The figures' updates, and the texts that go with them, as one message (texts
-    tagged by `shown` always: the browser may show another value's)."""
+    tagged by `shown` always: the browser may show another value's); False if there
+    is no update, and so no message."""
     if not updates:
-        return
+        return False
     tags = {} if shown is None else shown.tags()
     batch = [{"model": fig.model_id, "update": update,
               **(tags if shown is not None and shown.of(fig) else {})}
@@ -350,6 +356,7 @@ def _send_batch(updates: Sequence[tuple[Any, dict[str, Any]]],
     batch += [{"model": w.model_id, "value": v, **tags} for w, v in texts
               if shown is not None or w.value != v]
     updates[0][0].send({"xip_batch": batch})
+    return True
 
 
 def update_figure(fig: Any, spec: Mapping[str, Any]) -> None:
