@@ -274,8 +274,9 @@ class Shown:
     texts is tagged: the browser applies them only while `slider` is at `value` (else a
     later value's update is on its way) and skips what shows `key` already (a frame the
     browser drew itself, Dashboard's frames). A figure's volatile properties must hold
-    every one in which its specs at two values of the slider differ: the update of one
-    then draws it over any other (the browser may show another value's when it comes)."""
+    every one in which two of its specs may differ: the update of one then draws it over
+    any other (the browser may show another value's when it comes), and a skipped
+    update loses nothing that a later one does not send again."""
 
     key: str
     slider: Any
@@ -647,13 +648,13 @@ def _html_table(rows: Sequence[tuple[object, object]], title: str) -> str:
 
 # ── the comparison dashboard ────────────────────────────────────────────────────────────
 
-# The properties of the dashboard's figures that change with the guest count (trace keys,
-# layout keys): each update sends them whole (Shown), each frame only them. The curve's
-# change only given curve_guests (the slider's value is then a point of it).
+# The properties of the dashboard's figures that change with the controls (trace keys,
+# layout keys): each update sends them whole (Shown), each frame only them. The curve
+# moves with the slider only given curve_guests (its value is then a point of it).
 _VOLATILE: Final[dict[str, Volatile]] = {
     "memory": (frozenset({"x", "y"}), frozenset({"title", "yaxis"})),
     "faults": (frozenset({"x", "y"}), frozenset({"title", "yaxis", "yaxis2"})),
-    "guests": (frozenset({"x", "y", "mode"}), frozenset({"annotations"})),
+    "guests": (frozenset({"x", "y", "mode", "visible"}), frozenset({"annotations"})),
 }
 # Layout keys of a template for subplots, colour scales, shapes and annotations, none of
 # which a bar chart of categories has.
