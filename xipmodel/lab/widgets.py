@@ -64,6 +64,8 @@ import functools
 import gzip
 import hashlib
 import html
+import json
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
@@ -745,6 +747,7 @@ class Dashboard:
         self.timings: dict[str, float] = {}
         self._started = time.perf_counter()
         self._filled = False
+        self._updating = threading.RLock()  # see update
         # The browser's frames (_send_frames): of which controls, the version, by count.
         self._table: tuple[Scenario, tuple[str, ...]] | None = None
         self._version = 0
@@ -901,26 +904,35 @@ class Dashboard:
         return (views.memory_bars(results, pending), views.faults_bars(results, pending),
                 curve, f"<b>{curve['summary']}</b>")
 
-    def _shown(self, guests: int, running: Sequence[str] = ()) -> Shown:
-        """The tag of the bars and the summary at `guests` (Shown): the same key for the
-        same controls, count and modes still running."""
-        key = f"{self._version}:{guests}" + "".join(f"+{m}" for m in running)
-        return Shown(key, self.guests_slider, guests,
-                     tuple((self._figures[k], _VOLATILE[k]) for k in self._moving()))
-
     def _moving(self) -> tuple[str, ...]:
         """The figures that change with the slider's value (the curve, given curve_guests)."""
         return ("memory", "faults") + (("guests",) if self.curve_guests is not None else ())
 
+    def _frame(self, specs: Mapping[str, Figure], summary: str) -> list[dict[str, Any]]:
+        """The frame of these specs and summary: the moving figures' volatile properties
+        and the summary, each item with the same key, a digest of them all (the same
+        content, the same key, whatever the controls or count that made it)."""
+        items: list[dict[str, Any]] = [
+            *({"model": self._figures[k].model_id,
+               "update": _update_msg(_volatile(specs[k], _VOLATILE[k]))}
+              for k in self._moving()),
+            {"model": self.summary.model_id, "value": summary}]
+        key = hashlib.blake2b(json.dumps(items, sort_keys=True).encode(),
+                              digest_size=12).hexdigest()
+        return [{**item, "key": key} for item in items]
+
     def _draw(self, s: Scenario, modes: Sequence[str], pending: Sequence[str] = ()) -> None:
         """Redraw the three figures in place from what the cache knows."""
         memory, faults, curve, summary = self._specs(s, modes, self._lines(s, modes), pending)
-        running = [m for m in pending if self.cache.cached(s, m) is None]
+        key = self._frame({"memory": memory, "faults": faults, "guests": curve},
+                          summary)[0]["key"]
+        shown = Shown(key, self.guests_slider, s.guests,
+                      tuple((self._figures[k], _VOLATILE[k]) for k in self._moving()))
         # The text with the figures, in one message: the browser never shows a guest
         # count in one that the other does not show yet.
         update_figures([(self._figures["memory"], memory), (self._figures["faults"], faults),
                         (self._figures["guests"], curve)],
-                       texts=[(self.summary, summary)], shown=self._shown(s.guests, running))
+                       texts=[(self.summary, summary)], shown=shown)
 
     def _send_frames(self, s: Scenario, modes: Sequence[str]) -> None:
         """Send the browser the frames of the slider's value and its neighbours that it
@@ -933,13 +945,10 @@ class Dashboard:
             if (sn is None or n in self._frames
                     or len(self.cache.known(sn, modes).results) < len(modes)):
                 continue
-            memory, faults, curve, summary = self._specs(sn, modes, lines or self._lines(sn, modes))
-            specs = {"memory": memory, "faults": faults, "guests": curve}
-            key = self._shown(n).key
-            new[n] = [*({"model": self._figures[k].model_id, "key": key,
-                         "update": _update_msg(_volatile(specs[k], _VOLATILE[k]))}
-                        for k in self._moving()),
-                      {"model": self.summary.model_id, "value": summary, "key": key}]
+            memory, faults, curve, summary = self._specs(sn, modes,
+                                                         lines or self._lines(sn, modes))
+            new[n] = self._frame({"memory": memory, "faults": faults, "guests": curve},
+                                 summary)
         self._frames.update(new)
         if new:
             self._send_table(new)
@@ -959,14 +968,20 @@ class Dashboard:
             self._send_table(self._frames, reset=True)
 
     def update(self) -> None:
-        """Recompute what the controls ask for (only what the cache does not know), redraw."""
-        self._filled = True
-        try:
-            self._update()
-        except BaseException:
-            self._filled = False
-            self._hide_progress()
-            raise
+        """Recompute what the controls ask for (only what the cache does not know), redraw.
+
+        One update at a time: ipykernel 7 handles some widgets' messages on a subshell's
+        thread (JupyterLab sends the slider's there), others on the main thread, so two
+        controls changed together (the kernel busy meanwhile) ran two updates at once,
+        each drawing with the other's half-made state."""
+        with self._updating:
+            self._filled = True
+            try:
+                self._update()
+            except BaseException:
+                self._filled = False
+                self._hide_progress()
+                raise
 
     def _jobs(self, s: Scenario, modes: Sequence[str]) -> list[tuple[Scenario, str]]:
         """The (scenario, mode) results the figures need. A mode whose curve is read off
