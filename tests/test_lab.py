@@ -959,3 +959,39 @@ def test_value_axes_hold_every_bar_and_stay_put_while_the_slider_moves() -> None
         axes.append(ranges)
     moved = sum(a != b for a, b in itertools.pairwise(axes))
     assert moved < len(axes) // 2  # (autorange moves every axis at every count here)
+
+
+def test_dashboard_updates_one_at_a_time(lab: ModuleType,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """ipykernel 7 handles the slider's messages on a subshell's thread and a toggle's on
+    the main thread: two controls changed while the kernel was busy ran two updates at
+    once, each drawing with the other's half-made state (the browser test with the
+    kernel stopped showed a mode switched off still drawn). They now run one after the
+    other, and the figures end with both changes."""
+    import threading
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    update, order = dash._update, []
+    first, release = threading.Event(), threading.Event()
+
+    def held() -> None:
+        order.append("start")
+        if not first.is_set():
+            first.set()
+            release.wait(10)
+        update()
+        order.append("end")
+
+    monkeypatch.setattr(dash, "_update", held)
+    slider = threading.Thread(target=setattr, args=(dash.guests_slider, "value", 3))
+    slider.start()
+    assert first.wait(10)
+    toggle = threading.Thread(target=setattr, args=(dash.mode_buttons["xip"], "value", False))
+    toggle.start()
+    toggle.join(0.5)  # it waits for the first update (before: it ran beside it)
+    release.set()
+    slider.join(10)
+    toggle.join(10)
+    assert order == ["start", "end", "start", "end"]
+    assert list(dash.figures["memory"].data[0].x) == ["pagecache", "ksm"]
+    assert dash.figures["memory"].layout.title.text.startswith("Host memory, 3 guests")
