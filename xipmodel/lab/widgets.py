@@ -54,6 +54,8 @@ Plotly.animate without a redraw, stacks bars wrongly), 10 ms for a trivial bar c
 Chromium without a GPU, about as much for each of the dashboard's bar charts (views.py:
 they ask plotly.js to measure no tick label, and their value axes mostly stay put between
 neighbouring guest counts), so the dashboard redraws only the figures whose data change.
+What is left of a move is the kernel's round trip, which the dashboard's frames skip: the
+browser draws a count whose batch it was sent ahead (Dashboard, Shown, takeFrames).
 """
 
 from __future__ import annotations
@@ -669,7 +671,7 @@ def bars_template() -> dict[str, Any]:
     """plotly's default template (plotly.io.templates.default) cut to what a chart of
     bars reads: its layout less other kinds of subplot and colour scales, and its bar
     traces' defaults. Same pixels; plotly.js works the template into every redraw (the
-    whole default: about 3 ms more a move of the dashboard's slider, two bar charts)."""
+    whole default: about 3 ms more for the dashboard's two bar charts, on a plain page)."""
     name = pio.templates.default
     if not name or name == "none":
         return {}
@@ -692,7 +694,16 @@ class Dashboard:
     charts' changes in one message (update_figures: drawn in one frame). A count past
     a run's length grows it by the guests missing (continued, not started over), and
     after each update the slider's neighbours are readied while the browser draws
-    (_prefetch). Showing dax, or another workload, RAM or heap share,
+    (_prefetch).
+
+    Frames. After each update the browser also gets the frames of the slider's value
+    and its neighbours (_send_frames: what the moving figures and the summary show
+    there, for the controls as they are): a move to one is drawn in the browser at once,
+    without the kernel's round trip (about 20 ms here), while the kernel still gets the
+    move; its own batch for it names the same key, and the browser skips it (Shown).
+    A move elsewhere, or with another control changed, waits for the kernel as before.
+
+    Showing dax, or another workload, RAM or heap share,
     costs one such run per mode. Only ksm with guests started apart (start_interval_ms
     > 0) runs per guest count, on demand, and the update then draws twice: at once with
     what is known (an empty ksm bar named in the title), again when ksm is done.
@@ -809,8 +820,8 @@ class Dashboard:
     def _curve_points(self, mode: str, guests: int) -> list[int]:
         """The guest counts of `mode`'s line on the guests curve.
 
-        Given `curve_guests`: those and `guests` (the slider's value). Otherwise counts that do not
-        depend on the slider, up to the runs' reach (the slider's maximum unless given),
+        Given `curve_guests`: those and `guests` (the slider's value). Otherwise counts
+        that do not depend on the slider, up to the runs' reach (the slider's maximum),
         so that the curve stays put while the slider moves (one figure fewer to redraw
         in the browser; what each mode saves at the slider's value is in `summary`): a
         mode whose line is read off one run has every count, ksm the powers of two and
