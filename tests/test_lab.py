@@ -995,3 +995,27 @@ def test_dashboard_updates_one_at_a_time(lab: ModuleType,
     assert order == ["start", "end", "start", "end"]
     assert list(dash.figures["memory"].data[0].x) == ["pagecache", "ksm"]
     assert dash.figures["memory"].layout.title.text.startswith("Host memory, 3 guests")
+
+
+def test_bar_charts_take_the_default_template_cut_to_bars(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's bar charts take plotly's default template less what no bar chart
+    reads (plotly.js works the template into each redraw): its bar defaults and every
+    layout key a cartesian chart reads are kept as they are (screenshots are the same),
+    and a default of "none" stays none."""
+    import plotly.io as pio
+
+    from xipmodel.lab import widgets
+
+    full = pio.templates[pio.templates.default].to_plotly_json()
+    cut = widgets.bars_template()
+    assert list(cut["data"]) == ["bar"] and cut["data"]["bar"] == full["data"]["bar"]
+    for key in ("colorway", "font", "paper_bgcolor", "plot_bgcolor", "xaxis", "yaxis",
+                "hoverlabel", "title"):
+        assert cut["layout"][key] == full["layout"][key], key
+    assert {"polar", "scene", "geo", "coloraxis"} <= set(full["layout"]) - set(cut["layout"])
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    for k in ("memory", "faults"):
+        assert dash.figures[k].layout.template.to_plotly_json() == cut
+    monkeypatch.setattr(pio.templates, "default", "none")
+    assert widgets.bars_template() == {}
