@@ -28,6 +28,8 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +65,18 @@ print(_json.dumps([{"scenario": _dc.asdict(d.scenario()), "modes": d.modes(),
                     "max": d.guests_slider.max, "curve_guests": d.curve_guests}
                    for d in _gc.get_objects() if isinstance(d, _D)]))
 """
+
+
+def _shown_now(probe: harness.DashboardProbe) -> Shown:
+    """What the dashboard in the page shows now, as the kernel's dashboard of the same
+    guest count and modes describes it."""
+    dashboards = json.loads(harness.kernel_exec(probe.page, _QUERY))
+    n = probe.guests()
+    on = probe.box.locator("button.widget-toggle-button.mod-active").all_inner_texts()
+    mine = [d for d in dashboards if d["scenario"]["guests"] == n and d["modes"] == on]
+    assert mine, f"no dashboard of the kernel shows {n} guests, {on}: {dashboards}"
+    d = mine[0]
+    return Shown(d["scenario"], d["modes"], d["curve_guests"] or [])
 
 
 def _scenario(d: dict[str, Any]) -> Scenario:
@@ -238,14 +252,7 @@ class Session:
             self._open_voila()  # Voilà runs the notebook meanwhile
             probe = harness.DashboardProbe(page)
             probe.wait_settled()
-            dashboards = json.loads(harness.kernel_exec(page, _QUERY))
-            n = probe.guests()
-            on = probe.box.locator("button.widget-toggle-button.mod-active").all_inner_texts()
-            mine = [d for d in dashboards
-                    if d["scenario"]["guests"] == n and d["modes"] == on]
-            assert mine, f"no dashboard of the kernel shows {n} guests, {on}: {dashboards}"
-            d = mine[0]
-            self._lab = probe, Shown(d["scenario"], d["modes"], d["curve_guests"] or [])
+            self._lab = probe, _shown_now(probe)
         return self._lab
 
     def _open_voila(self) -> None:
@@ -354,6 +361,55 @@ def test_dashboard_in_jupyterlab(chromium: str, session: Session) -> None:
             f"frames showing different guest counts ([bars, faults, summary]): {mixed}")
     print(f"jupyterlab: slider move to the model's numbers in {ms:.0f} ms "
           f"(with ksm running once); test {time.perf_counter() - start:.0f} s")
+
+
+@contextlib.contextmanager
+def _kernel_stopped(page: Any) -> Iterator[None]:
+    """The page's kernel process stopped (SIGSTOP) inside the block, continued after it.
+    (A cell that sleeps would not do: ipykernel 7 may handle widget messages meanwhile.)"""
+    pid = int(harness.kernel_exec(page, "import os; print(os.getpid())"))
+    harness.settle(page)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_dashboard_moves_while_its_kernel_is_stopped(chromium: str, session: Session) -> None:
+    """A move to a guest count whose results the kernel has already sent (the slider's
+    neighbours) is drawn in the browser at once, without the kernel (the dashboard's
+    frames: here the kernel's process is stopped), with the model's numbers, and never
+    mixing counts. A control changed meanwhile in the browser makes those frames stale:
+    the next move then waits for the kernel, and shows the numbers of the new controls."""
+    probe, _ = session.lab()
+    page = probe.page
+    with _diagnosed(probe, session.servers["lab"], "lab", session.errors["lab"]):
+        probe.wait_settled()
+        shown = _shown_now(probe)
+        n = shown.scenario["guests"]
+        flipped = [m for m in MODES if (m in shown.modes) != (m == "xip")]
+        after, toggled = shown.at(n + 1), shown.at(n + 2, flipped)
+        want_after, want_toggled = session.expect(after), session.expect(toggled)
+        probe.watch()
+        with _kernel_stopped(page):
+            ms = probe.move("ArrowRight", timeout_ms=5000)
+            _check(probe, after, want_after())
+        probe.wait_settled()
+        with _kernel_stopped(page):
+            probe.toggle("xip")
+            probe.handle.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_timeout(1500)  # the frame of n + 2 (made with xip as it was)
+            assert probe.figures()["memory"]["title"] == f"Host memory, {n + 1} guests"
+        _check(probe, toggled, want_toggled())  # drawn by the kernel once it runs again
+        frames, mixed = probe.watched()
+        assert frames > 0 and not mixed, (
+            f"frames showing different guest counts ([bars, faults, summary]): {mixed}")
+        probe.toggle("xip")  # as it was, for the tests after this one
+        _wait_shown(probe, shown.at(n + 2))
+        harness.settle(page)
+    print(f"jupyterlab: a move drawn from its frame in {ms:.0f} ms, the kernel stopped")
 
 
 def test_dashboard_in_voila(chromium: str, session: Session) -> None:

@@ -295,8 +295,9 @@ def test_a_move_sends_the_figures_changes_and_the_text_in_one_message(
         lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """A slider move sends the bar charts' changes and the summary as one message, which the
     browser applies in one task and so draws in one frame (plotly.py sends four messages a
-    figure, and a frame could come between figure and text), then the summary's and the
-    figures' synced states. The curve, which stays put, sends nothing."""
+    figure, and a frame could come between figure and text), then the figures' synced
+    states. Not the summary's: a message of its own could overwrite, in the browser, a
+    later count's text that a frame drew. The curve, which stays put, sends nothing."""
     import ipywidgets
 
     dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
@@ -312,22 +313,134 @@ def test_a_move_sends_the_figures_changes_and_the_text_in_one_message(
     dash.guests_slider.value = 3
     assert [(name, msg["method"], sorted(msg.get("state") or msg["content"]))
             for name, msg in sent] == [
-        ("memory", "custom", ["xip_batch"]), ("summary", "update", ["value"]),
+        ("memory", "custom", ["xip_batch"]),
         ("memory", "update", ["_widget_data", "_widget_layout"]),
-        ("faults", "update", ["_widget_data", "_widget_layout"])]
+        ("faults", "update", ["_widget_data", "_widget_layout"]),
+        ("memory", "custom", ["xip_frames"])]  # the next count's frame (see test_frames_*)
     batch = sent[0][1]["content"]["xip_batch"]
     assert [ids[item["model"]] for item in batch] == ["memory", "faults", "summary"]
     assert batch[2]["value"] == dash.summary.value and "at 3 guests" in batch[2]["value"]
+    # Tagged: for the slider at 3, and what it shows (Shown).
+    key = batch[0]["key"]
+    assert all(item["key"] == key and item["when"] == [dash.guests_slider.model_id, 3]
+               for item in batch)
     memory, faults = batch[0]["update"], batch[1]["update"]
     want = _expected_bars(SMALL.replace(guests=3), MODES3)
-    changed = [dash.figures["memory"].data[i].meta for i in memory["style_traces"]]
-    y = dict(zip(changed, memory["style_data"]["y"], strict=True))  # the changed bars only
-    before = _expected_bars(SMALL, MODES3)
-    assert set(y) == {cat for cat in CATEGORIES if before[cat] != want[cat]}
-    for cat in y:
+    # Every bar, changed or not (the browser may show another count's), in trace order.
+    assert memory["style_traces"] == list(range(len(CATEGORIES)))
+    y = dict(zip([t.meta for t in dash.figures["memory"].data], memory["style_data"]["y"],
+                 strict=True))
+    for cat in CATEGORIES:
         assert y[cat] == pytest.approx(want[cat], abs=1e-6), cat
+    assert memory["style_data"]["x"] == [MODES3] * len(CATEGORIES)
+    assert faults["style_traces"] == [0, 1, 2]
     assert "Host memory, 3 guests" in json.dumps(memory["layout_data"])
     assert "all 3 guests" in json.dumps(faults["layout_data"])
+
+
+def _batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
+    """(figure, message) of every message a FigureWidget sends from now on."""
+    from xipmodel.lab import widgets
+
+    sent: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(widgets.FigureWidget, "send",
+                        lambda self, msg, buffers=None: sent.append((self, msg)))
+    return sent
+
+
+@pytest.mark.parametrize("curve_guests", [None, [1, 2, 4]])
+def test_frames_are_the_batches_a_move_sends(lab: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                            curve_guests: list[int] | None) -> None:
+    """After each update the browser gets the frames of the slider's value and its
+    neighbours (the dashboard's frames: drawn in the browser as the slider moves, before
+    the kernel knows of the move). A frame must be what the kernel itself sends for that
+    count, item for item and with the same key: the browser skips the kernel's batch for
+    a count whose frame it drew (the curve's too, given curve_guests)."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=8, curve_guests=curve_guests).controller
+    sent = _batches(monkeypatch)
+    dash.figures["memory"]._handle_custom_msg({"xip_hello": True}, [])  # those sent so far
+    frames: dict[int, Any] = {}
+    for n in (3, 4, 5, 6, 5, 4, 3):
+        if n == 5:  # and a mode off and on: lines (and break-evens) fewer, then more
+            for on in (False, True):
+                dash.mode_buttons["xip"].value = on
+            sent.clear()  # a version after those: its frames anew
+            frames = {}
+            dash.figures["memory"]._handle_custom_msg({"xip_hello": True}, [])
+        dash.guests_slider.value = n
+        batches = [m["xip_batch"] for _, m in sent if "xip_batch" in m]
+        tables = [m["xip_frames"] for _, m in sent if "xip_frames" in m]
+        sent.clear()
+        if n in frames:  # drawn in the browser already: the kernel's batch names its key
+            mine = [{k: v for k, v in item.items() if k != "when"} for item in batches[0]
+                    if "key" in item]
+            assert mine == frames[n], n
+            assert len(mine) == (4 if curve_guests else 3)
+        for table in tables:
+            assert table["slider"] == dash.guests_slider.model_id
+            assert table["version"] == tables[0]["version"] == dash._version
+            frames |= {int(k): v for k, v in table["frames"].items()}
+        assert {n - 1, n, n + 1} & set(range(1, 9)) <= set(frames), n
+    assert sorted(frames) == [2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("curve_guests", [None, [1, 2, 4]])
+def test_frames_cover_every_property_that_changes(lab: ModuleType,
+                                                  curve_guests: list[int] | None) -> None:
+    """A frame, and the kernel's tagged update, send the figures' volatile properties
+    whole: drawn over any other figure's state, it must leave nothing of that state, and
+    an update the browser skips (its slider has moved on) must lose nothing that the
+    next does not send again. So two specs, at any counts, with modes still running or
+    not, with other modes shown, differ only in those (the curve's, given curve_guests:
+    the slider's value is then a point of it; else it does not move with the slider)."""
+    from xipmodel.lab import widgets
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=8, curve_guests=curve_guests).controller
+    s = dash.scenario()
+    specs = []
+    for modes in (MODES3, ["pagecache", "ksm"], [*MODES3, "dax"]):
+        dash.cache.run_many([(s.replace(guests=n), m) for n in range(1, 9) for m in modes])
+        for n in (1, 3, 8):
+            sn = s.replace(guests=n)
+            for pending in ((), ("ksm",), ("xip", "ksm")):
+                memory, faults, curve, _ = dash._specs(sn, modes, dash._lines(sn, modes),
+                                                       pending)
+                specs.append({"memory": memory, "faults": faults, "guests": curve})
+    moving = dash._moving()
+    assert ("guests" in moving) == (curve_guests is not None)
+    for k in moving:
+        traces, layout = widgets._VOLATILE[k]
+        changed: set[str] = set()
+        for a in specs:
+            for b in specs:
+                if (changes := widgets._between(a[k], b[k])) is not None:
+                    assert {p for t in changes[0] for p in t} <= traces, k
+                    assert set(changes[1]) | set(changes[2]) <= layout, k
+                    changed |= {p for t in changes[0] for p in t} | set(changes[1])
+        assert changed >= {"x", "y"}, k
+
+
+def test_frames_are_sent_again_to_a_page_made_anew(lab: ModuleType,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reloaded page makes the figures' models anew, without frames: each model says
+    hello, and the dashboard sends its figure all the frames of its controls again; new
+    controls, a new version and new frames."""
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    sent = _batches(monkeypatch)
+    dash.guests_slider.value = 5
+    version = dash._version
+    sent.clear()
+    memory = dash.figures["memory"]
+    memory._handle_custom_msg({"xip_hello": True}, [])
+    [table] = [m["xip_frames"] for fig, m in sent if "xip_frames" in m and fig is memory]
+    assert table["reset"] and table["version"] == version
+    assert sorted(map(int, table["frames"])) == [1, 2, 3, 4, 5, 6]  # SMALL: from 2 guests
+    sent.clear()
+    dash.mode_buttons["xip"].value = False
+    [table] = [m["xip_frames"] for _, m in sent if "xip_frames" in m]
+    assert table["version"] == version + 1 and sorted(map(int, table["frames"])) == [4, 5, 6]
+    mine = {c[0]: c[2] for c in table["controls"]}
+    assert mine[dash.mode_buttons["xip"].model_id] is False
 
 
 def test_a_moves_message_is_the_one_plotly_py_would_send(
@@ -335,18 +448,22 @@ def test_a_moves_message_is_the_one_plotly_py_would_send(
     """update_figures makes each figure's Plotly.update message from the specs' differences
     and sends it before plotly.py applies them in the kernel: the message is the one
     plotly.py's batch_update makes of the same changes, for moves and modes switched on
-    and off (bars added and removed, lines emptied and filled, annotations replaced)."""
+    and off (bars added and removed, lines emptied and filled, annotations replaced).
+    (Without the bars' volatile properties, which plotly.py does not send unchanged:
+    test_a_move_sends_the_figures_changes_and_the_text_in_one_message.)"""
     from xipmodel.lab import widgets
 
+    monkeypatch.setattr(widgets, "_VOLATILE",
+                        {k: (frozenset(), frozenset()) for k in widgets._VOLATILE})
     dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
     ids = {f.model_id: k for k, f in dash.figures.items()}
     ours: list[tuple[str, Any]] = []
     theirs: list[tuple[str, Any]] = []
     send_batch, send_update = widgets._send_batch, widgets.FigureWidget._send_update_msg
 
-    def record_batch(updates: Any, texts: Any) -> None:
+    def record_batch(updates: Any, texts: Any, shown: Any = None) -> bool:
         ours.extend((ids[fig.model_id], update) for fig, update in updates)
-        send_batch(updates, texts)
+        return bool(send_batch(updates, texts, shown))
 
     def record_plotly(fig: Any, *args: Any, **kwargs: Any) -> None:
         send_update(fig, *args, **kwargs)  # into update_figures' list: dropped
@@ -764,7 +881,7 @@ def test_figures_load_a_small_front_end_module() -> None:
 
     fig = widgets._figure({"data": [], "layout": {}})
     assert isinstance(fig, widgets.FigureWidget)
-    assert len(fig._esm) < 4096 < len(fig._xip_plotly.gzip_base64)
+    assert len(fig._esm) < 8192 < 1_000_000 < len(fig._xip_plotly.gzip_base64)
     assert type(fig).__name__ == "FigureWidget"  # the text repr notebooks store is unchanged
 
 
@@ -842,3 +959,63 @@ def test_value_axes_hold_every_bar_and_stay_put_while_the_slider_moves() -> None
         axes.append(ranges)
     moved = sum(a != b for a, b in itertools.pairwise(axes))
     assert moved < len(axes) // 2  # (autorange moves every axis at every count here)
+
+
+def test_dashboard_updates_one_at_a_time(lab: ModuleType,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """ipykernel 7 handles the slider's messages on a subshell's thread and a toggle's on
+    the main thread: two controls changed while the kernel was busy ran two updates at
+    once, each drawing with the other's half-made state (the browser test with the
+    kernel stopped showed a mode switched off still drawn). They now run one after the
+    other, and the figures end with both changes."""
+    import threading
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    update, order = dash._update, []
+    first, release = threading.Event(), threading.Event()
+
+    def held() -> None:
+        order.append("start")
+        if not first.is_set():
+            first.set()
+            release.wait(10)
+        update()
+        order.append("end")
+
+    monkeypatch.setattr(dash, "_update", held)
+    slider = threading.Thread(target=setattr, args=(dash.guests_slider, "value", 3))
+    slider.start()
+    assert first.wait(10)
+    toggle = threading.Thread(target=setattr, args=(dash.mode_buttons["xip"], "value", False))
+    toggle.start()
+    toggle.join(0.5)  # it waits for the first update (before: it ran beside it)
+    release.set()
+    slider.join(10)
+    toggle.join(10)
+    assert order == ["start", "end", "start", "end"]
+    assert list(dash.figures["memory"].data[0].x) == ["pagecache", "ksm"]
+    assert dash.figures["memory"].layout.title.text.startswith("Host memory, 3 guests")
+
+
+def test_bar_charts_take_the_default_template_cut_to_bars(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's bar charts take plotly's default template less what no bar chart
+    reads (plotly.js works the template into each redraw): its bar defaults and every
+    layout key a cartesian chart reads are kept as they are (screenshots are the same),
+    and a default of "none" stays none."""
+    import plotly.io as pio
+
+    from xipmodel.lab import widgets
+
+    full = pio.templates[pio.templates.default].to_plotly_json()
+    cut = widgets.bars_template()
+    assert list(cut["data"]) == ["bar"] and cut["data"]["bar"] == full["data"]["bar"]
+    for key in ("colorway", "font", "paper_bgcolor", "plot_bgcolor", "xaxis", "yaxis",
+                "hoverlabel", "title"):
+        assert cut["layout"][key] == full["layout"][key], key
+    assert {"polar", "scene", "geo", "coloraxis"} <= set(full["layout"]) - set(cut["layout"])
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    for k in ("memory", "faults"):
+        assert dash.figures[k].layout.template.to_plotly_json() == cut
+    monkeypatch.setattr(pio.templates, "default", "none")
+    assert widgets.bars_template() == {}

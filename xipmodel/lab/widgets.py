@@ -54,6 +54,8 @@ Plotly.animate without a redraw, stacks bars wrongly), 10 ms for a trivial bar c
 Chromium without a GPU, about as much for each of the dashboard's bar charts (views.py:
 they ask plotly.js to measure no tick label, and their value axes mostly stay put between
 neighbouring guest counts), so the dashboard redraws only the figures whose data change.
+What is left of a move is the kernel's round trip, which the dashboard's frames skip: the
+browser draws a count whose batch it was sent ahead (Dashboard, Shown, takeFrames).
 """
 
 from __future__ import annotations
@@ -64,14 +66,18 @@ import functools
 import gzip
 import hashlib
 import html
+import json
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
+from dataclasses import dataclass
 from typing import Any, Final
 
 import ipywidgets as W  # type: ignore[import-untyped]
 import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
+import plotly.io as pio  # type: ignore[import-untyped]
 import traitlets
 from plotly.basedatatypes import Undefined  # type: ignore[import-untyped]
 
@@ -82,6 +88,7 @@ from xipmodel.host import MODES, Comparison, Host, RunResult, Scenario
 from xipmodel.lab import views
 from xipmodel.lab.runs import RunCache, default_curve_guests, has_prefixes, line_of_run
 from xipmodel.lab.uploads import UploadDir
+from xipmodel.lab.views import Figure
 from xipmodel.mm.guest import Guest
 from xipmodel.workloads.recorded import TRACES
 from xipmodel.workloads.sources import TRACE_PREFIX, is_trace, workload_trace
@@ -166,24 +173,49 @@ def _diff(new: Mapping[str, Any], was: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _changes(fig: Any, spec: Mapping[str, Any]) -> Changes | None:
-    """What differs between `spec` and the spec `fig` drew last: each trace's changed
-    properties, the changed layout keys, and the layout lists replaced whole (None: no
-    change). `spec` becomes the spec drawn last."""
-    old = getattr(fig, _DRAWN, None) or {"data": (), "layout": {}}
-    if len(spec["data"]) != len(fig.data):
-        raise ValueError(f"update_figure: {len(spec['data'])} traces for a figure of "
-                         f"{len(fig.data)}")
+_NOTHING: Final[Mapping[str, Any]] = {"data": (), "layout": {}}
+
+
+def _between(spec: Mapping[str, Any], old: Mapping[str, Any]) -> Changes | None:
+    """What differs between `spec` and `old` (a spec): each trace's changed properties,
+    the changed layout keys, and the layout lists replaced whole (None: no change)."""
     traces = []
     for i, new in enumerate(spec["data"]):
         prev = old["data"][i] if i < len(old["data"]) else {}
         traces.append({k: v for k, v in _diff(new, prev).items() if k != "type"})
     layout = _diff(spec.get("layout", {}), old.get("layout", {}))
     arrays = {k: layout.pop(k) for k in _ARRAYS if k in layout}
-    setattr(fig, _DRAWN, spec)
     if not (any(traces) or layout or arrays):
         return None
     return traces, layout, arrays
+
+
+def _changes(fig: Any, spec: Mapping[str, Any], volatile: Volatile | None = None
+             ) -> Changes | None:
+    """What differs between `spec` and the spec `fig` drew last (None: no change), and
+    if anything does, the `volatile` properties (trace keys, layout keys) of `spec`,
+    changed or not. `spec` becomes the spec drawn last."""
+    old = getattr(fig, _DRAWN, None) or _NOTHING
+    if len(spec["data"]) != len(fig.data):
+        raise ValueError(f"update_figure: {len(spec['data'])} traces for a figure of "
+                         f"{len(fig.data)}")
+    changes = _between(spec, old)
+    setattr(fig, _DRAWN, spec)
+    if changes is None or volatile is None:
+        return changes
+    part = _volatile(spec, volatile)
+    return ([{**t, **p} for t, p in zip(changes[0], part[0], strict=True)],
+            {**changes[1], **part[1]}, {**changes[2], **part[2]})
+
+
+def _volatile(spec: Mapping[str, Any], keys: Volatile) -> Changes:
+    """The properties of `spec` named in `keys` (trace keys, layout keys), as Changes
+    (annotations and shapes among the lists replaced whole)."""
+    traces, layout = keys
+    mine = {k: v for k, v in spec.get("layout", {}).items() if k in layout}
+    return ([{k: v for k, v in t.items() if k in traces} for t in spec["data"]],
+            {k: v for k, v in mine.items() if k not in _ARRAYS},
+            {k: v for k, v in mine.items() if k in _ARRAYS})
 
 
 def _paths(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -235,13 +267,43 @@ def _put(fig: Any, changes: Changes) -> None:
 _COLLECTING: Final[list[list[tuple[Any, dict[str, Any]]]]] = []
 
 
+Volatile = tuple[frozenset[str], frozenset[str]]  # trace keys, layout keys
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a batch of figures and texts shows, at one value of a slider: `key` names it
+    (the same content, the same key). Each of its figures (`volatile`: figure, keys) sends
+    its volatile properties (trace keys, layout keys) whole, changed or not, and with the
+    texts is tagged: the browser applies them only while `slider` is at `value` (else a
+    later value's update is on its way) and skips what shows `key` already (a frame the
+    browser drew itself, Dashboard's frames). A figure's volatile properties must hold
+    every one in which two of its specs may differ: the update of one then draws it over
+    any other (the browser may show another value's when it comes), and a skipped
+    update loses nothing that a later one does not send again."""
+
+    key: str
+    slider: Any
+    value: int
+    volatile: tuple[tuple[Any, Volatile], ...]
+
+    def of(self, fig: Any) -> Volatile | None:
+        """The volatile properties of `fig` (None: not one of the batch's figures)."""
+        return next((v for f, v in self.volatile if f is fig), None)
+
+    def tags(self) -> dict[str, Any]:
+        """The fields of a tagged item of a batch."""
+        return {"key": self.key, "when": [self.slider.model_id, self.value]}
+
+
 def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]],
-                   texts: Sequence[tuple[Any, str]] = ()) -> None:
+                   texts: Sequence[tuple[Any, str]] = (), shown: Shown | None = None) -> None:
     """update_figure for several figures, and `texts` ((HTML widget, value) pairs) with
     them, in one message: the browser applies it in one task and draws it in one frame.
     (Each message is a task of its own, and the browser draws a frame between two when
     one is due: a figure new, the others and the text not yet, and a frame more to wait
     for.) The figures' synced states follow, which only a view created later reads.
+    `shown`: the figures and texts it names are sent whole and tagged (see Shown).
 
     The message is made from the specs' differences and sent first; plotly.py then
     applies them to the kernel's figures while the browser draws (its validation was
@@ -254,20 +316,27 @@ def update_figures(pairs: Sequence[tuple[Any, Mapping[str, Any]]],
     changed: list[tuple[Any, Changes]] = []
     try:
         for fig, spec in pairs:
-            if (changes := _changes(fig, spec)) is not None:
+            volatile = shown.of(fig) if shown is not None else None
+            if (changes := _changes(fig, spec, volatile)) is not None:
                 changed.append((fig, changes))
     except BaseException:
-        _show(changed, ())  # sent all the same: what came before the spec that raised
+        _show(changed, (), shown)  # sent all the same: what came before the spec that raised
         raise
-    _show(changed, texts)
+    _show(changed, texts, shown)
 
 
-def _show(changed: Sequence[tuple[Any, Changes]], texts: Sequence[tuple[Any, str]]) -> None:
+def _show(changed: Sequence[tuple[Any, Changes]], texts: Sequence[tuple[Any, str]],
+          shown: Shown | None) -> None:
     """Send the figures' changes and the texts (one message), then apply the changes to
     the kernel's figures and send their synced states."""
-    _send_batch([(fig, _update_msg(changes)) for fig, changes in changed], texts)
-    for w, v in texts:
-        w.value = v  # the kernel's copy; the browser has it already (if a figure changed)
+    if _send_batch([(fig, _update_msg(changes)) for fig, changes in changed], texts, shown):
+        for w, v in texts:
+            # The kernel's copy only: the browser has the value, or skipped it for a
+            # later one (Shown), which a message of the widget's own, coming after the
+            # batch or not (ipywidgets applies states in a promise chain of its own),
+            # would overwrite.
+            with w._lock_property(value=v):
+                w.value = v
     for i, (fig, changes) in enumerate(changed):
         try:
             _put(fig, changes)
@@ -279,12 +348,20 @@ def _show(changed: Sequence[tuple[Any, Changes]], texts: Sequence[tuple[Any, str
 
 
 def _send_batch(updates: Sequence[tuple[Any, dict[str, Any]]],
-                texts: Sequence[tuple[Any, str]]) -> None:
-    """The figures' updates, and the texts that go with them, as one message."""
-    batch = [{"model": fig.model_id, "update": update} for fig, update in updates]
-    if batch:
-        batch += [{"model": w.model_id, "value": v} for w, v in texts if w.value != v]
-        updates[0][0].send({"xip_batch": batch})
+                texts: Sequence[tuple[Any, str]], shown: Shown | None = None) -> bool:
+    """The figures' updates, and the texts that go with them, as one message (texts
+    tagged by `shown` always: the browser may show another value's); False if there
+    is no update, and so no message."""
+    if not updates:
+        return False
+    tags = {} if shown is None else shown.tags()
+    batch = [{"model": fig.model_id, "update": update,
+              **(tags if shown is not None and shown.of(fig) else {})}
+             for fig, update in updates]
+    batch += [{"model": w.model_id, "value": v, **tags} for w, v in texts
+              if shown is not None or w.value != v]
+    updates[0][0].send({"xip_batch": batch})
+    return True
 
 
 def update_figure(fig: Any, spec: Mapping[str, Any]) -> None:
@@ -358,12 +435,28 @@ function quiet(module) {
 // Figures' updates and texts sent as one message (update_figures), applied together in
 // this task: the browser draws them in one frame. An update is handed to plotly's code
 // as the trait plotly.py would have set, and reset, in messages of their own.
+// A tagged item (Shown in widgets.py) names what it shows (`key`) and, from the kernel,
+// the slider value it is for (`when`): it is skipped while the slider is elsewhere (that
+// value's update is on its way, or drawn from a frame) or where `key` shows already.
+const shown = new WeakMap();  // model → the key of what it shows
+
+const getModel = (model, id) => model.widget_manager.get_model(id).catch(() => null);
+
 async function applyBatch(model, batch) {
-  const models = await Promise.all(batch.map(
-    (item) => model.widget_manager.get_model(item.model).catch(() => null)));
+  const [models, sliders] = await Promise.all([
+    Promise.all(batch.map((item) => getModel(model, item.model))),
+    Promise.all(batch.map((item) => item.when && getModel(model, item.when[0])))]);
   batch.forEach((item, i) => {
     const target = models[i];
     if (target === null) return;
+    if (item.when && sliders[i]?.get("value") !== item.when[1]) return;
+    if (item.key === undefined) {
+      shown.delete(target);
+    } else if (shown.get(target) === item.key) {
+      return;
+    } else {
+      shown.set(target, item.key);
+    }
     if (item.update === undefined) {
       target.set_state({ value: item.value });
     } else {
@@ -371,6 +464,45 @@ async function applyBatch(model, batch) {
       target.set_state({ _py2js_update: null });
     }
   });
+}
+
+// Frames (Dashboard's): the batches of slider values whose results the kernel has, drawn
+// here as soon as the slider moves to one, without waiting for the kernel (which still
+// gets the move, and whose own batch for it is then skipped: the same key). A table is
+// made for given values of the other controls (`controls`: [model id, trait, value]):
+// while any of them shows another, its frames are not drawn.
+const tables = new WeakMap();  // model → {version, controls, frames}
+
+async function takeFrames(model, message) {
+  let table = tables.get(model);
+  if (table === undefined) {
+    table = { version: -1, controls: null, frames: new Map() };
+    tables.set(model, table);
+    const slider = await getModel(model, message.slider);
+    slider?.on("change:value", () => {
+      const value = slider.get("value");
+      const batch = table.frames.get(value);
+      const same = table.controls?.every(([c, name, v]) => c?.get(name) === v);
+      // In a task of its own: the browser draws the slider's handle at its new place
+      // first, and plotly.js then works in a page laid out already (a move is 4 ms
+      // shorter than drawn in the key's own task, 9 ms shorter than at the next frame).
+      if (batch !== undefined && same) {
+        setTimeout(() => slider.get("value") === value && applyBatch(model, batch));
+      }
+    });
+  }
+  if (message.version < table.version) return;  // an older table, overtaken
+  if (message.version !== table.version || message.reset) {
+    table.version = message.version;
+    table.frames = new Map();
+    table.controls = null;  // no frame is drawn until they are known
+    const models = await Promise.all(message.controls.map(([id]) => getModel(model, id)));
+    if (table.version !== message.version) return;
+    table.controls = message.controls.map(([, name, value], i) => [models[i], name, value]);
+  }
+  for (const [value, batch] of Object.entries(message.frames)) {
+    table.frames.set(Number(value), batch);
+  }
 }
 
 function plotlyModule(model) {
@@ -390,7 +522,11 @@ export default () => {
   return {
     initialize(context) {
       model = context.model;
-      model.on("msg:custom", (msg) => msg?.xip_batch && applyBatch(model, msg.xip_batch));
+      model.on("msg:custom", (msg) => {
+        if (msg?.xip_batch) applyBatch(model, msg.xip_batch);
+        if (msg?.xip_frames) takeFrames(model, msg.xip_frames);
+      });
+      model.send({ xip_hello: true });  // a page made anew (a reload): the frames again
     },
     async render({ el }) {
       plotly ??= plotlyModule(model).then((module) => {
@@ -516,6 +652,34 @@ def _html_table(rows: Sequence[tuple[object, object]], title: str) -> str:
 
 # ── the comparison dashboard ────────────────────────────────────────────────────────────
 
+# The properties of the dashboard's figures that change with the controls (trace keys,
+# layout keys): each update sends them whole (Shown), each frame only them. The curve
+# moves with the slider only given curve_guests (its value is then a point of it).
+_VOLATILE: Final[dict[str, Volatile]] = {
+    "memory": (frozenset({"x", "y"}), frozenset({"title", "yaxis"})),
+    "faults": (frozenset({"x", "y"}), frozenset({"title", "yaxis", "yaxis2"})),
+    "guests": (frozenset({"x", "y", "mode", "visible"}), frozenset({"annotations"})),
+}
+# Layout keys of a template for subplots, colour scales, shapes and annotations, none of
+# which a bar chart of categories has.
+_NOT_BARS: Final = frozenset({"polar", "ternary", "scene", "geo", "mapbox", "map", "smith",
+                              "coloraxis", "colorscale", "shapedefaults",
+                              "annotationdefaults"})
+
+
+def bars_template() -> dict[str, Any]:
+    """plotly's default template (plotly.io.templates.default) cut to what a chart of
+    bars reads: its layout less other kinds of subplot and colour scales, and its bar
+    traces' defaults. Same pixels; plotly.js works the template into every redraw (the
+    whole default: about 3 ms more for the dashboard's two bar charts, on a plain page)."""
+    name = pio.templates.default
+    if not name or name == "none":
+        return {}
+    full = pio.templates[name].to_plotly_json()
+    return {"layout": {k: v for k, v in full.get("layout", {}).items() if k not in _NOT_BARS},
+            "data": {k: v for k, v in full.get("data", {}).items() if k == "bar"}}
+
+
 class Dashboard:
     """The controller of comparison_dashboard: controls, a RunCache, three FigureWidgets.
 
@@ -530,7 +694,16 @@ class Dashboard:
     charts' changes in one message (update_figures: drawn in one frame). A count past
     a run's length grows it by the guests missing (continued, not started over), and
     after each update the slider's neighbours are readied while the browser draws
-    (_prefetch). Showing dax, or another workload, RAM or heap share,
+    (_prefetch).
+
+    Frames. After each update the browser also gets the frames of the slider's value
+    and its neighbours (_send_frames: what the moving figures and the summary show
+    there, for the controls as they are): a move to one is drawn in the browser at once,
+    without the kernel's round trip (about 20 ms here), while the kernel still gets the
+    move; its own batch for it names the same key, and the browser skips it (Shown).
+    A move elsewhere, or with another control changed, waits for the kernel as before.
+
+    Showing dax, or another workload, RAM or heap share,
     costs one such run per mode. Only ksm with guests started apart (start_interval_ms
     > 0) runs per guest count, on demand, and the update then draws twice: at once with
     what is known (an empty ksm bar named in the title), again when ksm is done.
@@ -585,12 +758,20 @@ class Dashboard:
         self.timings: dict[str, float] = {}
         self._started = time.perf_counter()
         self._filled = False
+        self._updating = threading.RLock()  # see update
+        # The browser's frames (_send_frames): of which controls, the version, by count.
+        self._table: tuple[Scenario, tuple[str, ...]] | None = None
+        self._version = 0
+        self._frames: dict[int, list[dict[str, Any]]] = {}
         specs = views.dashboard_figures_data({}, (), self.modes())
         self._figures = {k: _figure(v) for k, v in specs.items()}
         for k, (width, height) in {"memory": (560, 440), "faults": (560, 440),
                                    "guests": (1100, 440)}.items():
             self._figures[k].update_layout(width=width, height=height)
+            if k != "guests":
+                self._figures[k].layout.template = bars_template()
             refresh_bundle(self._figures[k])
+        self._figures["memory"].on_msg(self._hello)
         for w in (self.guests_slider, self.mix, self.ram, self.heap,
                   *self.mode_buttons.values()):
             w.observe(self._changed, names="value")
@@ -636,18 +817,18 @@ class Dashboard:
         """Modes switched on (pagecache if none is)."""
         return [m for m, b in self.mode_buttons.items() if b.value] or ["pagecache"]
 
-    def _curve_points(self, mode: str) -> list[int]:
+    def _curve_points(self, mode: str, guests: int) -> list[int]:
         """The guest counts of `mode`'s line on the guests curve.
 
-        Given `curve_guests`: those and the slider's value. Otherwise counts that do not
-        depend on the slider, up to the runs' reach (the slider's maximum unless given),
+        Given `curve_guests`: those and `guests` (the slider's value). Otherwise counts
+        that do not depend on the slider, up to the runs' reach (the slider's maximum),
         so that the curve stays put while the slider moves (one figure fewer to redraw
         in the browser; what each mode saves at the slider's value is in `summary`): a
         mode whose line is read off one run has every count, ksm the powers of two and
         the reach.
         """
         if self.curve_guests is not None:
-            return sorted({*self.curve_guests, self.guests_slider.value})
+            return sorted({*self.curve_guests, guests})
         if line_of_run(mode):
             return list(range(1, self.top + 1))
         return default_curve_guests(self.top)
@@ -721,29 +902,97 @@ class Dashboard:
                                     f"maps, {len(trace):,} page accesses")
         return True
 
-    def _draw(self, s: Scenario, modes: Sequence[str], pending: Sequence[str] = ()) -> None:
-        """Redraw the three figures in place from what the cache knows."""
+    def _lines(self, s: Scenario, modes: Sequence[str]) -> dict[str, tuple[list[int], list[int]]]:
+        return {m: self.cache.line(s, m, self._curve_points(m, s.guests)) for m in modes}
+
+    def _specs(self, s: Scenario, modes: Sequence[str],
+               lines: Mapping[str, tuple[Sequence[int], Sequence[int]]],
+               pending: Sequence[str] = ()) -> tuple[Figure, Figure, Figure, str]:
+        """The bars, the curve and the summary of `s`, from what the cache knows."""
         results = self.cache.known(s, modes).results
-        lines = {m: self.cache.line(s, m, self._curve_points(m)) for m in modes}
         curve = views.guests_lines(lines, modes, s.guests,
                                    at={m: r.host_bytes for m, r in results.items()})
+        return (views.memory_bars(results, pending), views.faults_bars(results, pending),
+                curve, f"<b>{curve['summary']}</b>")
+
+    def _moving(self) -> tuple[str, ...]:
+        """The figures that change with the slider's value (the curve, given curve_guests)."""
+        return ("memory", "faults") + (("guests",) if self.curve_guests is not None else ())
+
+    def _frame(self, specs: Mapping[str, Figure], summary: str) -> list[dict[str, Any]]:
+        """The frame of these specs and summary: the moving figures' volatile properties
+        and the summary, each item with the same key, a digest of them all (the same
+        content, the same key, whatever the controls or count that made it)."""
+        items: list[dict[str, Any]] = [
+            *({"model": self._figures[k].model_id,
+               "update": _update_msg(_volatile(specs[k], _VOLATILE[k]))}
+              for k in self._moving()),
+            {"model": self.summary.model_id, "value": summary}]
+        key = hashlib.blake2b(json.dumps(items, sort_keys=True).encode(),
+                              digest_size=12).hexdigest()
+        return [{**item, "key": key} for item in items]
+
+    def _draw(self, s: Scenario, modes: Sequence[str], pending: Sequence[str] = ()) -> None:
+        """Redraw the three figures in place from what the cache knows."""
+        memory, faults, curve, summary = self._specs(s, modes, self._lines(s, modes), pending)
+        key = self._frame({"memory": memory, "faults": faults, "guests": curve},
+                          summary)[0]["key"]
+        shown = Shown(key, self.guests_slider, s.guests,
+                      tuple((self._figures[k], _VOLATILE[k]) for k in self._moving()))
         # The text with the figures, in one message: the browser never shows a guest
         # count in one that the other does not show yet.
-        update_figures([
-            (self._figures["memory"], views.memory_bars(results, pending)),
-            (self._figures["faults"], views.faults_bars(results, pending)),
-            (self._figures["guests"], curve),
-        ], texts=[(self.summary, f"<b>{curve['summary']}</b>")])
+        update_figures([(self._figures["memory"], memory), (self._figures["faults"], faults),
+                        (self._figures["guests"], curve)],
+                       texts=[(self.summary, summary)], shown=shown)
+
+    def _send_frames(self, s: Scenario, modes: Sequence[str]) -> None:
+        """Send the browser the frames of the slider's value and its neighbours that it
+        has not got, whose results are known (see the loader's takeFrames): a move by
+        one, or back, is then drawn in the browser at once."""
+        new: dict[int, list[dict[str, Any]]] = {}
+        lines = None if self.curve_guests is not None else self._lines(s, modes)
+        for n in (s.guests - 1, s.guests, s.guests + 1):
+            sn = s.replace(guests=n) if 1 <= n <= self.guests_slider.max else None
+            if (sn is None or n in self._frames
+                    or len(self.cache.known(sn, modes).results) < len(modes)):
+                continue
+            memory, faults, curve, summary = self._specs(sn, modes,
+                                                         lines or self._lines(sn, modes))
+            new[n] = self._frame({"memory": memory, "faults": faults, "guests": curve},
+                                 summary)
+        self._frames.update(new)
+        if new:
+            self._send_table(new)
+
+    def _send_table(self, frames: Mapping[int, Any], reset: bool = False) -> None:
+        controls = [[self.mix.model_id, "index", self.mix.index],
+                    [self.ram.model_id, "index", self.ram.index],
+                    [self.heap.model_id, "index", self.heap.index],
+                    *([b.model_id, "value", b.value] for b in self.mode_buttons.values())]
+        self._figures["memory"].send({"xip_frames": {
+            "version": self._version, "slider": self.guests_slider.model_id,
+            "controls": controls, "frames": frames, "reset": reset}})
+
+    def _hello(self, _: object, content: object, buffers: object = None) -> None:
+        """A page made the figure's model anew (a reload): it has no frames."""
+        if isinstance(content, dict) and content.get("xip_hello") and self._frames:
+            self._send_table(self._frames, reset=True)
 
     def update(self) -> None:
-        """Recompute what the controls ask for (only what the cache does not know), redraw."""
-        self._filled = True
-        try:
-            self._update()
-        except BaseException:
-            self._filled = False
-            self._hide_progress()
-            raise
+        """Recompute what the controls ask for (only what the cache does not know), redraw.
+
+        One update at a time: ipykernel 7 handles some widgets' messages on a subshell's
+        thread (JupyterLab sends the slider's there), others on the main thread, so two
+        controls changed together (the kernel busy meanwhile) ran two updates at once,
+        each drawing with the other's half-made state."""
+        with self._updating:
+            self._filled = True
+            try:
+                self._update()
+            except BaseException:
+                self._filled = False
+                self._hide_progress()
+                raise
 
     def _jobs(self, s: Scenario, modes: Sequence[str]) -> list[tuple[Scenario, str]]:
         """The (scenario, mode) results the figures need. A mode whose curve is read off
@@ -755,7 +1004,7 @@ class Dashboard:
             if line_of_run(m):
                 counts = {max([s.guests, *(self.curve_guests or ())])}
             else:
-                counts = {s.guests, *self._curve_points(m)}
+                counts = {s.guests, *self._curve_points(m, s.guests)}
             jobs += [(s.replace(guests=n), m) for n in sorted(counts)]
         return jobs
 
@@ -763,6 +1012,9 @@ class Dashboard:
         self._started = t0 = time.perf_counter()
         runs = self.cache.runs
         s, modes = self.scenario(), self.modes()
+        if (table := (s.replace(guests=1), tuple(modes))) != self._table:
+            # Other controls: the browser's frames are of other results (a new version).
+            self._table, self._version, self._frames = table, self._version + 1, {}
         self.heap.disabled = all(is_trace(n) for n, _ in s.mix)  # a trace is replayed as is
         jobs = self._jobs(s, modes)
         # Modes with prefixes first: one run per family at most (at the slider's maximum).
@@ -783,6 +1035,7 @@ class Dashboard:
         self.status.value = (f"updated in {self.last_update_s:.2f} s "
                              f"({self.cache.runs - runs} new runs)")
         self._prefetch(s, modes)
+        self._send_frames(s, modes)
 
     def _prefetch(self, s: Scenario, modes: Sequence[str]) -> None:
         """Ready the results of the slider's neighbours (a ksm result, a guest more past
