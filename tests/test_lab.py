@@ -397,17 +397,23 @@ def test_frames_cover_every_property_that_changes(lab: ModuleType,
 
     dash = lab.comparison_dashboard(SMALL, max_guests=8, curve_guests=curve_guests).controller
     s = dash.scenario()
-    specs = []
+    groups = []  # the specs of one set of modes
     for modes in (MODES3, ["pagecache", "ksm"], [*MODES3, "dax"]):
         dash.cache.run_many([(s.replace(guests=n), m) for n in range(1, 9) for m in modes])
+        groups.append([])
         for n in (1, 3, 8):
             sn = s.replace(guests=n)
             for pending in ((), ("ksm",), ("xip", "ksm")):
                 memory, faults, curve, _ = dash._specs(sn, modes, dash._lines(sn, modes),
                                                        pending)
-                specs.append({"memory": memory, "faults": faults, "guests": curve})
+                groups[-1].append({"memory": memory, "faults": faults, "guests": curve})
+    specs = [spec for group in groups for spec in group]
     moving = dash._moving()
     assert ("guests" in moving) == (curve_guests is not None)
+    if curve_guests is None:  # the curve stays put: for given modes, the same at any count
+        for group in groups:
+            assert all(widgets._between(g["guests"], group[0]["guests"]) is None
+                       for g in group)
     for k in moving:
         traces, layout = widgets._VOLATILE[k]
         changed: set[str] = set()
@@ -418,6 +424,16 @@ def test_frames_cover_every_property_that_changes(lab: ModuleType,
                     assert set(changes[1]) | set(changes[2]) <= layout, k
                     changed |= {p for t in changes[0] for p in t} | set(changes[1])
         assert changed >= {"x", "y"}, k
+
+        def paths(spec: dict[str, Any], keys: Any = (traces, layout)) -> Any:
+            """What the volatile properties' update sets: a spec drawn whole over another
+            replaces it only where both have the same paths (plotly merges dicts key by
+            key, and a property a trace lacks is not sent to it)."""
+            msg = widgets._update_msg(widgets._volatile(spec, keys))
+            assert "_undefined_" not in json.dumps(msg["style_data"])
+            return sorted(msg["layout_data"]), sorted(msg["style_data"])
+
+        assert all(paths(a[k]) == paths(specs[0][k]) for a in specs), k
 
 
 def test_frames_are_sent_again_to_a_page_made_anew(lab: ModuleType,
@@ -988,7 +1004,8 @@ def test_dashboard_updates_one_at_a_time(lab: ModuleType,
     assert first.wait(10)
     toggle = threading.Thread(target=setattr, args=(dash.mode_buttons["xip"], "value", False))
     toggle.start()
-    toggle.join(0.5)  # it waits for the first update (before: it ran beside it)
+    toggle.join(0.5)
+    assert toggle.is_alive()  # it waits for the first update (before: it ran beside it)
     release.set()
     slider.join(10)
     toggle.join(10)
@@ -1019,3 +1036,54 @@ def test_bar_charts_take_the_default_template_cut_to_bars(
         assert dash.figures[k].layout.template.to_plotly_json() == cut
     monkeypatch.setattr(pio.templates, "default", "none")
     assert widgets.bars_template() == {}
+
+
+def test_frames_are_labelled_with_the_controls_they_were_made_for(
+        lab: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mode switched off while an update runs (the toggle's message on another thread,
+    see test_dashboard_updates_one_at_a_time) sets the button at once: the frames that
+    update sends were made with the mode on, and must say so (the browser draws a frame
+    only while its controls show what the frame's table names)."""
+    import threading
+
+    dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
+    sent = _batches(monkeypatch)
+    prefetch, held, release = dash._prefetch, threading.Event(), threading.Event()
+
+    def holding(s: Any, modes: Any) -> None:
+        prefetch(s, modes)
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+
+    monkeypatch.setattr(dash, "_prefetch", holding)
+    slider = threading.Thread(target=setattr, args=(dash.guests_slider, "value", 3))
+    slider.start()
+    assert held.wait(10)
+    toggle = threading.Thread(target=setattr, args=(dash.mode_buttons["xip"], "value", False))
+    toggle.start()
+    toggle.join(0.5)
+    release.set()
+    slider.join(10)
+    toggle.join(10)
+    xip = dash.mode_buttons["xip"].model_id
+    tables = [m["xip_frames"] for _, m in sent if "xip_frames" in m]
+    assert len(tables) == 2
+    for table in tables:
+        says = {c[0]: c[2] for c in table["controls"]}[xip]
+        for frame in table["frames"].values():
+            bars = frame[0]["update"]["style_data"]["x"][0]
+            assert ("xip" in bars) == says, (table["version"], bars)
+
+
+def test_texts_are_set_when_no_figure_changes(lab: ModuleType) -> None:
+    """update_figures sends texts in the figures' message; with no figure changed there
+    is none, and the texts go as the widgets' own messages (they were dropped)."""
+    import ipywidgets
+
+    from xipmodel.lab import widgets
+
+    spec = {"data": [{"type": "bar", "x": ["a"], "y": [1]}], "layout": {}}
+    fig, text = widgets._figure(spec), ipywidgets.HTML(value="old")
+    widgets.update_figures([(fig, spec)], texts=[(text, "new")])
+    assert text.value == "new"

@@ -268,6 +268,7 @@ _COLLECTING: Final[list[list[tuple[Any, dict[str, Any]]]]] = []
 
 
 Volatile = tuple[frozenset[str], frozenset[str]]  # trace keys, layout keys
+Controls = tuple[tuple[str, str, Any], ...]  # (model id, trait, value) of widgets
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,9 @@ def _show(changed: Sequence[tuple[Any, Changes]], texts: Sequence[tuple[Any, str
             # would overwrite.
             with w._lock_property(value=v):
                 w.value = v
+    else:
+        for w, v in texts:
+            w.value = v  # no batch carried it: the widget's own message
     for i, (fig, changes) in enumerate(changed):
         try:
             _put(fig, changes)
@@ -439,6 +443,7 @@ function quiet(module) {
 // the slider value it is for (`when`): it is skipped while the slider is elsewhere (that
 // value's update is on its way, or drawn from a frame) or where `key` shows already.
 const shown = new WeakMap();  // model → the key of what it shows
+const live = new WeakSet();  // the figure models whose plotly code listens
 
 const getModel = (model, id) => model.widget_manager.get_model(id).catch(() => null);
 
@@ -449,14 +454,13 @@ async function applyBatch(model, batch) {
   batch.forEach((item, i) => {
     const target = models[i];
     if (target === null) return;
-    if (item.when && sliders[i]?.get("value") !== item.when[1]) return;
-    if (item.key === undefined) {
-      shown.delete(target);
-    } else if (shown.get(target) === item.key) {
-      return;
-    } else {
-      shown.set(target, item.key);
-    }
+    if (item.when && sliders[i] && sliders[i].get("value") !== item.when[1]) return;
+    if (item.key !== undefined && shown.get(target) === item.key) return;
+    // A figure whose plotly code does not listen yet drops the update (its first view
+    // draws the synced state that follows): what it shows is not known.
+    const drawn = item.key !== undefined && (item.update === undefined || live.has(target));
+    if (drawn) shown.set(target, item.key);
+    else shown.delete(target);
     if (item.update === undefined) {
       target.set_state({ value: item.value });
     } else {
@@ -479,15 +483,19 @@ async function takeFrames(model, message) {
     table = { version: -1, controls: null, frames: new Map() };
     tables.set(model, table);
     const slider = await getModel(model, message.slider);
-    slider?.on("change:value", () => {
+    if (slider === null) {  // not made yet: the next message tries again
+      tables.delete(model);
+      return;
+    }
+    const same = () => table.controls?.every(([c, name, v]) => c?.get(name) === v);
+    slider.on("change:value", () => {
       const value = slider.get("value");
       const batch = table.frames.get(value);
-      const same = table.controls?.every(([c, name, v]) => c?.get(name) === v);
       // In a task of its own: the browser draws the slider's handle at its new place
       // first, and plotly.js then works in a page laid out already (a move is 4 ms
       // shorter than drawn in the key's own task, 9 ms shorter than at the next frame).
-      if (batch !== undefined && same) {
-        setTimeout(() => slider.get("value") === value && applyBatch(model, batch));
+      if (batch !== undefined && same()) {
+        setTimeout(() => slider.get("value") === value && same() && applyBatch(model, batch));
       }
     });
   }
@@ -533,6 +541,7 @@ export default () => {
         const widget = typeof module.default === "function" ? module.default()
                                                             : module.default;
         widget.initialize({ model });
+        live.add(model);
         return widget;
       }).catch((error) => {
         plotly = undefined;
@@ -760,7 +769,7 @@ class Dashboard:
         self._filled = False
         self._updating = threading.RLock()  # see update
         # The browser's frames (_send_frames): of which controls, the version, by count.
-        self._table: tuple[Scenario, tuple[str, ...]] | None = None
+        self._table: tuple[Scenario, tuple[str, ...], Controls] | None = None
         self._version = 0
         self._frames: dict[int, list[dict[str, Any]]] = {}
         specs = views.dashboard_figures_data({}, (), self.modes())
@@ -964,19 +973,26 @@ class Dashboard:
         if new:
             self._send_table(new)
 
+    def _controls(self) -> Controls:
+        """The other controls as the browser's models hold them: (model id, trait, value)."""
+        return ((self.mix.model_id, "index", self.mix.index),
+                (self.ram.model_id, "index", self.ram.index),
+                (self.heap.model_id, "index", self.heap.index),
+                *((b.model_id, "value", b.value) for b in self.mode_buttons.values()))
+
     def _send_table(self, frames: Mapping[int, Any], reset: bool = False) -> None:
-        controls = [[self.mix.model_id, "index", self.mix.index],
-                    [self.ram.model_id, "index", self.ram.index],
-                    [self.heap.model_id, "index", self.heap.index],
-                    *([b.model_id, "value", b.value] for b in self.mode_buttons.values())]
+        """Frames, with the controls they were made for (those of the version)."""
+        assert self._table is not None
         self._figures["memory"].send({"xip_frames": {
             "version": self._version, "slider": self.guests_slider.model_id,
-            "controls": controls, "frames": frames, "reset": reset}})
+            "controls": self._table[2], "frames": frames, "reset": reset}})
 
     def _hello(self, _: object, content: object, buffers: object = None) -> None:
         """A page made the figure's model anew (a reload): it has no frames."""
-        if isinstance(content, dict) and content.get("xip_hello") and self._frames:
-            self._send_table(self._frames, reset=True)
+        if isinstance(content, dict) and content.get("xip_hello"):
+            with self._updating:
+                if self._frames:
+                    self._send_table(dict(self._frames), reset=True)
 
     def update(self) -> None:
         """Recompute what the controls ask for (only what the cache does not know), redraw.
@@ -1011,8 +1027,12 @@ class Dashboard:
     def _update(self) -> None:
         self._started = t0 = time.perf_counter()
         runs = self.cache.runs
+        controls = self._controls()
         s, modes = self.scenario(), self.modes()
-        if (table := (s.replace(guests=1), tuple(modes))) != self._table:
+        # A control changed meanwhile (on another thread, see update: its own update
+        # waits) leaves this update without frames, which would be labelled wrongly.
+        steady = controls == self._controls()
+        if (table := (s.replace(guests=1), tuple(modes), controls)) != self._table:
             # Other controls: the browser's frames are of other results (a new version).
             self._table, self._version, self._frames = table, self._version + 1, {}
         self.heap.disabled = all(is_trace(n) for n, _ in s.mix)  # a trace is replayed as is
@@ -1035,7 +1055,8 @@ class Dashboard:
         self.status.value = (f"updated in {self.last_update_s:.2f} s "
                              f"({self.cache.runs - runs} new runs)")
         self._prefetch(s, modes)
-        self._send_frames(s, modes)
+        if steady:
+            self._send_frames(s, modes)
 
     def _prefetch(self, s: Scenario, modes: Sequence[str]) -> None:
         """Ready the results of the slider's neighbours (a ksm result, a guest more past
