@@ -977,6 +977,36 @@ def test_value_axes_hold_every_bar_and_stay_put_while_the_slider_moves() -> None
     assert moved < len(axes) // 2  # (autorange moves every axis at every count here)
 
 
+def _toggle_during(dash: Any, monkeypatch: pytest.MonkeyPatch, method: str) -> bool:
+    """Move `dash`'s slider to 3 on one thread and, while that update is held in its first
+    call of `method` (after it), switch xip off on another, as ipykernel 7 may (the
+    slider's messages on a subshell's thread); True if the toggle's thread was still
+    waiting half a second later."""
+    import threading
+
+    inner, held, release = getattr(dash, method), threading.Event(), threading.Event()
+
+    def holding(*args: Any) -> Any:
+        out = inner(*args)
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+        return out
+
+    monkeypatch.setattr(dash, method, holding)
+    slider = threading.Thread(target=setattr, args=(dash.guests_slider, "value", 3))
+    slider.start()
+    assert held.wait(10)
+    toggle = threading.Thread(target=setattr, args=(dash.mode_buttons["xip"], "value", False))
+    toggle.start()
+    toggle.join(0.5)
+    waited = toggle.is_alive()
+    release.set()
+    slider.join(10)
+    toggle.join(10)
+    return waited
+
+
 def test_dashboard_updates_one_at_a_time(lab: ModuleType,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """ipykernel 7 handles the slider's messages on a subshell's thread and a toggle's on
@@ -984,31 +1014,17 @@ def test_dashboard_updates_one_at_a_time(lab: ModuleType,
     once, each drawing with the other's half-made state (the browser test with the
     kernel stopped showed a mode switched off still drawn). They now run one after the
     other, and the figures end with both changes."""
-    import threading
-
     dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
     update, order = dash._update, []
-    first, release = threading.Event(), threading.Event()
 
-    def held() -> None:
+    def logged() -> None:
         order.append("start")
-        if not first.is_set():
-            first.set()
-            release.wait(10)
         update()
         order.append("end")
 
-    monkeypatch.setattr(dash, "_update", held)
-    slider = threading.Thread(target=setattr, args=(dash.guests_slider, "value", 3))
-    slider.start()
-    assert first.wait(10)
-    toggle = threading.Thread(target=setattr, args=(dash.mode_buttons["xip"], "value", False))
-    toggle.start()
-    toggle.join(0.5)
-    assert toggle.is_alive()  # it waits for the first update (before: it ran beside it)
-    release.set()
-    slider.join(10)
-    toggle.join(10)
+    monkeypatch.setattr(dash, "_update", logged)
+    waited = _toggle_during(dash, monkeypatch, "_prefetch")  # held inside the update
+    assert waited  # the toggle's update waited for the slider's (before: it ran beside it)
     assert order == ["start", "end", "start", "end"]
     assert list(dash.figures["memory"].data[0].x) == ["pagecache", "ksm"]
     assert dash.figures["memory"].layout.title.text.startswith("Host memory, 3 guests")
@@ -1044,28 +1060,9 @@ def test_frames_are_labelled_with_the_controls_they_were_made_for(
     see test_dashboard_updates_one_at_a_time) sets the button at once: the frames that
     update sends were made with the mode on, and must say so (the browser draws a frame
     only while its controls show what the frame's table names)."""
-    import threading
-
     dash = lab.comparison_dashboard(SMALL, max_guests=8).controller
     sent = _batches(monkeypatch)
-    prefetch, held, release = dash._prefetch, threading.Event(), threading.Event()
-
-    def holding(s: Any, modes: Any) -> None:
-        prefetch(s, modes)
-        if not held.is_set():
-            held.set()
-            release.wait(10)
-
-    monkeypatch.setattr(dash, "_prefetch", holding)
-    slider = threading.Thread(target=setattr, args=(dash.guests_slider, "value", 3))
-    slider.start()
-    assert held.wait(10)
-    toggle = threading.Thread(target=setattr, args=(dash.mode_buttons["xip"], "value", False))
-    toggle.start()
-    toggle.join(0.5)
-    release.set()
-    slider.join(10)
-    toggle.join(10)
+    _toggle_during(dash, monkeypatch, "_prefetch")
     xip = dash.mode_buttons["xip"].model_id
     tables = [m["xip_frames"] for _, m in sent if "xip_frames" in m]
     assert len(tables) == 2
