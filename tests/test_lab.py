@@ -509,13 +509,11 @@ def test_figures_changed_before_a_spec_that_raises_are_still_sent(
                 "layout": {}}
 
     first, second = widgets._figure(bars(1)), widgets._figure(bars(1))
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(widgets.FigureWidget, "send",
-                        lambda self, msg, buffers=None: sent.append(msg))
+    sent = _batches(monkeypatch)
     with pytest.raises(ValueError):
         widgets.update_figures([(first, bars(2)), (second, bars(2, "notacolor"))])
     assert not widgets._COLLECTING
-    [batch] = [m["xip_batch"] for m in sent]
+    [batch] = [m["xip_batch"] for _, m in sent]
     assert batch[0]["model"] == first.model_id  # (and what of `second` was applied)
     assert batch[0]["update"]["style_data"]["y"] == [[2]]
     assert first._widget_data[0]["y"] == [2]  # the synced state too
