@@ -8,7 +8,9 @@
 
 Measured: from the key press that moves the slider (ArrowRight on its handle, in the
 page) to the first animation frame in which the figures show the new guest count
-(the bars' titles and the summary above the guests curve), with nothing left running.
+(the bars' titles and the summary above the guests curve), with nothing left running:
+checked in the page at every frame from before the key (_arm_timer), where a figure
+shows what its overlay shows while one is laid over it (SHOWN_PLOTS).
 Each timed move, the floor's too, starts from an idle kernel and a 0.2 s pause (settle:
 an update leaves the kernel readying the slider's neighbours for a few ms).
 The dashboard shows pagecache, xip and ksm (its default), runs to 280 guests when it is
@@ -329,28 +331,31 @@ _WATCH = """(sel) => {
 }"""
 
 
+_ARM = """([arg]) => {
+    window.__xipT0 = null; window.__xipT1 = null;
+    if (!window.__xipListening) {
+        window.__xipListening = true;
+        document.addEventListener('keydown', () => {
+            if (window.__xipT0 === null) window.__xipT0 = performance.now();
+        }, true);
+    }
+    const armed = window.__xipArmed = {};
+    const shows = SHOWS;
+    const frame = () => {
+        if (window.__xipArmed !== armed || window.__xipT1 !== null) return;
+        if (window.__xipT0 === null || !shows(arg)) requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+}"""
+
+
 def _arm_timer(page: Any, shows: str, arg: Any) -> None:
     """The next keydown in the page starts the clock (window.__xipT0); the first animation
     frame in which `shows` (_SHOWS, _FLOOR_SHOWS: a predicate of `arg`) holds stops it
     (window.__xipT1). Checked in the page at every frame from now on: a check from
     Playwright (wait_for_function) starts only when its command reaches the page, some
     20 ms or more after the key, and would miss what shows before then."""
-    page.evaluate("""([arg]) => {
-        window.__xipT0 = null; window.__xipT1 = null;
-        if (!window.__xipListening) {
-            window.__xipListening = true;
-            document.addEventListener('keydown', () => {
-                if (window.__xipT0 === null) window.__xipT0 = performance.now();
-            }, true);
-        }
-        const armed = window.__xipArmed = {};
-        const shows = %s;
-        const frame = () => {
-            if (window.__xipArmed !== armed || window.__xipT1 !== null) return;
-            if (window.__xipT0 === null || !shows(arg)) requestAnimationFrame(frame);
-        };
-        requestAnimationFrame(frame);
-    }""" % shows, [arg])
+    page.evaluate(_ARM.replace("SHOWS", shows), [arg])
 
 
 class DashboardProbe:

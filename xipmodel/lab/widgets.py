@@ -55,7 +55,11 @@ Chromium without a GPU, about as much for each of the dashboard's bar charts (vi
 they ask plotly.js to measure no tick label, and their value axes mostly stay put between
 neighbouring guest counts), so the dashboard redraws only the figures whose data change.
 What is left of a move is the kernel's round trip, which the dashboard's frames skip: the
-browser draws a count whose batch it was sent ahead (Dashboard, Shown, takeFrames).
+browser draws a count whose batch it was sent ahead (Dashboard, Shown, takeFrames); and
+plotly.js's redraw of the bar charts, which the overlays take out of a move by one: each
+view of a figure that frames move draws the slider's neighbours ahead, while the page is
+idle, in hidden plots of their own laid over it, and a move shows them in its first frame
+(the loader's overlays: 10-15 ms from the key, where the redraw alone took 35).
 """
 
 from __future__ import annotations
@@ -676,6 +680,7 @@ async function takeFrames(model, message) {
     slider.on("change:value", async () => {
       const value = slider.get("value");
       const batch = table.frames.get(value);
+      prepare(table);  // the overlays of the new value's neighbours, when the page is idle
       if (batch === undefined || !table.same()) return;
       const covered = await showOverlays(table, value, batch);
       // The figures, in a task of their own: the browser draws the slider's handle at
@@ -686,7 +691,6 @@ async function takeFrames(model, message) {
       later(async () => {
         if (slider.get("value") !== value || !table.same()) return;
         await applyBatch(model, batch);
-        prepare(table);
       });
     });
   }
@@ -917,6 +921,9 @@ class Dashboard:
     without the kernel's round trip (about 20 ms here), while the kernel still gets the
     move; its own batch for it names the same key, and the browser skips it (Shown).
     A move elsewhere, or with another control changed, waits for the kernel as before.
+    The page draws the neighbours' frames ahead, when it is idle, in hidden overlays of
+    the figures (the loader's): a move to one shows them in its next frame, and the
+    figures then take the frame behind them.
 
     Showing dax, or another workload, RAM or heap share,
     costs one such run per mode. Only ksm with guests started apart (start_interval_ms
