@@ -439,6 +439,7 @@ def test_dashboard_overlays_show_the_figures_pixels(chromium: str, session: Sess
     with _diagnosed(probe, session.servers["lab"], "lab", session.errors["lab"]):
         probe.wait_settled()
         harness.settle(page)
+        page.mouse.move(0, 0)  # off the charts: no hover effects in a screenshot
         shown = _shown_now(probe)
         n = shown.scenario["guests"]
         after = shown.at(n + 1)

@@ -488,11 +488,12 @@ async function applyBatch(model, batch) {
 // Overlays. Each view of a figure that frames move draws the frames of the slider's
 // neighbours ahead, while the page is idle, each in a plot of its own laid over the
 // view's and hidden (the same data and layout as the view's, the frame's update applied:
-// the same pixels). A move to a neighbour shows them at once, with the frame's texts, in
-// the key's own task; the figures themselves then take the frame in a task of their own
-// (the same as without overlays), and each overlay is hidden as its figure is drawn.
+// the same pixels). A move to a neighbour shows them, with the frame's texts, in the
+// key's own task; after the frame that shows them, the figures themselves take the frame
+// (as without overlays), and each overlay is hidden as its figure is drawn.
 // An overlay is drawn from its figure as it was (`gen`): anything but a frame that changes
 // a figure (an untagged update, a legend click, a zoom) leaves its overlays unused.
+//
 // Shared by the module's copies (one per figure model): a batch, applied by the copy of the
 // model that got it, names other figures. plotly.js is as the bundle set it.
 const shared = (globalThis[Symbol.for("xipmodel.plotly-overlays")] ??= {
@@ -529,6 +530,11 @@ function watch(el) {
   el.on("plotly_restyle", (event) => check(event?.[0]));
   el.on("plotly_relayout", (event) => check(event));
   el.on("plotly_update", (event) => { check(event?.data?.[0]); check(event?.layout); });
+}
+
+function place(div, el) {
+  div.style.left = `${el.offsetLeft}px`;
+  div.style.top = `${el.offsetTop}px`;
 }
 
 function setPath(object, path, value) {
@@ -570,6 +576,7 @@ async function drawOverlay(target, el, value, item, wanted) {
     overlay = { div };
     cover.overlays.push(overlay);
   }
+  place(overlay.div, el);  // over the figure: it never reaches past the figure's box
   Object.assign(overlay, { value, key: null, gen: cover.gen });
   const [data, layout] = withUpdate(el, item.update);
   await shared.Plotly.react(overlay.div, data, layout,
@@ -641,10 +648,8 @@ async function showOverlays(table, value, batch) {
   if (shown.length === 0) return false;
   for (const [el, cover, overlay] of shown) {
     if (cover.showing) cover.showing.div.style.visibility = "hidden";
-    const style = overlay.div.style;
-    style.left = `${el.offsetLeft}px`;
-    style.top = `${el.offsetTop}px`;
-    style.visibility = "visible";
+    place(overlay.div, el);
+    overlay.div.style.visibility = "visible";
     cover.showing = overlay;
     el.xipShowing = overlay.div;  // what the page shows there (the bench's probes read it)
   }
@@ -1619,4 +1624,3 @@ def timeline(result: RunResult | Comparison | Sequence[RunResult]) -> Any:
     if not results:
         raise ValueError("timeline: no result given")
     return Timeline(results).widget
-
