@@ -8,7 +8,9 @@
 
 Measured: from the key press that moves the slider (ArrowRight on its handle, in the
 page) to the first animation frame in which the figures show the new guest count
-(the bars' titles and the summary above the guests curve), with nothing left running.
+(the bars' titles and the summary above the guests curve), with nothing left running:
+checked in the page at every frame from before the key (_arm_timer), where a figure
+shows what its overlay shows while one is laid over it (SHOWN_PLOTS).
 Each timed move, the floor's too, starts from an idle kernel and a 0.2 s pause (settle:
 an update leaves the kernel readying the slider's neighbours for a few ms).
 The dashboard shows pagecache, xip and ksm (its default), runs to 280 guests when it is
@@ -219,9 +221,18 @@ def launch_chromium(playwright: Any) -> Any:
                                       headless=True, timeout=60_000)
 
 
+# What the page shows of the figures in `root`: each figure's plotly div, or the overlay
+# laid over it while one shows (`xipShowing`: a frame drawn ahead, see widgets.py).
+# The probes read figures through it, installed in every page as window.__xipPlots.
+SHOWN_PLOTS = """window.__xipPlots = (root) => [
+    ...root.querySelectorAll('.js-plotly-plot:not(.xip-overlay)')].map(p => p.xipShowing || p);
+"""
+
+
 def new_page(browser: Any, width: int = 1400, height: int = 1000) -> Any:
     page = browser.new_page(viewport={"width": width, "height": height})
     page.set_default_timeout(120_000)
+    page.add_init_script(SHOWN_PLOTS)
     return page
 
 
@@ -260,7 +271,7 @@ def kernel_exec(page: Any, code: str, timeout_ms: int = 120_000) -> str:
 # data-dashboard=N (N-th on the page), its figures by their titles.
 _FIND = """(index) => {
     const boxes = [...document.querySelectorAll('.widget-vbox')].filter(b =>
-        b.querySelectorAll('.js-plotly-plot').length === 3
+        __xipPlots(b).length === 3
         && b.querySelector('.widget-slider'));
     const outer = boxes.filter(b => !boxes.some(o => o !== b && o.contains(b)));
     if (outer.length <= index) return false;
@@ -268,7 +279,7 @@ _FIND = """(index) => {
     return true;
 }"""
 
-_READ = """(plots) => plots.map(el => ({
+_READ = """(box) => __xipPlots(box).map(el => ({
     title: (el.layout && el.layout.title && el.layout.title.text) || '',
     traces: (el.data || []).map(t => ({
         name: t.name, meta: t.meta, visible: t.visible,
@@ -282,7 +293,7 @@ _READ = """(plots) => plots.map(el => ({
 _SHOWS = """([sel, guests, final]) => {
     const box = document.querySelector(sel);
     if (!box) return false;
-    const titles = [...box.querySelectorAll('.js-plotly-plot')].map(
+    const titles = __xipPlots(box).map(
         p => (p.layout && p.layout.title && p.layout.title.text) || '');
     const memory = titles.find(t => /^Host memory, \\d+ guests/.test(t));
     const faults = titles.find(t => t.startsWith('Faults and disk reads'));
@@ -305,7 +316,7 @@ _WATCH = """(sel) => {
     const frame = () => {
         if (!watch.on) return;
         const box = document.querySelector(sel);
-        const titles = [...box.querySelectorAll('.js-plotly-plot')].map(
+        const titles = __xipPlots(box).map(
             p => (p.layout && p.layout.title && p.layout.title.text) || '');
         const shown = [
             titles.map(t => count(t, /^Host memory, (\\d+) guests/)).find(c => c),
@@ -320,17 +331,31 @@ _WATCH = """(sel) => {
 }"""
 
 
-def _arm_timer(page: Any) -> None:
-    """The next keydown in the page starts the clock (window.__xipT0); _SHOWS stops it."""
-    page.evaluate("""() => {
-        window.__xipT0 = null; window.__xipT1 = null;
-        if (!window.__xipListening) {
-            window.__xipListening = true;
-            document.addEventListener('keydown', () => {
-                if (window.__xipT0 === null) window.__xipT0 = performance.now();
-            }, true);
-        }
-    }""")
+_ARM = """([arg]) => {
+    window.__xipT0 = null; window.__xipT1 = null;
+    if (!window.__xipListening) {
+        window.__xipListening = true;
+        document.addEventListener('keydown', () => {
+            if (window.__xipT0 === null) window.__xipT0 = performance.now();
+        }, true);
+    }
+    const armed = window.__xipArmed = {};
+    const shows = SHOWS;
+    const frame = () => {
+        if (window.__xipArmed !== armed || window.__xipT1 !== null) return;
+        if (window.__xipT0 === null || !shows(arg)) requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+}"""
+
+
+def _arm_timer(page: Any, shows: str, arg: Any) -> None:
+    """The next keydown in the page starts the clock (window.__xipT0); the first animation
+    frame in which `shows` (_SHOWS, _FLOOR_SHOWS: a predicate of `arg`) holds stops it
+    (window.__xipT1). Checked in the page at every frame from now on: a check from
+    Playwright (wait_for_function) starts only when its command reaches the page, some
+    20 ms or more after the key, and would miss what shows before then."""
+    page.evaluate(_ARM.replace("SHOWS", shows), [arg])
 
 
 class DashboardProbe:
@@ -360,7 +385,7 @@ class DashboardProbe:
     def figures(self) -> dict[str, dict[str, Any]]:
         """{"memory" | "faults" | "guests": {"title", "traces": [{name, meta, visible, x, y}]}}."""
         out: dict[str, dict[str, Any]] = {}
-        for fig in self.box.locator(".js-plotly-plot").evaluate_all(_READ):
+        for fig in self.box.evaluate(_READ):
             title = fig["title"]
             key = ("guests" if title.startswith("Host memory versus") else
                    "memory" if title.startswith("Host memory") else "faults")
@@ -373,7 +398,7 @@ class DashboardProbe:
             const box = document.querySelector(sel);
             if (!box) return 'no dashboard';
             const texts = (q) => [...box.querySelectorAll(q)].map(e => e.textContent.trim());
-            const titles = [...box.querySelectorAll('.js-plotly-plot')].map(
+            const titles = __xipPlots(box).map(
                 p => (p.layout && p.layout.title && p.layout.title.text) || '?');
             return JSON.stringify({readout: texts('.widget-readout'),
                                    labels: texts('.widget-label'),
@@ -408,7 +433,7 @@ class DashboardProbe:
         """
         before = self.guests()
         want = before + (1 if key == "ArrowRight" else -1)
-        _arm_timer(self.page)
+        _arm_timer(self.page, _SHOWS, [self.sel, want, final])
         self.handle.focus()
         self.page.keyboard.press(key)
         self.wait_shows(want, final=final, timeout_ms=timeout_ms)
@@ -423,7 +448,7 @@ class DashboardProbe:
         self.readout.click()
         self.page.keyboard.press("Control+A")
         self.page.keyboard.type(str(n))
-        _arm_timer(self.page)
+        _arm_timer(self.page, _SHOWS, [self.sel, n, True])
         self.page.keyboard.press("Enter")
         self.wait_shows(n, final=True, timeout_ms=timeout_ms)
         ms = float(self.page.evaluate("() => window.__xipT1 - window.__xipT0"))
@@ -476,10 +501,10 @@ BENCH_NOTEBOOK = {
 # The floor's box: a slider labelled "floor" and one plotly div whose title names its value.
 _FLOOR_SHOWS = """(value) => {
     const box = [...document.querySelectorAll('.widget-vbox')].find(b =>
-        b.querySelectorAll('.js-plotly-plot').length === 1 && [...b.querySelectorAll(
+        __xipPlots(b).length === 1 && [...b.querySelectorAll(
             '.widget-label')].some(l => l.textContent.trim() === 'floor'));
     if (!box) return false;
-    const p = box.querySelector('.js-plotly-plot');
+    const p = __xipPlots(box)[0];
     const ok = ((p.layout && p.layout.title && p.layout.title.text) || '') === 'floor ' + value;
     if (ok && window.__xipT1 === null) window.__xipT1 = performance.now();
     return ok;
@@ -508,7 +533,7 @@ def floor_moves(page: Any, count: int) -> list[float]:
     for _ in range(count):
         settle(page)
         want = int(readout.inner_text().strip()) + 1
-        _arm_timer(page)
+        _arm_timer(page, _FLOOR_SHOWS, want)
         handle.focus()
         page.keyboard.press("ArrowRight")
         page.wait_for_function(_FLOOR_SHOWS, arg=want, polling="raf", timeout=60_000)

@@ -120,7 +120,7 @@ _SHOWN = """([sel, guests, modes, points]) => {
     if (!box) return false;
     const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
     const figs = {};
-    for (const p of box.querySelectorAll('.js-plotly-plot')) {
+    for (const p of __xipPlots(box)) {
         const t = (p.layout && p.layout.title && p.layout.title.text) || '';
         figs[t.startsWith('Host memory versus') ? 'guests' : t.startsWith('Host memory')
              ? 'memory' : 'faults'] = {title: t, data: p.data || []};
@@ -412,6 +412,87 @@ def test_dashboard_moves_while_its_kernel_is_stopped(chromium: str, session: Ses
     print(f"jupyterlab: a move drawn from its frame in {ms:.0f} ms, the kernel stopped")
 
 
+# The overlays (xipmodel/lab/widgets.py) drawn ahead for the bar charts at `n` guests:
+# [memory, faults], each the overlay of the chart's view that is up to date; null if not
+# both are drawn yet.
+_OVERLAYS = """([sel, n]) => {
+    const covers = globalThis[Symbol.for('xipmodel.plotly-overlays')].covers;
+    const bars = [...document.querySelector(sel).querySelectorAll(
+        '.js-plotly-plot:not(.xip-overlay)')].filter(p =>
+        /^(Host memory,|Faults and disk reads)/.test(p.layout.title.text));
+    const found = bars.map(p => {
+        const c = covers.get(p);
+        const o = c && c.overlays.find(o => o.value === n && o.key && o.gen === c.gen);
+        return o ? o.div : null;
+    });
+    return found.length === 2 && found.every(Boolean) ? found : null;
+}"""
+
+
+def test_dashboard_overlays_show_the_figures_pixels(chromium: str, session: Session) -> None:
+    """A move to a neighbour is shown at once by the overlays the page drew ahead of it, and
+    an overlay is what its figure then draws, pixel for pixel (screenshots of the overlays,
+    laid over the charts, before the move, and of the charts after it); the charts'
+    numbers are the model's, and no frame on the way mixes guest counts."""
+    probe, _ = session.lab()
+    page = probe.page
+    with _diagnosed(probe, session.servers["lab"], "lab", session.errors["lab"]):
+        probe.wait_settled()
+        harness.settle(page)
+        page.mouse.move(0, 0)  # off the charts: no hover effects in a screenshot
+        shown = _shown_now(probe)
+        n = shown.scenario["guests"]
+        after = shown.at(n + 1)
+        want_after = session.expect(after)
+        page.wait_for_function(_OVERLAYS, arg=[probe.sel, n + 1], timeout=30_000)
+        overlays = page.evaluate_handle(_OVERLAYS, [probe.sel, n + 1])
+        ahead = []
+        for i in range(2):
+            div = overlays.evaluate_handle(f"o => o[{i}]").as_element()
+            div.evaluate("""d => { const p = d.previousElementSibling;
+                Object.assign(d.style, {left: p.offsetLeft + 'px', top: p.offsetTop + 'px',
+                                        visibility: 'visible'}); }""")
+            ahead.append(div.screenshot())
+            div.evaluate("d => { d.style.visibility = 'hidden'; }")
+        page.evaluate("""([sel]) => {  // the charts' redraws; frames showing an overlay
+            window.__xipDraws = 0;
+            for (const p of __xipPlots(document.querySelector(sel)).slice(0, 2))
+                p.on('plotly_afterplot', () => window.__xipDraws++);
+            window.__xipCovered = 0;
+            const frame = () => {
+                if (document.querySelector('.js-plotly-plot[style*="visible"].xip-overlay'))
+                    window.__xipCovered++;
+                if (window.__xipCovered < 1000) requestAnimationFrame(frame);
+            };
+            requestAnimationFrame(frame);
+        }""", [probe.sel])
+        probe.watch()
+        ms = probe.move("ArrowRight", final=True)
+        _check(probe, after, want_after())
+        page.wait_for_function("() => !document.querySelector("
+                               "'.xip-overlay[style*=\"visible\"]')", timeout=10_000)
+        covered = page.evaluate("() => { const c = window.__xipCovered; "
+                                "window.__xipCovered = 1000; return c; }")
+        frames, mixed = probe.watched()
+        assert frames > 0 and not mixed, (
+            f"frames showing different guest counts ([bars, faults, summary]): {mixed}")
+        assert covered > 0, "no frame showed the overlays: the move waited for the figures"
+        harness.settle(page)  # the kernel's own update for the move has come, and gone
+        draws = page.evaluate("() => window.__xipDraws")
+        assert draws == 2, (f"the two charts were drawn {draws} times for one move: the "
+                            "kernel's update for what the frame drew is drawn again")
+        drawn = page.evaluate_handle(
+            "([sel]) => __xipPlots(document.querySelector(sel)).slice(0, 2)", [probe.sel])
+        for i, (name, before) in enumerate(zip(("memory", "faults"), ahead, strict=True)):
+            now = drawn.evaluate_handle(f"p => p[{i}]").as_element().screenshot()
+            if now != before:
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                (ARTIFACTS / f"overlay-{name}-ahead.png").write_bytes(before)
+                (ARTIFACTS / f"overlay-{name}-drawn.png").write_bytes(now)
+            assert now == before, f"the {name} overlay's pixels are not its figure's"
+    print(f"jupyterlab: a move shown by its overlays in {ms:.0f} ms")
+
+
 def test_dashboard_in_voila(chromium: str, session: Session) -> None:
     """Voilà's default (non-progressive) rendering shows the current figures, and they move."""
     _, shown = session.lab()  # the notebook's scenario, as its kernel holds it
@@ -440,7 +521,7 @@ def test_dashboard_in_voila(chromium: str, session: Session) -> None:
 _BARS = """([sel, bars]) => {
     const box = document.querySelector(sel);
     if (!box) return false;
-    const memory = [...box.querySelectorAll('.js-plotly-plot')].find(p =>
+    const memory = __xipPlots(box).find(p =>
         /^Host memory, \\d+ guests/.test((p.layout && p.layout.title
                                           && p.layout.title.text) || ''));
     if (!memory) return false;

@@ -895,7 +895,7 @@ def test_figures_load_a_small_front_end_module() -> None:
 
     fig = widgets._figure({"data": [], "layout": {}})
     assert isinstance(fig, widgets.FigureWidget)
-    assert len(fig._esm) < 8192 < 1_000_000 < len(fig._xip_plotly.gzip_base64)
+    assert len(fig._esm) < 32_768 < 1_000_000 < len(fig._xip_plotly.gzip_base64)
     assert type(fig).__name__ == "FigureWidget"  # the text repr notebooks store is unchanged
 
 

@@ -55,7 +55,11 @@ Chromium without a GPU, about as much for each of the dashboard's bar charts (vi
 they ask plotly.js to measure no tick label, and their value axes mostly stay put between
 neighbouring guest counts), so the dashboard redraws only the figures whose data change.
 What is left of a move is the kernel's round trip, which the dashboard's frames skip: the
-browser draws a count whose batch it was sent ahead (Dashboard, Shown, takeFrames).
+browser draws a count whose batch it was sent ahead (Dashboard, Shown, takeFrames); and
+plotly.js's redraw of the bar charts, which the overlays take out of a move by one: each
+view of a figure that frames move draws the slider's neighbours ahead, while the page is
+idle, in hidden plots of their own laid over it, and a move shows them in its first frame
+(the loader's overlays: 10-15 ms from the key, where the redraw alone took 35).
 """
 
 from __future__ import annotations
@@ -442,10 +446,18 @@ function quiet(module) {
 // A tagged item (Shown in widgets.py) names what it shows (`key`) and, from the kernel,
 // the slider value it is for (`when`): it is skipped while the slider is elsewhere (that
 // value's update is on its way, or drawn from a frame) or where `key` shows already.
-const shown = new WeakMap();  // model → the key of what it shows
-const live = new WeakSet();  // the figure models whose plotly code listens
+const shownKeys = new WeakMap();  // model → the key of what it shows
 
 const getModel = (model, id) => model.widget_manager.get_model(id).catch(() => null);
+
+// What this module's code keeps for a figure model (`own`: its views' plotly divs, and
+// whether plotly's code listens), asked of the widget manager's model, which get_model
+// returns (anywidget hands `initialize` and `render` a proxy of it): "xip:own" answers.
+function ownOf(target) {
+  const owns = [];
+  target.trigger("xip:own", (own) => owns.push(own));
+  return owns;
+}
 
 async function applyBatch(model, batch) {
   const [models, sliders] = await Promise.all([
@@ -455,19 +467,200 @@ async function applyBatch(model, batch) {
     const target = models[i];
     if (target === null) return;
     if (item.when && sliders[i] && sliders[i].get("value") !== item.when[1]) return;
-    if (item.key !== undefined && shown.get(target) === item.key) return;
+    if (item.key !== undefined && shownKeys.get(target) === item.key) return;
     // A figure whose plotly code does not listen yet drops the update (its first view
     // draws the synced state that follows): what it shows is not known.
-    const drawn = item.key !== undefined && (item.update === undefined || live.has(target));
-    if (drawn) shown.set(target, item.key);
-    else shown.delete(target);
+    const drawn = item.key !== undefined
+                  && (item.update === undefined || ownOf(target).some((own) => own.live));
+    if (drawn) shownKeys.set(target, item.key);
+    else shownKeys.delete(target);
     if (item.update === undefined) {
       target.set_state({ value: item.value });
     } else {
+      if (item.key === undefined) stale(target);
       target.set_state({ _py2js_update: item.update });
       target.set_state({ _py2js_update: null });
+      uncover(target);
     }
   });
+}
+
+// Overlays. Each view of a figure that frames move draws the frames of the slider's
+// neighbours ahead, while the page is idle, each in a plot of its own laid over the
+// view's and hidden (the same data and layout as the view's, the frame's update applied:
+// the same pixels). A move to a neighbour shows them, with the frame's texts, in the
+// key's own task; after the frame that shows them, the figures themselves take the frame
+// (as without overlays), and each overlay is hidden as its figure is drawn.
+// An overlay is drawn from its figure as it was (`gen`): anything but a frame that changes
+// a figure (an untagged update, a legend click, a zoom) leaves its overlays unused.
+//
+// Shared by the module's copies (one per figure model): a batch, applied by the copy of the
+// model that got it, names other figures. plotly.js is as the bundle set it.
+const shared = (globalThis[Symbol.for("xipmodel.plotly-overlays")] ??= {
+  covers: new WeakMap(),  // plotly div → {gen, showing, overlays: [{value, key, gen, div}]}
+  Plotly: null,
+});
+const covers = shared.covers;
+
+const elsOf = (target) => ownOf(target).flatMap((own) => [...own.views]);
+
+function stale(target) {
+  for (const el of elsOf(target)) covers.get(el).gen++;
+}
+
+function uncover(target) {
+  for (const el of elsOf(target)) {
+    const cover = covers.get(el);
+    if (cover.showing) cover.showing.div.style.visibility = "hidden";
+    cover.showing = null;
+    delete el.xipShowing;
+  }
+}
+
+// The paths an update sets, as plotly's events name them (a frame's update sets its
+// figure's moving properties whole: an event naming only those changes no overlay).
+function watch(el) {
+  const cover = { gen: 0, showing: null, overlays: [], paths: new Set() };
+  covers.set(el, cover);
+  const check = (update) => {
+    // (plotly.py's front end marks its own updates with _doNotReportToPy)
+    if (Object.keys(update ?? {}).some((path) => path !== "_doNotReportToPy"
+                                                 && !cover.paths.has(path))) cover.gen++;
+  };
+  el.on("plotly_restyle", (event) => check(event?.[0]));
+  el.on("plotly_relayout", (event) => check(event));
+  el.on("plotly_update", (event) => { check(event?.data?.[0]); check(event?.layout); });
+}
+
+function place(div, el) {
+  div.style.left = `${el.offsetLeft}px`;
+  div.style.top = `${el.offsetTop}px`;
+}
+
+function setPath(object, path, value) {
+  const keys = path.split(".");
+  const last = keys.pop();
+  for (const key of keys) object = object[key] ??= {};
+  if (value === null) delete object[last];
+  else object[last] = structuredClone(value);
+}
+
+// The view's figure with `update` (a Plotly.update message, as plotly.py sends it) applied.
+function withUpdate(el, update) {
+  const data = structuredClone(el.data), layout = structuredClone(el.layout);
+  const traces = update.style_traces ?? data.map((_, i) => i);
+  for (const [path, values] of Object.entries(update.style_data ?? {})) {
+    values.forEach((value, i) => {
+      if (value !== "_undefined_" && value !== undefined) setPath(data[traces[i]], path, value);
+    });
+  }
+  for (const [path, value] of Object.entries(update.layout_data ?? {})) {
+    setPath(layout, path, value);
+  }
+  return [data, layout];
+}
+
+async function drawOverlay(target, el, value, item, wanted) {
+  const cover = covers.get(el);
+  for (const path of [...Object.keys(item.update.style_data ?? {}),
+                      ...Object.keys(item.update.layout_data ?? {})]) cover.paths.add(path);
+  // An overlay of this value, or one no neighbour wants (not the one showing), or a new one
+  let overlay = cover.overlays.find((o) => o.value === value)
+    ?? cover.overlays.find((o) => o !== cover.showing && !wanted.includes(o.value));
+  if (overlay === undefined) {
+    const div = document.createElement("div");
+    div.className = "xip-overlay";
+    div.setAttribute("aria-hidden", "true");  // a copy of the figure, not more content
+    div.style.cssText = "position:absolute;visibility:hidden;pointer-events:none;z-index:1";
+    el.after(div);
+    overlay = { div };
+    cover.overlays.push(overlay);
+  }
+  place(overlay.div, el);  // over the figure: it never reaches past the figure's box
+  Object.assign(overlay, { value, key: null, gen: cover.gen });
+  const [data, layout] = withUpdate(el, item.update);
+  await shared.Plotly.react(overlay.div, data, layout,
+                     { ...target.get("_config"), editSelection: false });
+  overlay.key = item.key;
+}
+
+// The overlays of the frames next to the slider's value that are not drawn yet: one at a
+// time, when the page is idle (a browser without requestIdleCallback: 50 ms later).
+const preparing = new Set();  // tables whose neighbours may want overlays
+const whenIdle = globalThis.requestIdleCallback ?? ((f) => setTimeout(f, 50));
+let scheduled = false;
+
+function prepare(table) {
+  preparing.add(table);
+  if (scheduled || shared.Plotly === null) return;
+  scheduled = true;
+  whenIdle(async () => {
+    let drawn = null;
+    try {
+      drawn = await prepareOne();
+    } finally {
+      scheduled = false;
+      if (drawn !== null) prepare(drawn);  // the next one, at the next idle time
+      else preparing.clear();  // all drawn, or one failed: the next move tries again
+    }
+  });
+}
+
+// Draw one overlay that a table wants: its table, or null if none wants one.
+async function prepareOne() {
+  for (const table of preparing) {
+    const value = table.slider.get("value");
+    const wanted = [value + 1, value - 1];
+    for (const n of wanted) {
+      const batch = table.frames.get(n);
+      if (batch === undefined || !table.same()) continue;
+      for (const item of batch) {
+        const target = item.update && await getModel(table.model, item.model);
+        for (const el of target ? elsOf(target) : []) {
+          const cover = covers.get(el);
+          if (!cover.overlays.some((o) => o.value === n && o.key === item.key
+                                          && o.gen === cover.gen)) {
+            await drawOverlay(target, el, n, item, wanted);
+            return table;
+          }
+        }
+      }
+    }
+  }
+  return null;
+}
+
+// Show the overlays of `batch` (all of them, drawn for the figures as they are) and its
+// texts; false if one is missing (nothing changed then).
+async function showOverlays(table, value, batch) {
+  const shown = [];
+  for (const item of batch) {
+    if (item.update === undefined) continue;
+    const target = await getModel(table.model, item.model);
+    for (const el of target ? elsOf(target) : []) {
+      const cover = covers.get(el);
+      const overlay = cover.overlays.find((o) => o.value === value && o.key === item.key
+                                                 && o.gen === cover.gen);
+      if (overlay === undefined) return false;
+      shown.push([el, cover, overlay]);
+    }
+  }
+  if (shown.length === 0) return false;
+  for (const [el, cover, overlay] of shown) {
+    if (cover.showing) cover.showing.div.style.visibility = "hidden";
+    place(overlay.div, el);
+    overlay.div.style.visibility = "visible";
+    cover.showing = overlay;
+    el.xipShowing = overlay.div;  // what the page shows there (the bench's probes read it)
+  }
+  for (const item of batch) {
+    if (item.update !== undefined) continue;
+    const target = await getModel(table.model, item.model);
+    if (target === null) continue;
+    target.set_state({ value: item.value });
+    shownKeys.set(target, item.key);
+  }
+  return true;
 }
 
 // Frames (Dashboard's): the batches of slider values whose results the kernel has, drawn
@@ -480,23 +673,30 @@ const tables = new WeakMap();  // model → {version, controls, frames}
 async function takeFrames(model, message) {
   let table = tables.get(model);
   if (table === undefined) {
-    table = { version: -1, controls: null, frames: new Map() };
+    table = { version: -1, controls: null, frames: new Map(), model };
     tables.set(model, table);
     const slider = await getModel(model, message.slider);
     if (slider === null) {  // not made yet: the next message tries again
       tables.delete(model);
       return;
     }
-    const same = () => table.controls?.every(([c, name, v]) => c?.get(name) === v);
-    slider.on("change:value", () => {
+    table.slider = slider;
+    table.same = () => table.controls?.every(([c, name, v]) => c?.get(name) === v);
+    slider.on("change:value", async () => {
       const value = slider.get("value");
       const batch = table.frames.get(value);
-      // In a task of its own: the browser draws the slider's handle at its new place
-      // first, and plotly.js then works in a page laid out already (a move is 4 ms
-      // shorter than drawn in the key's own task, 9 ms shorter than at the next frame).
-      if (batch !== undefined && same()) {
-        setTimeout(() => slider.get("value") === value && same() && applyBatch(model, batch));
-      }
+      prepare(table);  // the overlays of the new value's neighbours, when the page is idle
+      if (batch === undefined || !table.same()) return;
+      const covered = await showOverlays(table, value, batch);
+      // The figures, in a task of their own: the browser draws the slider's handle at
+      // its new place first (and the overlays: then after the frame that shows them),
+      // and plotly.js then works in a page laid out already (a move is 4 ms shorter
+      // than drawn in the key's own task).
+      const later = (f) => (covered ? requestAnimationFrame(() => setTimeout(f)) : setTimeout(f));
+      later(async () => {
+        if (slider.get("value") !== value || !table.same()) return;
+        await applyBatch(model, batch);
+      });
     });
   }
   if (message.version < table.version) return;  // an older table, overtaken
@@ -511,6 +711,7 @@ async function takeFrames(model, message) {
   for (const [value, batch] of Object.entries(message.frames)) {
     table.frames.set(Number(value), batch);
   }
+  prepare(table);
 }
 
 function plotlyModule(model) {
@@ -526,10 +727,12 @@ function plotlyModule(model) {
 
 export default () => {
   let model;   // the model as anywidget hands it to initialize (plotly's model code keeps it)
+  const own = { views: new Set(), live: false };  // see ownOf
   let plotly;  // a promise of plotly's widget for this model, initialized
   return {
     initialize(context) {
       model = context.model;
+      model.on("xip:own", (answer) => answer(own));
       model.on("msg:custom", (msg) => {
         if (msg?.xip_batch) applyBatch(model, msg.xip_batch);
         if (msg?.xip_frames) takeFrames(model, msg.xip_frames);
@@ -541,13 +744,25 @@ export default () => {
         const widget = typeof module.default === "function" ? module.default()
                                                             : module.default;
         widget.initialize({ model });
-        live.add(model);
+        own.live = true;
         return widget;
       }).catch((error) => {
         plotly = undefined;
         throw error;
       });
-      return (await plotly).render({ el });
+      const cleanup = await (await plotly).render({ el });
+      shared.Plotly ??= globalThis.Plotly ?? null;  // set by the bundle's plotly.js
+      watch(el);
+      own.views.add(el);
+      return () => {
+        own.views.delete(el);
+        for (const overlay of covers.get(el)?.overlays ?? []) {
+          shared.Plotly.purge(overlay.div);
+          overlay.div.remove();
+        }
+        covers.delete(el);
+        if (typeof cleanup === "function") cleanup();
+      };
     },
   };
 };
@@ -711,6 +926,9 @@ class Dashboard:
     without the kernel's round trip (about 20 ms here), while the kernel still gets the
     move; its own batch for it names the same key, and the browser skips it (Shown).
     A move elsewhere, or with another control changed, waits for the kernel as before.
+    The page draws the neighbours' frames ahead, when it is idle, in hidden overlays of
+    the figures (the loader's): a move to one shows them in its next frame, and the
+    figures then take the frame behind them.
 
     Showing dax, or another workload, RAM or heap share,
     costs one such run per mode. Only ksm with guests started apart (start_interval_ms
