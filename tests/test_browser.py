@@ -493,6 +493,58 @@ def test_dashboard_overlays_show_the_figures_pixels(chromium: str, session: Sess
     print(f"jupyterlab: a move shown by its overlays in {ms:.0f} ms")
 
 
+# From now on, at every frame: the `visible` of the memory chart's first trace as the page
+# shows it (its overlay's while one shows), and whether an overlay showed (__xipSeen).
+_SEEN = """([sel]) => {
+    const seen = window.__xipSeen = {on: true, frames: []};
+    const frame = () => {
+        if (!seen.on) return;
+        const p = __xipPlots(document.querySelector(sel))[0];
+        seen.frames.push([p.classList.contains('xip-overlay'), p.data[0].visible ?? true]);
+        requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+}"""
+
+
+def test_dashboard_overlays_follow_a_legend_click(chromium: str, session: Session) -> None:
+    """An overlay is drawn from its figure as it was: a trace hidden by a click on the
+    legend afterwards leaves the overlays drawn before unused (no frame shows the trace
+    again), and those drawn after it hide the trace too."""
+    probe, _ = session.lab()
+    page = probe.page
+    with _diagnosed(probe, session.servers["lab"], "lab", session.errors["lab"]):
+        probe.wait_settled()
+        harness.settle(page)
+        n = probe.guests()
+        page.wait_for_function(_OVERLAYS, arg=[probe.sel, n + 1], timeout=30_000)
+        memory = probe.box.locator(".js-plotly-plot:not(.xip-overlay)").first
+        toggle = memory.locator(".legend .traces .legendtoggle").first
+        try:
+            toggle.click()
+            page.wait_for_function("([sel]) => __xipPlots(document.querySelector(sel))[0]"
+                                   ".data[0].visible === 'legendonly'", arg=[probe.sel])
+            for step in (1, 2):
+                if step == 2:  # overlays drawn since the click
+                    page.wait_for_function(_OVERLAYS, arg=[probe.sel, n + 2], timeout=30_000)
+                page.evaluate(_SEEN, [probe.sel])
+                probe.move("ArrowRight", final=True)
+                harness.settle(page)
+                frames = page.evaluate("() => { window.__xipSeen.on = false; "
+                                       "return window.__xipSeen.frames; }")
+                shown = {v for _, v in frames}
+                assert shown == {"legendonly"}, (
+                    f"move {step}: a frame showed the hidden trace ({shown})")
+                overlaid = any(o for o, _ in frames)
+                assert overlaid == (step == 2), (
+                    f"move {step}: {'an' if overlaid else 'no'} overlay showed")
+        finally:
+            toggle.click()  # the trace shown again, for the tests after this one
+            page.wait_for_function("([sel]) => __xipPlots(document.querySelector(sel))[0]"
+                                   ".data[0].visible !== 'legendonly'", arg=[probe.sel])
+            harness.settle(page)
+
+
 def test_dashboard_in_voila(chromium: str, session: Session) -> None:
     """Voilà's default (non-progressive) rendering shows the current figures, and they move."""
     _, shown = session.lab()  # the notebook's scenario, as its kernel holds it
