@@ -855,6 +855,29 @@ def test_page_walk_steps_side_by_side(lab: ModuleType, xip_host: Host) -> None:
     assert "24 references" in pw.columns[1].text.value
 
 
+def test_page_walk_and_memory_map_handlers_run_one_at_a_time(
+        lab: ModuleType, xip_host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ipykernel 7 may run two controls' handlers on two threads at once: the page-walk
+    explorer's would then read each other's `_quiet` (a step moved while a page is being
+    picked can go undrawn), the memory map's could draw with each other's zoom. Each
+    controller's handlers run one at a time, and end with both changes."""
+    pw = lab.page_walk_explorer(xip_host).controller
+    va = pw.page.options[-1][1]
+    assert va != pw.page.value
+    assert _second_waits(pw, "show", monkeypatch, lambda: setattr(pw.page, "value", va),
+                         lambda: setattr(pw.step, "value", 1))
+    assert pw.va == va and pw.step.value == 1
+    for c in pw.columns:
+        fill = c.figure.data[0].cells.fill.color[0]
+        assert fill[1] == "#ffe08a" and fill[0] != "#ffe08a"
+    mm = lab.memory_map(xip_host, cells=256, columns=32).controller
+    assert _second_waits(mm, "spec", monkeypatch, lambda: setattr(mm.zoom, "value", 1),
+                         lambda: setattr(mm.position, "value", 32))
+    text = [cell for row in mm.figure.data[0].text for cell in row]
+    assert (mm.zoom.value, mm.position.value) == (1, 32)
+    assert text[0] == views.describe_frame(xip_host, 32)
+
+
 # ── ext2 ────────────────────────────────────────────────────────────────────────────────
 
 def test_ext2_explorer_highlights_the_files_blocks(lab: ModuleType) -> None:
@@ -975,14 +998,15 @@ def test_value_axes_hold_every_bar_and_stay_put_while_the_slider_moves() -> None
     assert moved < len(axes) // 2  # (autorange moves every axis at every count here)
 
 
-def _toggle_during(dash: Any, monkeypatch: pytest.MonkeyPatch, method: str) -> bool:
-    """Move `dash`'s slider to 3 on one thread and, while that update is held in its first
-    call of `method` (after it), switch xip off on another, as ipykernel 7 may (the
-    slider's messages on a subshell's thread); True if the toggle's thread was still
-    waiting half a second later."""
+def _second_waits(holder: Any, method: str, monkeypatch: pytest.MonkeyPatch,
+                  first: Callable[[], None], second: Callable[[], None]) -> bool:
+    """Run `first` on one thread and, while it is held in its first call of `holder`'s
+    `method` (after it), `second` on another, as ipykernel 7 may (some widgets' messages
+    on a subshell's thread); True if `second`'s thread was still waiting half a second
+    later."""
     import threading
 
-    inner, held, release = getattr(dash, method), threading.Event(), threading.Event()
+    inner, held, release = getattr(holder, method), threading.Event(), threading.Event()
 
     def holding(*args: Any) -> Any:
         out = inner(*args)
@@ -991,18 +1015,26 @@ def _toggle_during(dash: Any, monkeypatch: pytest.MonkeyPatch, method: str) -> b
             release.wait(10)
         return out
 
-    monkeypatch.setattr(dash, method, holding)
-    slider = threading.Thread(target=setattr, args=(dash.guests_slider, "value", 3))
-    slider.start()
+    monkeypatch.setattr(holder, method, holding)
+    one = threading.Thread(target=first)
+    one.start()
     assert held.wait(10)
-    toggle = threading.Thread(target=setattr, args=(dash.mode_buttons["xip"], "value", False))
-    toggle.start()
-    toggle.join(0.5)
-    waited = toggle.is_alive()
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(0.5)
+    waited = two.is_alive()
     release.set()
-    slider.join(10)
-    toggle.join(10)
+    one.join(10)
+    two.join(10)
     return waited
+
+
+def _toggle_during(dash: Any, monkeypatch: pytest.MonkeyPatch, method: str) -> bool:
+    """Move `dash`'s slider to 3 and, while that update is held in `method`, switch xip
+    off (_second_waits)."""
+    return _second_waits(dash, method, monkeypatch,
+                         lambda: setattr(dash.guests_slider, "value", 3),
+                         lambda: setattr(dash.mode_buttons["xip"], "value", False))
 
 
 def test_dashboard_updates_one_at_a_time(lab: ModuleType,

@@ -73,7 +73,7 @@ import html
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, Final
@@ -861,6 +861,17 @@ def _figure(spec: Mapping[str, Any]) -> Any:
     return fig
 
 
+def _serially(lock: threading.RLock, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`handler` (an observer's or a button's) holding `lock`: a controller's handlers run
+    one at a time. ipykernel 7 handles some widgets' messages on a subshell's thread,
+    others on the main thread (see Dashboard.update), so two controls changed while the
+    kernel was busy would run their handlers at once."""
+    def run(event: Any) -> None:
+        with lock:
+            handler(event)
+    return run
+
+
 def _box(children: Sequence[Any], controller: object, vertical: bool = True) -> Any:
     box = (W.VBox if vertical else W.HBox)(list(children))
     box.controller = controller
@@ -1370,8 +1381,9 @@ class MemoryMap:
                                     step=columns * zooms[-1], description="first frame",
                                     continuous_update=False)
         self.figure = _figure(self.spec())
-        self.zoom.observe(self._zoomed, names="value")
-        self.position.observe(lambda _: self.update(), names="value")
+        lock = threading.RLock()
+        self.zoom.observe(_serially(lock, self._zoomed), names="value")
+        self.position.observe(_serially(lock, lambda _: self.update()), names="value")
         self.widget = _box([W.HBox([self.zoom, self.position]), self.figure], self)
 
     def spec(self) -> dict[str, Any]:
@@ -1449,13 +1461,15 @@ class PageWalkExplorer:
         self.va = 0
         self._quiet = False
         self._fill_processes()
-        self.guest.observe(lambda _: self._fill_processes(), names="value")
-        self.process.observe(self._on_process, names="value")
-        self.page.observe(self._on_page, names="value")
-        self.address.observe(lambda _: self._typed(), names="value")
-        self.step.observe(self._on_step, names="value")
-        self.next.on_click(lambda _: self._move(1))
-        self.back.on_click(lambda _: self._move(-1))
+        # One handler at a time (_serially): `_quiet` is the state of the one running.
+        lock = threading.RLock()
+        self.guest.observe(_serially(lock, lambda _: self._fill_processes()), names="value")
+        self.process.observe(_serially(lock, self._on_process), names="value")
+        self.page.observe(_serially(lock, self._on_page), names="value")
+        self.address.observe(_serially(lock, lambda _: self._typed()), names="value")
+        self.step.observe(_serially(lock, self._on_step), names="value")
+        self.next.on_click(_serially(lock, lambda _: self._move(1)))
+        self.back.on_click(_serially(lock, lambda _: self._move(-1)))
         self.widget = _box([W.HBox([self.guest, self.process]), W.HBox([self.page,
                                                                         self.address]),
                             W.HBox([self.back, self.step, self.next]),
