@@ -606,6 +606,23 @@ function prepare(table) {
   });
 }
 
+// The views of `batch`'s figures ({item, target: the figure's model, el: the view's plotly
+// div, cover}), each with its overlay drawn for `value` from the view as it is now
+// (`overlay`, undefined if none is).
+async function viewsOf(table, batch, value) {
+  const out = [];
+  for (const item of batch) {
+    const target = item.update && await getModel(table.model, item.model);
+    for (const el of target ? elsOf(target) : []) {
+      const cover = covers.get(el);
+      const overlay = cover.overlays.find(
+        (o) => o.value === value && o.key === item.key && o.gen === cover.gen);
+      out.push({ item, target, el, cover, overlay });
+    }
+  }
+  return out;
+}
+
 // Draw one overlay that a table wants: its table, or null if none wants one.
 async function prepareOne() {
   for (const table of preparing) {
@@ -614,15 +631,10 @@ async function prepareOne() {
     for (const n of wanted) {
       const batch = table.frames.get(n);
       if (batch === undefined || !table.same()) continue;
-      for (const item of batch) {
-        const target = item.update && await getModel(table.model, item.model);
-        for (const el of target ? elsOf(target) : []) {
-          const cover = covers.get(el);
-          if (!cover.overlays.some((o) => o.value === n && o.key === item.key
-                                          && o.gen === cover.gen)) {
-            await drawOverlay(target, el, n, item, wanted);
-            return table;
-          }
+      for (const { item, target, el, overlay } of await viewsOf(table, batch, n)) {
+        if (overlay === undefined) {
+          await drawOverlay(target, el, n, item, wanted);
+          return table;
         }
       }
     }
@@ -633,20 +645,9 @@ async function prepareOne() {
 // Show the overlays of `batch` (all of them, drawn for the figures as they are) and its
 // texts; false if one is missing (nothing changed then).
 async function showOverlays(table, value, batch) {
-  const shown = [];
-  for (const item of batch) {
-    if (item.update === undefined) continue;
-    const target = await getModel(table.model, item.model);
-    for (const el of target ? elsOf(target) : []) {
-      const cover = covers.get(el);
-      const overlay = cover.overlays.find((o) => o.value === value && o.key === item.key
-                                                 && o.gen === cover.gen);
-      if (overlay === undefined) return false;
-      shown.push([el, cover, overlay]);
-    }
-  }
-  if (shown.length === 0) return false;
-  for (const [el, cover, overlay] of shown) {
+  const shown = await viewsOf(table, batch, value);
+  if (shown.length === 0 || shown.some(({ overlay }) => overlay === undefined)) return false;
+  for (const { el, cover, overlay } of shown) {
     if (cover.showing) cover.showing.div.style.visibility = "hidden";
     place(overlay.div, el);
     overlay.div.style.visibility = "visible";
