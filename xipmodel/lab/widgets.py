@@ -477,7 +477,6 @@ async function applyBatch(model, batch) {
     if (item.update === undefined) {
       target.set_state({ value: item.value });
     } else {
-      if (item.key === undefined) stale(target);
       target.set_state({ _py2js_update: item.update });
       target.set_state({ _py2js_update: null });
       uncover(target);
@@ -491,8 +490,9 @@ async function applyBatch(model, batch) {
 // the same pixels). A move to a neighbour shows them, with the frame's texts, in the
 // key's own task; after the frame that shows them, the figures themselves take the frame
 // (as without overlays), and each overlay is hidden as its figure is drawn.
-// An overlay is drawn from its figure as it was (`gen`): anything but a frame that changes
-// a figure (an untagged update, a legend click, a zoom) leaves its overlays unused.
+// An overlay is drawn from its figure as it was (`gen`): a change of the figure that sets
+// more than frames set (another update, a legend click, a zoom: plotly's events say which
+// properties) leaves its overlays unused.
 //
 // Shared by the module's copies (one per figure model): a batch, applied by the copy of the
 // model that got it, names other figures. plotly.js is as the bundle set it.
@@ -503,10 +503,6 @@ const shared = (globalThis[Symbol.for("xipmodel.plotly-overlays")] ??= {
 const covers = shared.covers;
 
 const elsOf = (target) => ownOf(target).flatMap((own) => [...own.views]);
-
-function stale(target) {
-  for (const el of elsOf(target)) covers.get(el).gen++;
-}
 
 function uncover(target) {
   for (const el of elsOf(target)) {
