@@ -429,6 +429,26 @@ _OVERLAYS = """([sel, n]) => {
 }"""
 
 
+# From now on, at every frame: the `visible` of the memory chart's first trace as the page
+# shows it (its overlay's while one shows), and whether an overlay showed (__xipSeen).
+_SEEN = """([sel]) => {
+    const seen = window.__xipSeen = {on: true, frames: []};
+    const frame = () => {
+        if (!seen.on) return;
+        const p = __xipPlots(document.querySelector(sel))[0];
+        seen.frames.push([p.classList.contains('xip-overlay'), p.data[0].visible ?? true]);
+        requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+}"""
+
+
+def _seen(page: Any) -> list[list[Any]]:
+    """Stop _SEEN: the frames it saw, [an overlay showed, the trace's visible] each."""
+    return list(page.evaluate(
+        "() => { window.__xipSeen.on = false; return window.__xipSeen.frames; }"))
+
+
 def test_dashboard_overlays_show_the_figures_pixels(chromium: str, session: Session) -> None:
     """A move to a neighbour is shown at once by the overlays the page drew ahead of it, and
     an overlay is what its figure then draws, pixel for pixel (screenshots of the overlays,
@@ -454,25 +474,18 @@ def test_dashboard_overlays_show_the_figures_pixels(chromium: str, session: Sess
                                         visibility: 'visible'}); }""")
             ahead.append(div.screenshot())
             div.evaluate("d => { d.style.visibility = 'hidden'; }")
-        page.evaluate("""([sel]) => {  // the charts' redraws; frames showing an overlay
+        page.evaluate("""([sel]) => {  // the charts' redraws
             window.__xipDraws = 0;
             for (const p of __xipPlots(document.querySelector(sel)).slice(0, 2))
                 p.on('plotly_afterplot', () => window.__xipDraws++);
-            window.__xipCovered = 0;
-            const frame = () => {
-                if (document.querySelector('.js-plotly-plot[style*="visible"].xip-overlay'))
-                    window.__xipCovered++;
-                if (window.__xipCovered < 1000) requestAnimationFrame(frame);
-            };
-            requestAnimationFrame(frame);
         }""", [probe.sel])
+        page.evaluate(_SEEN, [probe.sel])
         probe.watch()
         ms = probe.move("ArrowRight", final=True)
         _check(probe, after, want_after())
         page.wait_for_function("() => !document.querySelector("
                                "'.xip-overlay[style*=\"visible\"]')", timeout=10_000)
-        covered = page.evaluate("() => { const c = window.__xipCovered; "
-                                "window.__xipCovered = 1000; return c; }")
+        covered = sum(o for o, _ in _seen(page))
         frames, mixed = probe.watched()
         assert frames > 0 and not mixed, (
             f"frames showing different guest counts ([bars, faults, summary]): {mixed}")
@@ -491,20 +504,6 @@ def test_dashboard_overlays_show_the_figures_pixels(chromium: str, session: Sess
                 (ARTIFACTS / f"overlay-{name}-drawn.png").write_bytes(now)
             assert now == before, f"the {name} overlay's pixels are not its figure's"
     print(f"jupyterlab: a move shown by its overlays in {ms:.0f} ms")
-
-
-# From now on, at every frame: the `visible` of the memory chart's first trace as the page
-# shows it (its overlay's while one shows), and whether an overlay showed (__xipSeen).
-_SEEN = """([sel]) => {
-    const seen = window.__xipSeen = {on: true, frames: []};
-    const frame = () => {
-        if (!seen.on) return;
-        const p = __xipPlots(document.querySelector(sel))[0];
-        seen.frames.push([p.classList.contains('xip-overlay'), p.data[0].visible ?? true]);
-        requestAnimationFrame(frame);
-    };
-    requestAnimationFrame(frame);
-}"""
 
 
 def test_dashboard_overlays_follow_a_legend_click(chromium: str, session: Session) -> None:
@@ -530,8 +529,7 @@ def test_dashboard_overlays_follow_a_legend_click(chromium: str, session: Sessio
                 page.evaluate(_SEEN, [probe.sel])
                 probe.move("ArrowRight", final=True)
                 harness.settle(page)
-                frames = page.evaluate("() => { window.__xipSeen.on = false; "
-                                       "return window.__xipSeen.frames; }")
+                frames = _seen(page)
                 shown = {v for _, v in frames}
                 assert shown == {"legendonly"}, (
                     f"move {step}: a frame showed the hidden trace ({shown})")
